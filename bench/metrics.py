@@ -1,0 +1,211 @@
+"""Multi-label metrics, all returned in percent as face- and pedestrian-attribute papers print them.
+
+Inputs are ``labels`` (N, A) in {0, 1} and ``probs`` (N, A) positive-class probabilities.
+Conventions where a ratio is undefined (an attribute with no positives, an example with no
+predicted positives) are stated in each docstring.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+def _as_arrays(labels, probs) -> tuple[np.ndarray, np.ndarray]:
+    labels = np.asarray(labels, dtype=np.float64)
+    probs = np.asarray(probs, dtype=np.float64)
+    if labels.shape != probs.shape or labels.ndim != 2:
+        raise ValueError(f"labels and probs must both be (N, A); got {labels.shape} and {probs.shape}")
+    return labels, probs
+
+
+def binarize(probs, threshold=0.5) -> np.ndarray:
+    """Return 0/1 predictions: ``probs >= threshold`` (``threshold`` scalar or one per attribute)."""
+    return (np.asarray(probs) >= np.asarray(threshold)).astype(np.float64)
+
+
+def per_attribute_accuracy(labels, probs, threshold=0.5) -> np.ndarray:
+    """Return the (A,) accuracy of each attribute in percent.
+
+    Raises:
+        ValueError: shapes differ or are not 2-D.
+    """
+    labels, probs = _as_arrays(labels, probs)
+    return 100.0 * (binarize(probs, threshold) == labels).mean(axis=0)
+
+
+def majority_per_attribute_accuracy(train_labels, eval_labels) -> np.ndarray:
+    """Return the (A,) accuracy in percent of predicting each attribute's majority class of
+    ``train_labels`` on ``eval_labels`` (the majority-class predictor, fitted on training data)."""
+    train = np.asarray(train_labels, dtype=np.float64)
+    evaluated = np.asarray(eval_labels, dtype=np.float64)
+    majority = (train.mean(axis=0) >= 0.5).astype(np.float64)
+    return 100.0 * (evaluated == majority).mean(axis=0)
+
+
+def _confusion(labels: np.ndarray, predictions: np.ndarray, axis: int):
+    tp = (predictions * labels).sum(axis=axis)
+    fp = (predictions * (1 - labels)).sum(axis=axis)
+    fn = ((1 - predictions) * labels).sum(axis=axis)
+    tn = ((1 - predictions) * (1 - labels)).sum(axis=axis)
+    return tp, fp, fn, tn
+
+
+def _ratio(numerator, denominator, undefined: float) -> np.ndarray:
+    numerator = np.asarray(numerator, dtype=np.float64)
+    denominator = np.asarray(denominator, dtype=np.float64)
+    out = np.full(numerator.shape, undefined, dtype=np.float64)
+    np.divide(numerator, denominator, out=out, where=denominator > 0)
+    return out
+
+
+def per_attribute_balanced_accuracy(labels, probs, threshold=0.5) -> np.ndarray:
+    """Return the (A,) balanced accuracy (TPR + TNR) / 2 in percent.
+
+    If an attribute has no positives (or no negatives) in ``labels``, the rate of the class that
+    is present is used alone, so a perfect predictor still scores 100.
+    """
+    labels, probs = _as_arrays(labels, probs)
+    tp, fp, fn, tn = _confusion(labels, binarize(probs, threshold), axis=0)
+    tpr = _ratio(tp, tp + fn, np.nan)
+    tnr = _ratio(tn, tn + fp, np.nan)
+    return 100.0 * np.nanmean(np.stack([tpr, tnr]), axis=0)
+
+
+def per_attribute_prf(labels, probs, threshold=0.5) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Return (precision, recall, F1) per attribute, each (A,) in percent.
+
+    Undefined ratios (no predicted positives; no actual positives) count as 0, as in
+    scikit-learn's ``zero_division=0``.
+    """
+    labels, probs = _as_arrays(labels, probs)
+    tp, fp, fn, _ = _confusion(labels, binarize(probs, threshold), axis=0)
+    precision = _ratio(tp, tp + fp, 0.0)
+    recall = _ratio(tp, tp + fn, 0.0)
+    f1 = _ratio(2 * precision * recall, precision + recall, 0.0)
+    return 100.0 * precision, 100.0 * recall, 100.0 * f1
+
+
+def example_based_metrics(labels, probs, threshold=0.5) -> dict[str, float]:
+    """Return the pedestrian-attribute (PAR) example-based metrics in percent.
+
+    Keys: ``inst_acc`` (mean Jaccard |Y ∩ P| / |Y ∪ P|), ``inst_precision`` (|Y ∩ P| / |P|),
+    ``inst_recall`` (|Y ∩ P| / |Y|), ``inst_f1`` (harmonic mean of the two means), ``hamming_loss``
+    (share of wrong labels) and ``hamming_score`` (100 - hamming_loss). An example with an empty
+    union counts as fully correct; an empty denominator otherwise counts as 0.
+    """
+    labels, probs = _as_arrays(labels, probs)
+    predictions = binarize(probs, threshold)
+    intersection = (labels * predictions).sum(axis=1)
+    union = np.maximum(labels, predictions).sum(axis=1)
+    jaccard = _ratio(intersection, union, 1.0)
+    precision = _ratio(intersection, predictions.sum(axis=1), 0.0)
+    recall = _ratio(intersection, labels.sum(axis=1), 0.0)
+    empty = union == 0
+    precision[empty] = 1.0
+    recall[empty] = 1.0
+    mean_p, mean_r = precision.mean(), recall.mean()
+    f1 = 2 * mean_p * mean_r / (mean_p + mean_r) if mean_p + mean_r > 0 else 0.0
+    hamming_loss = 100.0 * (predictions != labels).mean()
+    return {
+        "inst_acc": 100.0 * jaccard.mean(),
+        "inst_precision": 100.0 * mean_p,
+        "inst_recall": 100.0 * mean_r,
+        "inst_f1": 100.0 * f1,
+        "hamming_loss": hamming_loss,
+        "hamming_score": 100.0 - hamming_loss,
+    }
+
+
+def expected_calibration_error(labels, probs, n_bins: int = 10) -> float:
+    """Return the ECE in percent over all per-attribute positive-class probabilities.
+
+    The N*A probabilities fall into ``n_bins`` equal-width bins on [0, 1] (the last bin closed);
+    ECE = sum over bins of (bin share) * |mean label - mean probability|.
+    """
+    frequencies, confidences, counts = reliability_diagram(labels, probs, n_bins)
+    total = counts.sum()
+    filled = counts > 0
+    return float(100.0 * np.sum(counts[filled] / total * np.abs(frequencies[filled] - confidences[filled])))
+
+
+def reliability_diagram(labels, probs, n_bins: int = 10) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Return (observed positive frequency, mean probability, count) per bin, each (n_bins,).
+
+    Empty bins hold NaN frequency and confidence and count 0.
+    """
+    labels, probs = _as_arrays(labels, probs)
+    flat_labels, flat_probs = labels.ravel(), probs.ravel()
+    bins = np.clip((flat_probs * n_bins).astype(np.int64), 0, n_bins - 1)
+    counts = np.bincount(bins, minlength=n_bins).astype(np.float64)
+    label_sums = np.bincount(bins, weights=flat_labels, minlength=n_bins)
+    prob_sums = np.bincount(bins, weights=flat_probs, minlength=n_bins)
+    return _ratio(label_sums, counts, np.nan), _ratio(prob_sums, counts, np.nan), counts
+
+
+def summary_metrics(labels, probs, train_labels, threshold=0.5) -> dict[str, float]:
+    """Return the headline metrics of one evaluation, in percent.
+
+    Keys: ``acc_mean`` (mean per-attribute accuracy, the CelebA convention), ``acc_majority``
+    (majority-class predictor fitted on ``train_labels``, on the same rows), ``mA`` (mean balanced
+    accuracy), ``precision``/``recall``/``f1`` (means of the per-attribute values), the
+    example-based keys of :func:`example_based_metrics`, and ``ece`` (10 bins).
+    """
+    labels, probs = _as_arrays(labels, probs)
+    precision, recall, f1 = per_attribute_prf(labels, probs, threshold)
+    return {
+        "acc_mean": float(per_attribute_accuracy(labels, probs, threshold).mean()),
+        "acc_majority": float(majority_per_attribute_accuracy(train_labels, labels).mean()),
+        "mA": float(per_attribute_balanced_accuracy(labels, probs, threshold).mean()),
+        "precision": float(precision.mean()),
+        "recall": float(recall.mean()),
+        "f1": float(f1.mean()),
+        **{k: float(v) for k, v in example_based_metrics(labels, probs, threshold).items()},
+        "ece": expected_calibration_error(labels, probs),
+    }
+
+
+def fit_temperature(logits, labels, bounds=(0.05, 20.0)) -> float:
+    """Return the temperature T > 0 minimising the mean BCE of ``sigmoid(logits / T)`` on ``labels``.
+
+    One T for all attributes (temperature scaling, Guo et al. 2017), found by golden-section
+    search on log T, which is exact up to 1e-6 relative for this one-dimensional convex problem.
+    """
+    logits = np.asarray(logits, dtype=np.float64)
+    labels = np.asarray(labels, dtype=np.float64)
+
+    def loss(log_t: float) -> float:
+        z = logits / np.exp(log_t)
+        # log(1 + exp(-|z|)) form: stable for large |z|.
+        return float(np.mean(np.maximum(z, 0) - z * labels + np.log1p(np.exp(-np.abs(z)))))
+
+    low, high = np.log(bounds[0]), np.log(bounds[1])
+    ratio = (np.sqrt(5) - 1) / 2
+    a, b = high - ratio * (high - low), low + ratio * (high - low)
+    fa, fb = loss(a), loss(b)
+    while high - low > 1e-6:
+        if fa < fb:
+            high, b, fb = b, a, fa
+            a = high - ratio * (high - low)
+            fa = loss(a)
+        else:
+            low, a, fa = a, b, fb
+            b = low + ratio * (high - low)
+            fb = loss(b)
+    return float(np.exp((low + high) / 2))
+
+
+def tune_thresholds(labels, probs, grid=None) -> np.ndarray:
+    """Return (A,) per-attribute thresholds maximising F1 on (``labels``, ``probs``).
+
+    The search runs over ``grid`` (default 0.05, 0.10, ..., 0.95); ties keep the threshold
+    closest to 0.5. Attributes without positives keep 0.5.
+    """
+    labels, probs = _as_arrays(labels, probs)
+    grid = np.round(np.arange(0.05, 0.951, 0.05), 2) if grid is None else np.asarray(grid, dtype=np.float64)
+    order = np.argsort(np.abs(grid - 0.5), kind="stable")
+    thresholds = np.full(labels.shape[1], 0.5)
+    for j in range(labels.shape[1]):
+        if labels[:, j].sum() == 0:
+            continue
+        scores = [per_attribute_prf(labels[:, [j]], probs[:, [j]], grid[k])[2][0] for k in order]
+        thresholds[j] = grid[order[int(np.argmax(scores))]]
+    return thresholds

@@ -1,0 +1,128 @@
+"""Paper-column-width plots (PNG + PDF) of a study: trade-offs, per-attribute accuracy, calibration, training."""
+from __future__ import annotations
+
+import os
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless: reports are rendered on servers and in CI
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import seaborn as sns  # noqa: E402
+
+from bench.study import MAJORITY  # noqa: E402
+
+COLUMN_WIDTH_IN = 3.4  # one column of a two-column paper
+
+
+def pareto_front(costs, scores) -> np.ndarray:
+    """Return the indices of points no other point beats (cost <= and score >=, one strictly), by cost."""
+    costs, scores = np.asarray(costs, float), np.asarray(scores, float)
+    front = [
+        i for i in range(len(costs))
+        if not np.any((costs <= costs[i]) & (scores >= scores[i]) & ((costs < costs[i]) | (scores > scores[i])))
+    ]
+    return np.asarray(sorted(front, key=lambda i: costs[i]), dtype=int)
+
+
+def _save(fig, folder: str, name: str) -> dict[str, str]:
+    paths = {}
+    for ext in ("png", "pdf"):
+        path = os.path.join(folder, f"{name}.{ext}")
+        fig.savefig(path, dpi=200, bbox_inches="tight")
+        paths[f"{name}.{ext}"] = path
+    plt.close(fig)
+    return paths
+
+
+def _labels(frame):
+    return [m if not isinstance(v, str) or not v else f"{m} [{v}]" for m, v in zip(frame["model"], frame["variant"])]
+
+
+def tradeoff_plot(frame, cost_column: str, cost_label: str, folder: str, name: str, log_x: bool = True) -> dict[str, str]:
+    """Plot test acc_mean against a cost column with the Pareto front and the majority line; return paths."""
+    models = frame[(frame["model"] != MAJORITY) & frame[cost_column].notna()]
+    models = models.assign(variant=models["variant"].fillna("")).groupby(["model", "variant"], sort=False).mean(numeric_only=True).reset_index()
+    fig, ax = plt.subplots(figsize=(COLUMN_WIDTH_IN, 2.6))
+    if len(models):
+        ax.scatter(models[cost_column], models["acc_mean"], s=22, zorder=3)
+        for label, x, y in zip(_labels(models), models[cost_column], models["acc_mean"]):
+            ax.annotate(label, (x, y), fontsize=6, xytext=(3, 3), textcoords="offset points")
+        front = pareto_front(models[cost_column].values, models["acc_mean"].values)
+        ax.plot(models[cost_column].values[front], models["acc_mean"].values[front], "--", lw=1, color="C3", label="Pareto front")
+    majority = frame.loc[frame["model"] == MAJORITY, "acc_mean"]
+    if len(majority):
+        ax.axhline(float(majority.mean()), color="grey", lw=0.8, ls=":", label="majority class")
+    if log_x and len(models) and (models[cost_column] > 0).all():
+        ax.set_xscale("log")
+    ax.set_xlabel(cost_label)
+    ax.set_ylabel("mean accuracy (%)")
+    ax.legend(fontsize=6, loc="lower right")
+    return _save(fig, folder, name)
+
+
+def per_attribute_plot(per_attribute, folder: str) -> dict[str, str]:
+    """Plot per-attribute test accuracy, one marker series per model; return paths."""
+    frame = per_attribute.assign(label=_labels(per_attribute.assign(variant=per_attribute["variant"].fillna(""))))
+    fig, ax = plt.subplots(figsize=(2 * COLUMN_WIDTH_IN, 3.0))
+    sns.pointplot(data=frame, x="attribute", y="acc", hue="label", linestyles="none", markersize=3, ax=ax, errorbar=None)
+    ax.tick_params(axis="x", rotation=90, labelsize=6)
+    ax.set_xlabel("")
+    ax.set_ylabel("test accuracy (%)")
+    ax.legend(fontsize=6, title=None)
+    return _save(fig, folder, "per_attribute_accuracy")
+
+
+def reliability_plot(records, folder: str) -> dict[str, str]:
+    """Plot reliability diagrams before/after temperature scaling for every model; return paths."""
+    records = [r for r in records if r.get("reliability")]
+    if not records:
+        return {}
+    fig, axes = plt.subplots(1, 2, figsize=(2 * COLUMN_WIDTH_IN, 2.6), sharey=True)
+    for ax, key, title in zip(axes, ("before", "after"), ("before temperature scaling", "after temperature scaling")):
+        ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls=":")
+        for record in records:
+            data = record["reliability"][key]
+            conf = np.asarray(data["confidence"], dtype=float)
+            freq = np.asarray(data["frequency"], dtype=float)
+            keep = ~np.isnan(conf)
+            label = record["row"]["model"] + (f" [{record['row']['variant']}]" if record["row"].get("variant") else "")
+            ax.plot(conf[keep], freq[keep], marker="o", ms=2, lw=1, label=label)
+        ax.set_title(title, fontsize=8)
+        ax.set_xlabel("predicted probability")
+    axes[0].set_ylabel("observed frequency")
+    axes[1].legend(fontsize=6)
+    return _save(fig, folder, "reliability")
+
+
+def training_curves_plot(history, folder: str) -> dict[str, str]:
+    """Plot train/val loss and accuracy per epoch for every model; return paths."""
+    if history is None or not len(history):
+        return {}
+    frame = history.assign(label=_labels(history.assign(variant=history["variant"].fillna(""))))
+    fig, axes = plt.subplots(1, 2, figsize=(2 * COLUMN_WIDTH_IN, 2.6))
+    for label, part in frame.groupby("label", sort=False):
+        part = part.groupby("epoch").mean(numeric_only=True).reset_index()
+        line = axes[0].plot(part["epoch"], part["train_loss"], marker="o", ms=2, label=f"{label} train")[0]
+        axes[0].plot(part["epoch"], part["val_loss"], marker="s", ms=2, ls="--", color=line.get_color(), label=f"{label} val")
+        axes[1].plot(part["epoch"], part["train_acc"], marker="o", ms=2, color=line.get_color())
+        axes[1].plot(part["epoch"], part["val_acc"], marker="s", ms=2, ls="--", color=line.get_color())
+    axes[0].set(xlabel="epoch", ylabel="BCE loss")
+    axes[1].set(xlabel="epoch", ylabel="mean accuracy (%)")
+    axes[0].legend(fontsize=5)
+    return _save(fig, folder, "training_curves")
+
+
+def render_plots(frame, per_attribute, history, records, folder: str) -> dict[str, str]:
+    """Write every plot of a study into ``folder``; return artefact name -> path."""
+    sns.set_theme(style="whitegrid", context="paper", font_scale=0.8)
+    written = {}
+    written.update(tradeoff_plot(frame, "params", "parameters (log)", folder, "acc_vs_params"))
+    written.update(tradeoff_plot(frame, "macs", "MACs (log)", folder, "acc_vs_macs"))
+    if frame["cpu_b1_ms"].notna().any():
+        written.update(tradeoff_plot(frame, "cpu_b1_ms", "CPU latency, batch 1 (ms, log)", folder, "acc_vs_cpu_latency"))
+    if per_attribute is not None and len(per_attribute):
+        written.update(per_attribute_plot(per_attribute, folder))
+    written.update(reliability_plot(records, folder))
+    written.update(training_curves_plot(history, folder))
+    return written

@@ -1,0 +1,100 @@
+"""Cost profile of a model: parameters, MACs, bytes on disk and measured latency."""
+from __future__ import annotations
+
+import copy
+import io
+import logging
+import time
+import zlib
+
+import numpy as np
+import torch
+from torch import nn
+
+_logger = logging.getLogger(__name__)
+
+
+def count_params(model: nn.Module) -> int:
+    """Return the number of parameters of ``model`` (trainable or not)."""
+    return sum(p.numel() for p in model.parameters())
+
+
+def count_macs(model: nn.Module, input_size) -> int:
+    """Return multiply-accumulates of one forward pass at ``input_size`` (C, H, W), batch 1.
+
+    Counted by ptflops' aten backend (which sees every aten op, not only known module types).
+    Many papers print this number as "FLOPs"; it is MACs.
+
+    Raises:
+        RuntimeError: ptflops could not count the model.
+    """
+    from ptflops import get_model_complexity_info
+
+    probe = copy.deepcopy(model).cpu().eval()
+    macs, _ = get_model_complexity_info(
+        probe, tuple(input_size), as_strings=False, print_per_layer_stat=False, backend="aten", verbose=False
+    )
+    if macs is None:
+        raise RuntimeError(f"ptflops could not count the MACs of {type(model).__name__}")
+    return int(macs)
+
+
+def disk_bytes(model: nn.Module) -> tuple[int, int]:
+    """Return (bytes of ``torch.save(state_dict)``, bytes of the same file deflate-compressed, level 9)."""
+    buffer = io.BytesIO()
+    torch.save(model.state_dict(), buffer)
+    raw = buffer.getvalue()
+    return len(raw), len(zlib.compress(raw, 9))
+
+
+def measure_latency(
+    model: nn.Module,
+    input_size,
+    batch_size: int = 1,
+    device: str = "cpu",
+    min_iters: int = 50,
+    min_seconds: float = 2.0,
+    warmup: int = 5,
+    channels_last: bool = False,
+) -> dict[str, float]:
+    """Time forward passes of ``model`` (eval + inference mode) on random input.
+
+    After ``warmup`` passes, passes are timed one by one until both ``min_iters`` passes and
+    ``min_seconds`` have been spent. On CUDA each pass is timed with CUDA events after a
+    synchronisation. The model is copied, so the caller's model is untouched.
+
+    Returns:
+        ``{'median_ms', 'p90_ms', 'min_ms', 'iters'}`` for one batch of ``batch_size``.
+    """
+    device = torch.device(device)
+    probe = copy.deepcopy(model).to(device).eval()
+    x = torch.randn(batch_size, *input_size, device=device)
+    if channels_last:
+        probe = probe.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+    times: list[float] = []
+    with torch.inference_mode():
+        for _ in range(warmup):
+            probe(x)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        started = time.perf_counter()
+        while len(times) < min_iters or time.perf_counter() - started < min_seconds:
+            if device.type == "cuda":
+                begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                begin.record()
+                probe(x)
+                end.record()
+                torch.cuda.synchronize(device)
+                times.append(begin.elapsed_time(end))
+            else:
+                tick = time.perf_counter()
+                probe(x)
+                times.append(1000.0 * (time.perf_counter() - tick))
+    values = np.asarray(times)
+    return {
+        "median_ms": float(np.median(values)),
+        "p90_ms": float(np.percentile(values, 90)),
+        "min_ms": float(values.min()),
+        "iters": int(len(values)),
+    }

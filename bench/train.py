@@ -1,0 +1,287 @@
+"""Multi-label training and evaluation: BCE-with-logits, Adam, best/last checkpoints, resume.
+
+Library code: nothing here prints. Progress goes to an optional ``progress`` callback with the
+interface of ``tqdm`` (``progress(total=..., desc=...)`` returns an object with ``update(n)``,
+``set_postfix(**kw)`` and ``close()``), which the CLI supplies.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import random
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from bench.data import FaceAttributeData, iterate_batches, to_model_input
+from bench.metrics import per_attribute_accuracy
+
+_logger = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainConfig:
+    """Training hyper-parameters; the defaults are the Slim-CNN reference's (Adam 1e-4, wd 1e-4)."""
+
+    epochs: int = 1
+    batch_size: int = 32
+    lr: float = 1e-4
+    weight_decay: float = 1e-4
+    lr_step_epochs: int = 0  # StepLR step size in epochs; 0 disables decay
+    lr_gamma: float = 0.1
+    pos_weight: bool = False  # weight positives by n_neg / n_pos per attribute (class imbalance)
+    freeze_backbone_epochs: int = 0  # transfer protocol: train only the head for this many epochs
+    hflip: bool = False  # random horizontal flips (face attributes are mirror-invariant)
+    channels_last: bool = True  # measured 1.4x faster Slim-Net training on 2 CPU cores
+    seed: int = 0
+    device: str = "auto"
+    eval_batch_size: int = 64
+
+    def __post_init__(self):
+        for name in ("epochs", "batch_size", "eval_batch_size"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"train config field {name!r} must be >= 1, got {getattr(self, name)!r}")
+        if self.lr <= 0:
+            raise ValueError(f"train config field 'lr' must be > 0, got {self.lr!r}")
+
+
+@dataclass
+class TrainResult:
+    """What training returns: per-epoch history, the best epoch (by val acc_mean) and wall time."""
+
+    history: list[dict] = field(default_factory=list)
+    best_epoch: int = -1
+    best_val_acc: float = float("nan")
+    train_seconds: float = 0.0
+
+
+def resolve_device(device: str) -> torch.device:
+    """Return the torch device for 'auto' (cuda when available, else cpu) or an explicit name.
+
+    Raises:
+        ValueError: a CUDA device is asked for but CUDA is not available.
+    """
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    resolved = torch.device(device)
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} was asked for but CUDA is not available here")
+    return resolved
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (CPU and CUDA) generators."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def head_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """Return the classifier's parameters (timm ``get_classifier``, else ``fc`` or ``classifier``).
+
+    Raises:
+        ValueError: the model exposes no recognisable classifier.
+    """
+    if hasattr(model, "get_classifier"):
+        head = model.get_classifier()
+    elif isinstance(getattr(model, "fc", None), nn.Module):
+        head = model.fc
+    elif isinstance(getattr(model, "classifier", None), nn.Module):
+        head = model.classifier
+    else:
+        raise ValueError(f"{type(model).__name__} has no get_classifier(), fc or classifier to keep trainable")
+    return list(head.parameters())
+
+
+def _set_backbone_frozen(model: nn.Module, frozen: bool) -> None:
+    head = {id(p) for p in head_parameters(model)}
+    for parameter in model.parameters():
+        parameter.requires_grad_(not frozen or id(parameter) in head)
+
+
+def _save_atomically(obj: dict, path: str) -> None:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    partial = f"{path}.partial-{os.getpid()}"
+    torch.save(obj, partial)
+    os.replace(partial, path)
+
+
+@torch.inference_mode()
+def predict_logits(model: nn.Module, data: FaceAttributeData, split: str, batch_size: int = 64,
+                   device: str = "auto", channels_last: bool = False) -> np.ndarray:
+    """Return the logits (N, A) of ``model`` on ``split``, in split order (model left in eval mode)."""
+    device = resolve_device(device)
+    model.eval().to(device)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    outputs = []
+    for images, _ in iterate_batches(data, split, batch_size):
+        x = to_model_input(images, model.data_config, device, channels_last)
+        outputs.append(model(x).float().cpu().numpy())
+    return np.concatenate(outputs) if outputs else np.zeros((0, data.labels.shape[1]), np.float32)
+
+
+def predict_probs(model: nn.Module, data: FaceAttributeData, split: str, batch_size: int = 64,
+                  device: str = "auto", channels_last: bool = False) -> np.ndarray:
+    """Return sigmoid probabilities (N, A) of ``model`` on ``split`` (see :func:`predict_logits`)."""
+    return 1.0 / (1.0 + np.exp(-predict_logits(model, data, split, batch_size, device, channels_last)))
+
+
+def _null_progress(total=None, desc=None, **_):
+    class _Null:
+        def update(self, n=1):
+            pass
+
+        def set_postfix(self, **kwargs):
+            pass
+
+        def close(self):
+            pass
+
+    return _Null()
+
+
+def train_model(
+    model: nn.Module,
+    data: FaceAttributeData,
+    config: TrainConfig,
+    checkpoint_dir: str | None = None,
+    progress=None,
+    extra_loss=None,
+) -> TrainResult:
+    """Train ``model`` in place on ``data``'s train split, validating each epoch.
+
+    With ``checkpoint_dir``, ``last.pt`` (everything needed to resume) and ``best.pt`` (best
+    validation ``acc_mean``) are written atomically after each epoch, and an existing ``last.pt``
+    is resumed from. Both store ``arch`` so :func:`models.load_model` rebuilds the model from the
+    file alone. At the end the model holds the best epoch's weights. ``extra_loss(model)``, if
+    given, is added to the BCE loss (e.g. a norm penalty for fine-tuning compressed layers).
+
+    Returns:
+        TrainResult with one history dict per epoch (``epoch, lr, train_loss, train_acc,
+        val_loss, val_acc, seconds``).
+    Raises:
+        ValueError: empty train or val split, or bad config values.
+    """
+    progress = progress or _null_progress
+    for split in ("train", "val"):
+        if len(data.splits[split]) == 0:
+            raise ValueError(f"the {split} split of {data.name!r} is empty; check the partition file or --limit-{split}")
+    device = resolve_device(config.device)
+    seed_everything(config.seed)
+    model.to(device)
+    if config.channels_last:
+        model.to(memory_format=torch.channels_last)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    scheduler = (
+        torch.optim.lr_scheduler.StepLR(optimizer, step_size=config.lr_step_epochs, gamma=config.lr_gamma)
+        if config.lr_step_epochs > 0 else None
+    )
+    pos_weight = None
+    if config.pos_weight:
+        positives = data.labels[data.splits["train"]].mean(axis=0).clip(1e-3, 1 - 1e-3)
+        pos_weight = torch.tensor((1 - positives) / positives, dtype=torch.float32, device=device)
+
+    result = TrainResult()
+    start_epoch, elapsed_before = 0, 0.0
+    best_state = None
+    last_path = os.path.join(checkpoint_dir, "last.pt") if checkpoint_dir else None
+    best_path = os.path.join(checkpoint_dir, "best.pt") if checkpoint_dir else None
+    if last_path and os.path.isfile(last_path):
+        state = torch.load(last_path, map_location=device, weights_only=True)
+        model.load_state_dict(state["model_state_dict"])
+        optimizer.load_state_dict(state["optimizer_state_dict"])
+        if scheduler is not None and state.get("scheduler_state_dict"):
+            scheduler.load_state_dict(state["scheduler_state_dict"])
+        result.history = list(state["history"])
+        result.best_epoch, result.best_val_acc = state["best_epoch"], state["best_val_acc"]
+        start_epoch, elapsed_before = state["epoch"] + 1, state["train_seconds"]
+        _logger.info("resuming %s from epoch %d", last_path, start_epoch)
+
+    started = time.perf_counter()
+    n_train = len(data.splits["train"])
+    for epoch in range(start_epoch, config.epochs):
+        epoch_start = time.perf_counter()
+        frozen = epoch < config.freeze_backbone_epochs
+        _set_backbone_frozen(model, frozen)
+        model.train()
+        bar = progress(total=n_train, desc=f"epoch {epoch + 1}/{config.epochs}" + (" (head only)" if frozen else ""))
+        loss_sum, correct, seen = 0.0, 0.0, 0
+        flip_rng = np.random.default_rng([config.seed, epoch, 1])
+        for images, labels in iterate_batches(data, "train", config.batch_size, shuffle=True, seed=config.seed * 100003 + epoch):
+            x = to_model_input(images, model.data_config, device, config.channels_last,
+                               hflip=config.hflip and bool(flip_rng.random() < 0.5))
+            y = torch.from_numpy(labels).to(device)
+            logits = model(x)
+            loss = F.binary_cross_entropy_with_logits(logits, y, pos_weight=pos_weight)
+            if extra_loss is not None:
+                loss = loss + extra_loss(model)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            loss_sum += loss.item() * len(labels)
+            correct += ((logits.detach() > 0).float() == y).float().sum().item()
+            seen += len(labels)
+            bar.update(len(labels))
+            bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{100 * correct / (seen * y.shape[1]):.2f}")
+        bar.close()
+        if scheduler is not None:
+            scheduler.step()
+        val_probs = predict_probs(model, data, "val", config.eval_batch_size, str(device), config.channels_last)
+        val_labels = data.labels[data.splits["val"]]
+        val_loss = float(F.binary_cross_entropy(torch.from_numpy(val_probs).clamp(1e-7, 1 - 1e-7), torch.from_numpy(val_labels)))
+        val_acc = float(per_attribute_accuracy(val_labels, val_probs).mean())
+        result.history.append({
+            "epoch": epoch + 1,
+            "lr": optimizer.param_groups[0]["lr"],
+            "train_loss": loss_sum / max(seen, 1),
+            "train_acc": 100 * correct / max(seen * data.labels.shape[1], 1),
+            "val_loss": val_loss,
+            "val_acc": val_acc,
+            "seconds": time.perf_counter() - epoch_start,
+        })
+        improved = not (val_acc <= result.best_val_acc)  # NaN-safe: the first epoch always counts
+        if improved:
+            result.best_epoch, result.best_val_acc = epoch + 1, val_acc
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        _logger.info("epoch %d: %s", epoch + 1, result.history[-1])
+        if checkpoint_dir:
+            common = {"arch": getattr(model, "arch", None), "train_config": asdict(config), "history": result.history}
+            if improved:
+                _save_atomically({**common, "model_state_dict": model.state_dict(), "epoch": epoch}, best_path)
+            _save_atomically({
+                **common,
+                "model_state_dict": model.state_dict(),
+                "optimizer_state_dict": optimizer.state_dict(),
+                "scheduler_state_dict": scheduler.state_dict() if scheduler is not None else None,
+                "epoch": epoch,
+                "best_epoch": result.best_epoch,
+                "best_val_acc": result.best_val_acc,
+                "train_seconds": elapsed_before + time.perf_counter() - started,
+            }, last_path)
+
+    _set_backbone_frozen(model, False)
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    elif best_path and os.path.isfile(best_path) and result.history:
+        # Resumed after the last epoch had finished: the best weights are only on disk.
+        model.load_state_dict(torch.load(best_path, map_location=device, weights_only=True)["model_state_dict"])
+    result.train_seconds = elapsed_before + time.perf_counter() - started
+    return result
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int | None):
+    """Context manager that sets ``torch.set_num_threads(threads)`` and restores it (None: no change)."""
+    previous = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(int(threads))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)

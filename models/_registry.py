@@ -1,0 +1,100 @@
+"""One registry of model constructors, in the style of timm's.
+
+A model family file decorates each entry point with :func:`register_model`; users only call
+:func:`create_model` and :func:`list_models` (re-exported by ``models``).
+"""
+from __future__ import annotations
+
+import fnmatch
+import logging
+from dataclasses import dataclass
+from typing import Callable
+
+from torch import nn
+
+from models._checkpoint import load_checkpoint_into
+
+_logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """A registered constructor and the one-line description ``list_models`` shows."""
+
+    name: str
+    fn: Callable[..., nn.Module]
+    description: str
+    family: str
+
+
+_MODELS: dict[str, ModelEntry] = {}
+
+
+def register_model(family: str, description: str) -> Callable:
+    """Return a decorator that registers ``fn`` under its function name.
+
+    Raises:
+        ValueError: at import time, if the name is already registered.
+    """
+
+    def decorator(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        if fn.__name__ in _MODELS:
+            raise ValueError(f"model {fn.__name__!r} is registered twice")
+        _MODELS[fn.__name__] = ModelEntry(fn.__name__, fn, description, family)
+        return fn
+
+    return decorator
+
+
+def list_models(pattern: str = "*", with_descriptions: bool = False):
+    """Return the sorted registered model names matching a shell-style ``pattern``.
+
+    With ``with_descriptions=True`` returns ``(name, family, description)`` tuples instead.
+    """
+    names = sorted(n for n in _MODELS if fnmatch.fnmatch(n, pattern))
+    if with_descriptions:
+        return [(n, _MODELS[n].family, _MODELS[n].description) for n in names]
+    return names
+
+
+def is_model(name: str) -> bool:
+    """Return True if ``name`` is a registered model."""
+    return name in _MODELS
+
+
+def create_model(
+    name: str,
+    num_classes: int = 40,
+    pretrained: bool = False,
+    checkpoint_path: str | None = None,
+    **kwargs,
+) -> nn.Module:
+    """Build a registered model, optionally with pretrained or local weights.
+
+    ``input_size=(C, H, W)`` overrides the size in the model's input contract.
+    Every returned model has a ``data_config`` dict attribute (``input_size`` as (C, H, W),
+    ``mean``, ``std``, ``interpolation``) and an ``arch`` dict (``name`` plus the keyword
+    arguments that rebuild it), which checkpoints store so a checkpoint alone rebuilds the model.
+
+    Returns:
+        The model, in train mode.
+    Raises:
+        KeyError: ``name`` is not registered (the message lists close names).
+        models.PretrainedWeightsError: ``pretrained=True`` and the weights cannot be fetched.
+        FileNotFoundError / ValueError: ``checkpoint_path`` is missing or does not fit the model.
+    """
+    if name not in _MODELS:
+        close = [n for n in _MODELS if name.split("_")[0] in n][:8]
+        hint = f"; similar: {', '.join(close)}" if close else ""
+        raise KeyError(f"unknown model {name!r}{hint}. `python run_bench.py models` lists them all")
+    input_size = kwargs.pop("input_size", None)
+    model = _MODELS[name].fn(num_classes=num_classes, pretrained=pretrained, **kwargs)
+    model.arch = {"name": name, "num_classes": num_classes, **kwargs}
+    if input_size is not None:
+        # Fully convolutional nets with global pooling take any size; the contract says which one we feed.
+        model.data_config = {**model.data_config, "input_size": tuple(int(v) for v in input_size)}
+        model.arch["input_size"] = list(model.data_config["input_size"])
+    if checkpoint_path is not None:
+        load_checkpoint_into(model, checkpoint_path)
+        _logger.info("loaded weights for %s from %s", name, checkpoint_path)
+    return model

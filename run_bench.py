@@ -1,0 +1,195 @@
+#!/usr/bin/env python
+"""slimbench main job: run a study (train, evaluate, profile), write results and reports.
+
+    python run_bench.py                       # the default study (configs/default.yaml), synthetic data
+    python run_bench.py --data-dir ~/celeba   # same study on a real CelebA copy
+    python run_bench.py report --study NAME   # re-render reports/NAME from results/NAME alone
+    python run_bench.py models                # the model zoo
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+DEFAULT_CONFIG_PATH = os.path.join(HERE, "configs", "default.yaml")
+COMMANDS = ("run", "report", "models")
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command")
+    run = commands.add_parser("run", help="run a study (the default command)")
+    run.add_argument("--config", default=DEFAULT_CONFIG_PATH, help="study YAML (default: configs/default.yaml)")
+    run.add_argument("--data-dir", help="CelebA root (official, torchvision or Kaggle layout); absent: synthetic set")
+    run.add_argument("--synthetic-images", type=_positive_int, help="size of the built-in synthetic set")
+    run.add_argument("--models", help="comma-separated model names (see `run_bench.py models`)")
+    run.add_argument("--epochs", type=_positive_int)
+    run.add_argument("--batch-size", type=_positive_int)
+    run.add_argument("--lr", type=float)
+    for split in ("train", "val", "test"):
+        run.add_argument(f"--limit-{split}", type=_positive_int, help=f"use the first N images of the {split} split")
+    run.add_argument("--device", help="auto (default), cpu or cuda[:N]")
+    run.add_argument("--threads", type=_positive_int, help="torch CPU threads for training and timing")
+    run.add_argument("--seed", type=int, help="one seed (overrides the config's seeds)")
+    run.add_argument("--seeds", help="comma-separated seeds")
+    run.add_argument("--study", help="study name (folder under results/ and reports/)")
+    run.add_argument("--results-dir", default="results")
+    run.add_argument("--reports-dir", default="reports")
+    run.add_argument("--pretrained", action="store_true", help="start baselines from pretrained weights (needs internet)")
+    run.add_argument("--checkpoint", help="initial weights for every model in the study (one model only)")
+    run.add_argument("--no-latency", action="store_true", help="skip latency timing")
+    run.add_argument("--batch-n", type=_positive_int, help="batch size of the second latency column")
+    run.add_argument("--no-plots", action="store_true")
+    run.add_argument("--force", action="store_true", help="recompute cells that already have results")
+    run.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    report = commands.add_parser("report", help="render reports from existing results")
+    report.add_argument("--study", default="default")
+    report.add_argument("--results-dir", default="results")
+    report.add_argument("--reports-dir", default="reports")
+    report.add_argument("--no-plots", action="store_true")
+    commands.add_parser("models", help="list the model zoo")
+    return parser
+
+
+def config_from_args(args) -> dict:
+    """Return the study config: the YAML file, then command-line overrides."""
+    from bench.study import StudyConfigError, load_config
+
+    config = load_config(args.config)
+    data = config["data"]
+    if args.data_dir:
+        data["data_dir"] = os.path.expanduser(args.data_dir)
+    if args.synthetic_images:
+        data["synthetic_images"] = args.synthetic_images
+    for split in ("train", "val", "test"):
+        if getattr(args, f"limit_{split}"):
+            data[f"limit_{split}"] = getattr(args, f"limit_{split}")
+    if args.models:
+        config["models"] = [m.strip() for m in args.models.split(",") if m.strip()]
+    train = config["train"]
+    for key in ("epochs", "batch_size", "lr"):
+        if getattr(args, key) is not None:
+            train[key] = getattr(args, key)
+            # a per-model override in the YAML would silently beat the flag: the flag wins everywhere
+            config["models"] = [_drop_train_key(m, key) for m in config["models"]]
+    if args.device:
+        config["device"] = args.device
+    if args.threads:
+        config["threads"] = args.threads
+        config["profile"]["threads"] = args.threads
+    if args.seeds:
+        config["seeds"] = [int(s) for s in args.seeds.split(",")]
+    if args.seed is not None:
+        config["seeds"] = [args.seed]
+    if args.study:
+        config["study"] = args.study
+    if args.no_latency:
+        config["profile"]["latency"] = False
+    if args.batch_n:
+        config["profile"]["batch_n"] = args.batch_n
+    if args.pretrained or args.checkpoint:
+        if args.checkpoint and len(config["models"]) != 1:
+            raise StudyConfigError("--checkpoint needs exactly one model (--models NAME)")
+        config["models"] = [
+            {**(m if isinstance(m, dict) else {"name": m}), "pretrained": args.pretrained, "checkpoint": args.checkpoint}
+            for m in config["models"]
+        ]
+    return config
+
+
+def _drop_train_key(entry, key):
+    if isinstance(entry, dict) and key in entry.get("train", {}):
+        entry = {**entry, "train": {k: v for k, v in entry["train"].items() if k != key}}
+    return entry
+
+
+def command_models() -> int:
+    import models
+
+    rows = models.list_models(with_descriptions=True)
+    width = max(len(name) for name, _, _ in rows)
+    for name, family, description in rows:
+        print(f"{name:<{width}}  {family:<11}  {description}")
+    return 0
+
+
+def command_report(args) -> int:
+    from bench.report import render_report
+
+    written = render_report(args.results_dir, args.study, args.reports_dir, plots=not args.no_plots)
+    summary = written.get("summary.md")
+    if summary:
+        print(open(summary, encoding="utf-8").read())
+    print(f"reports written to {os.path.join(args.reports_dir, args.study)}/ ({len(written)} files)")
+    return 0
+
+
+def command_run(args) -> int:
+    from tqdm.auto import tqdm
+
+    from bench.report import render_report
+    from bench.study import expand_cells, run_study
+
+    config = config_from_args(args)
+    cells = expand_cells(config)
+    started = time.perf_counter()
+    progress = None if args.quiet else (lambda total=None, desc=None: tqdm(total=total, desc=desc, unit="img", leave=False, dynamic_ncols=True, disable=None))
+
+    def on_event(kind: str, cell: dict) -> None:
+        label = f"{cell['model']}" + (f" [{cell['variant']}]" if cell.get("variant") else "") + f" seed {cell['seed']}"
+        if kind == "skip":
+            print(f"= {label}: cached result, skipped (use --force to recompute)", flush=True)
+        elif kind == "start":
+            print(f"> {label}", flush=True)
+        elif kind == "done":
+            row = cell["row"]
+            print(f"  done: acc_mean {float(row['acc_mean']):.2f} %, {row['params']} params"
+                  + (f", trained {float(row['train_seconds']):.0f} s" if row.get("train_seconds") != "" else ""), flush=True)
+
+    print(f"study {config['study']!r}: {len(cells)} cells, data: "
+          + (config["data"]["data_dir"] or f"synthetic ({config['data']['synthetic_images']} images)"), flush=True)
+    run_study(config, args.results_dir, force=args.force, progress=progress, on_event=on_event)
+    written = render_report(args.results_dir, config["study"], args.reports_dir, plots=not args.no_plots)
+    print()
+    print(open(written["summary.md"], encoding="utf-8").read())
+    print(f"results: {os.path.join(args.results_dir, config['study'])}/results.csv")
+    print(f"reports: {os.path.join(args.reports_dir, config['study'])}/ ({len(written)} files)")
+    print(f"wall time: {time.perf_counter() - started:.0f} s")
+    return 0
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] not in COMMANDS + ("-h", "--help"):
+        argv = ["run"] + argv
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        if args.command == "models":
+            return command_models()
+        if args.command == "report":
+            return command_report(args)
+        return command_run(args)
+    except (FileNotFoundError, ValueError, KeyError, RuntimeError) as exc:
+        # Bad input gets one clear line, not a traceback wall; finished cells are already on disk.
+        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        print(f"error: {message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\ninterrupted: finished cells are saved; rerun the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,47 @@
+import numpy as np
+import pandas as pd
+
+from bench.plots import pareto_front
+from bench.report import summary_table, to_latex, to_markdown
+from bench.schema import RESULT_COLUMNS, make_row
+
+
+def test_pareto_front():
+    costs = [1, 2, 3, 4, 2.5]
+    scores = [80, 85, 84, 90, 86]
+    assert pareto_front(costs, scores).tolist() == [0, 1, 4, 3]
+
+
+def _frame():
+    rows = [
+        make_row(RESULT_COLUMNS, {"model": "majority", "variant": "", "params": 0, "macs": 0, "acc_mean": 80.0, "mA": 50.0}),
+        make_row(RESULT_COLUMNS, {"model": "a", "variant": "", "params": 1_000_000, "macs": 2e8, "acc_mean": 90.0, "mA": 70.0, "ppp": 70.0, "cpu_b1_ms": 5.0}),
+        make_row(RESULT_COLUMNS, {"model": "b", "variant": "", "params": 4_000_000, "macs": 1e8, "acc_mean": 91.0, "mA": 60.0, "ppp": 15.0, "cpu_b1_ms": 9.0}),
+    ]
+    return pd.DataFrame(rows).replace("", np.nan)
+
+
+def test_summary_table_bolds_best_model_per_column_never_majority():
+    headers, rows, bold = summary_table(_frame())
+    assert rows[0][0] == "majority class" and rows[1][0] == "a"
+    acc = headers.index("Acc")
+    ma = headers.index("mA")
+    cpu = headers.index("CPU b1 (ms)")
+    assert bold[2][acc] and not bold[1][acc] and not bold[0][acc]
+    assert bold[1][ma] and bold[1][cpu]
+    assert rows[1][headers.index("#P (M)")] == "1.000"
+    assert rows[0][headers.index("GPU b1 (ms)")] == ""  # not measured stays empty, never 0
+
+
+def test_markdown_and_latex_rendering():
+    headers, rows, bold = ["Model", "Acc"], [["slim_net", "90.00"]], [[False, True]]
+    assert "| slim_net | **90.00** |" in to_markdown(headers, rows, bold)
+    latex = to_latex(headers, rows, bold, caption="a 50% test")
+    assert r"slim\_net & \textbf{90.00} \\" in latex and r"\toprule" in latex and r"50\% test" in latex
+
+
+def test_make_row_rejects_unknown_columns():
+    import pytest
+
+    with pytest.raises(KeyError, match="acc_meen"):
+        make_row(RESULT_COLUMNS, {"acc_meen": 1})

@@ -1,0 +1,72 @@
+"""End-to-end test of the main job on a tiny configuration."""
+import os
+
+import pandas as pd
+import pytest
+
+import run_bench
+from bench.schema import PER_ATTRIBUTE_COLUMNS, RESULT_COLUMNS
+
+TINY_YAML = """
+study: e2e
+data: {synthetic_images: 60, synthetic_seed: 1}
+models:
+  - {name: slimnet, kwargs: {filter_count_values: [4, 4, 4, 4], initial_conv: [8, 7, 2]}}
+  - {name: mobilenetv3_small_100, kwargs: {input_size: [3, 218, 178]}}
+seeds: [0]
+train: {epochs: 1, batch_size: 16, lr: 0.001}
+profile: {batch_n: 2, min_iters: 3, min_seconds: 0.0}
+"""
+
+
+def test_main_job_end_to_end(tmp_path, cache_dir, capsys):
+    config = tmp_path / "tiny.yaml"
+    config.write_text(TINY_YAML)
+    results, reports = tmp_path / "results", tmp_path / "reports"
+    argv = ["--config", str(config), "--results-dir", str(results), "--reports-dir", str(reports), "-q"]
+    assert run_bench.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "| majority class |" in out and "| slimnet |" in out and "| mobilenetv3_small_100 |" in out
+
+    table = pd.read_csv(results / "e2e" / "results.csv")
+    assert list(table.columns) == list(RESULT_COLUMNS)
+    assert table["model"].tolist() == ["majority", "slimnet", "mobilenetv3_small_100"]
+    models = table[table["model"] != "majority"]
+    for column in ("params", "macs", "disk_bytes", "disk_bytes_zip", "acc_mean", "acc_majority", "mA", "inst_acc",
+                   "precision", "recall", "f1", "hamming_loss", "ece", "ece_ts", "temperature", "ppp", "cpu_b1_ms",
+                   "cpu_b1_p90_ms", "cpu_bN_ms", "batch_n", "train_seconds", "epochs", "n_train", "n_val", "n_test",
+                   "seed", "torch_version", "cpu_name", "threads", "timestamp", "config_hash"):
+        assert models[column].notna().all(), column
+    assert models["gpu_b1_ms"].isna().all() or os.environ.get("CUDA_VISIBLE_DEVICES")
+    assert (table["n_train"] == 48).all() and (table["acc_majority"] == table["acc_majority"].iloc[0]).all()
+
+    per_attribute = pd.read_csv(results / "e2e" / "per_attribute.csv")
+    assert list(per_attribute.columns) == list(PER_ATTRIBUTE_COLUMNS)
+    assert len(per_attribute) == 3 * 40 and per_attribute["attribute"].iloc[0] == "5_o_Clock_Shadow"
+
+    for name in ("summary.md", "summary.tex", "summary.csv", "per_attribute.md", "per_attribute.tex",
+                 "acc_vs_params.png", "acc_vs_params.pdf", "acc_vs_macs.png", "acc_vs_cpu_latency.png",
+                 "per_attribute_accuracy.png", "reliability.png", "training_curves.png"):
+        assert (reports / "e2e" / name).is_file(), name
+
+    # Rerun: every cell is cached; `report` re-renders from results alone.
+    assert run_bench.main(argv) == 0
+    assert capsys.readouterr().out.count("cached result, skipped") == 3
+    os.remove(reports / "e2e" / "summary.md")
+    assert run_bench.main(["report", "--study", "e2e", "--results-dir", str(results), "--reports-dir", str(reports), "--no-plots"]) == 0
+    assert (reports / "e2e" / "summary.md").is_file()
+
+
+def test_bad_input_gives_one_clear_line(tmp_path, capsys):
+    assert run_bench.main(["--data-dir", str(tmp_path / "nowhere"), "--results-dir", str(tmp_path), "-q"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: CelebA root") and "Traceback" not in err
+    assert run_bench.main(["--models", "resnet19", "--results-dir", str(tmp_path), "-q"]) == 2
+    assert "unknown model 'resnet19'" in capsys.readouterr().err
+    assert run_bench.main(["report", "--study", "never-run", "--results-dir", str(tmp_path)]) == 2
+    assert "run the study first" in capsys.readouterr().err
+
+
+def test_models_command(capsys):
+    assert run_bench.main(["models"]) == 0
+    assert "slimnet" in capsys.readouterr().out

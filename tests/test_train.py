@@ -1,0 +1,77 @@
+import numpy as np
+import pytest
+import torch
+
+import models
+from bench.data import iterate_batches, to_model_input
+from bench.train import TrainConfig, head_parameters, predict_probs, resolve_device, train_model
+
+TINY = dict(filter_count_values=[4, 4, 4, 4], initial_conv=[8, 7, 2])
+
+
+def test_batches_cover_the_split_once(tiny_synthetic):
+    seen = np.concatenate([labels for _, labels in iterate_batches(tiny_synthetic, "train", 10, shuffle=True, seed=1)])
+    assert seen.shape == (48, 40)
+    assert sorted(map(tuple, seen)) == sorted(map(tuple, tiny_synthetic.labels[tiny_synthetic.splits["train"]]))
+
+
+def test_model_input_is_normalised_and_resized():
+    images = np.full((2, 218, 178, 3), 255, dtype=np.uint8)
+    config = {"input_size": (3, 224, 224), "mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5)}
+    x = to_model_input(images, config, channels_last=True)
+    assert x.shape == (2, 3, 224, 224) and x.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(x, torch.ones_like(x))
+
+
+def test_train_checkpoints_rebuild_the_model_and_resume(tiny_synthetic, tmp_path):
+    config = TrainConfig(epochs=1, batch_size=16, lr=1e-3, seed=3)
+    model = models.create_model("slimnet", **TINY)
+    result = train_model(model, tiny_synthetic, config, checkpoint_dir=str(tmp_path))
+    assert [h["epoch"] for h in result.history] == [1] and result.best_epoch == 1
+    rebuilt = models.load_model(tmp_path / "best.pt")
+    np.testing.assert_allclose(predict_probs(rebuilt, tiny_synthetic, "test"), predict_probs(model, tiny_synthetic, "test"), atol=1e-6)
+    # Asking for 2 epochs with the same folder resumes after epoch 1 instead of starting over.
+    resumed = train_model(models.create_model("slimnet", **TINY), tiny_synthetic, TrainConfig(epochs=2, batch_size=16, lr=1e-3, seed=3),
+                          checkpoint_dir=str(tmp_path))
+    assert [h["epoch"] for h in resumed.history] == [1, 2]
+    assert resumed.history[0] == result.history[0]
+
+
+def test_training_is_seeded(tiny_synthetic):
+    runs = []
+    for _ in range(2):
+        model = models.create_model("slimnet", **TINY)
+        train_model(model, tiny_synthetic, TrainConfig(epochs=1, batch_size=16, lr=1e-3, seed=5, channels_last=False, pos_weight=True))
+        runs.append(predict_probs(model, tiny_synthetic, "val"))
+    np.testing.assert_allclose(runs[0], runs[1], atol=1e-6)
+
+
+def test_frozen_backbone_epochs_train_only_the_head(tiny_synthetic):
+    model = models.create_model("slimnet", **TINY)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    train_model(model, tiny_synthetic, TrainConfig(epochs=1, batch_size=16, lr=1e-2, freeze_backbone_epochs=1))
+    after = model.state_dict()
+    assert not torch.equal(before["fc.weight"], after["fc.weight"])
+    assert torch.equal(before["conv1.0.weight"], after["conv1.0.weight"])
+    assert all(p.requires_grad for p in model.parameters())  # unfrozen again afterwards
+
+
+def test_head_parameters_for_each_family():
+    assert len(head_parameters(models.create_model("slimnet"))) == 2
+    assert len(head_parameters(models.create_model("resnet18"))) == 2
+    assert len(head_parameters(models.create_model("squeezenet1_1"))) == 2
+
+
+def test_bad_config_and_device():
+    with pytest.raises(ValueError, match="'epochs' must be >= 1"):
+        TrainConfig(epochs=0)
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            resolve_device("cuda")
+
+
+def test_empty_split_is_a_clear_error(tiny_synthetic):
+    import dataclasses
+    empty = dataclasses.replace(tiny_synthetic, splits={**tiny_synthetic.splits, "val": np.array([], dtype=int)})
+    with pytest.raises(ValueError, match="the val split .* is empty"):
+        train_model(models.create_model("slimnet", **TINY), empty, TrainConfig())
