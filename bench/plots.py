@@ -42,7 +42,7 @@ def _labels(frame):
 def tradeoff_plot(frame, cost_column: str, cost_label: str, folder: str, name: str, log_x: bool = True) -> dict[str, str]:
     """Plot test acc_mean against a cost column with the Pareto front and the majority line; return paths."""
     models = frame[(frame["model"] != MAJORITY) & frame[cost_column].notna()]
-    models = models.assign(variant=models["variant"].fillna("")).groupby(["model", "variant"], sort=False).mean(numeric_only=True).reset_index()
+    models = models.groupby(["model", "variant"], sort=False).mean(numeric_only=True).reset_index()
     fig, ax = plt.subplots(figsize=(COLUMN_WIDTH_IN, 2.6))
     if len(models):
         ax.scatter(models[cost_column], models["acc_mean"], s=22, zorder=3)
@@ -63,7 +63,7 @@ def tradeoff_plot(frame, cost_column: str, cost_label: str, folder: str, name: s
 
 def per_attribute_plot(per_attribute, folder: str) -> dict[str, str]:
     """Plot per-attribute test accuracy, one marker series per model; return paths."""
-    frame = per_attribute.assign(label=_labels(per_attribute.assign(variant=per_attribute["variant"].fillna(""))))
+    frame = per_attribute.assign(label=_labels(per_attribute))
     fig, ax = plt.subplots(figsize=(2 * COLUMN_WIDTH_IN, 3.0))
     sns.pointplot(data=frame, x="attribute", y="acc", hue="label", linestyles="none", markersize=3, ax=ax, errorbar=None)
     ax.tick_params(axis="x", rotation=90, labelsize=6)
@@ -99,7 +99,7 @@ def training_curves_plot(history, folder: str) -> dict[str, str]:
     """Plot train/val loss and accuracy per epoch for every model; return paths."""
     if history is None or not len(history):
         return {}
-    frame = history.assign(label=_labels(history.assign(variant=history["variant"].fillna(""))))
+    frame = history.assign(label=_labels(history))
     fig, axes = plt.subplots(1, 2, figsize=(2 * COLUMN_WIDTH_IN, 2.6))
     for label, part in frame.groupby("label", sort=False):
         part = part.groupby("epoch").mean(numeric_only=True).reset_index()

@@ -6,7 +6,7 @@ import os
 
 import numpy as np
 
-from bench.schema import read_results, write_text_atomic
+from bench.schema import read_csv_table, read_results, write_text_atomic
 from bench.study import MAJORITY, load_records, study_dir
 
 _logger = logging.getLogger(__name__)
@@ -51,7 +51,10 @@ def summary_table(frame) -> tuple[list[str], list[list[str]], list[list[bool]]]:
     column (the majority row never counts as best). Columns that are empty for every row (e.g.
     GPU latency without a GPU) are kept, so a reader sees they were not measured.
     """
-    grouped = frame.assign(variant=frame["variant"].fillna("")).groupby(["model", "variant"], sort=False)
+    import pandas as pd
+
+    numeric = {c[0]: pd.to_numeric(frame[c[0]], errors="coerce") for c in SUMMARY_COLUMNS}
+    grouped = frame.assign(variant=frame["variant"].fillna(""), **numeric).groupby(["model", "variant"], sort=False)
     table = grouped.mean(numeric_only=True).reset_index()
     table["n_seeds"] = grouped.size().values
     headers = ["Model"] + [c[1] for c in SUMMARY_COLUMNS] + ["seeds"]
@@ -112,8 +115,7 @@ def to_latex(headers, rows, bold=None, caption: str = "", label: str = "") -> st
 
 def per_attribute_table(per_attribute) -> tuple[list[str], list[list[str]]]:
     """Return (headers, rows): attributes as rows, model variants as columns, the mean row last."""
-    frame = per_attribute.assign(variant=per_attribute["variant"].fillna(""))
-    frame = frame.assign(column=[_label(r) for _, r in frame.iterrows()])
+    frame = per_attribute.assign(column=[_label(r) for _, r in per_attribute.iterrows()])
     pivot = frame.pivot_table(index="attribute", columns="column", values="acc", aggfunc="mean", sort=False)
     order = list(dict.fromkeys(frame["column"]))
     attribute_order = list(dict.fromkeys(frame["attribute"]))
@@ -149,7 +151,7 @@ def render_report(results_dir: str, study: str, reports_dir: str = "reports", pl
     written["summary.tex"] = _write(out, "summary.tex", to_latex(headers, rows, bold, caption=note, label=f"tab:{study}-summary"))
     written["summary.csv"] = _write(out, "summary.csv", pd.DataFrame(rows, columns=headers).to_csv(index=False))
     per_attribute_path = os.path.join(folder, "per_attribute.csv")
-    per_attribute = pd.read_csv(per_attribute_path) if os.path.isfile(per_attribute_path) else None
+    per_attribute = read_csv_table(per_attribute_path) if os.path.isfile(per_attribute_path) else None
     if per_attribute is not None and len(per_attribute):
         p_headers, p_rows = per_attribute_table(per_attribute)
         written["per_attribute.md"] = _write(out, "per_attribute.md", f"# {study}: per-attribute test accuracy (%)\n\n" + to_markdown(p_headers, p_rows))
@@ -158,7 +160,7 @@ def render_report(results_dir: str, study: str, reports_dir: str = "reports", pl
         from bench import plots as plotting
 
         history_path = os.path.join(folder, "history.csv")
-        history = pd.read_csv(history_path) if os.path.isfile(history_path) else None
+        history = read_csv_table(history_path) if os.path.isfile(history_path) else None
         written.update(plotting.render_plots(frame, per_attribute, history, load_records(results_dir, study), out))
     return written
 

@@ -91,8 +91,29 @@ def read_results(path: str):
 
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no results at {path!r}; run the study first")
-    frame = pd.read_csv(path, dtype={"input_size": str, "config_hash": str, "git_commit": str})
+    frame = read_csv_table(path)
     missing = [c for c in RESULT_COLUMNS if c not in frame.columns]
     if missing:
         raise ValueError(f"{path!r} lacks result columns {missing[:6]}; was it written by another version?")
+    return frame
+
+
+TEXT_COLUMNS = {"study": str, "model": str, "variant": str, "compression": str, "input_size": str,
+                "config_hash": str, "git_commit": str, "attribute": str}
+
+
+def read_csv_table(path: str):
+    """Return any CSV written with this schema as a DataFrame, text columns as strings ('' when empty).
+
+    Raises:
+        FileNotFoundError: no file at ``path``.
+    """
+    import pandas as pd
+
+    with open(path, encoding="utf-8") as handle:
+        header = handle.readline().strip().split(",")
+    dtypes = {c: t for c, t in TEXT_COLUMNS.items() if c in header}
+    frame = pd.read_csv(path, dtype=dtypes, keep_default_na=True)
+    for column in dtypes:
+        frame[column] = frame[column].fillna("")
     return frame

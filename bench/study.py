@@ -30,7 +30,7 @@ from bench import metrics
 from bench.data import load_dataset
 from bench.profile import count_macs, count_params, disk_bytes, measure_latency
 from bench.schema import HISTORY_COLUMNS, PER_ATTRIBUTE_COLUMNS, RESULT_COLUMNS, make_row, write_csv_atomic, write_text_atomic
-from bench.train import TrainConfig, predict_logits, resolve_device, torch_threads, train_model
+from bench.train import TrainConfig, predict_logits, resolve_device, seed_everything, torch_threads, train_model
 
 _logger = logging.getLogger(__name__)
 
@@ -280,6 +280,7 @@ def run_cell(cell: dict, checkpoint_dir: str | None = None, progress=None) -> di
 
     config = TrainConfig(**cell["train"])
     with torch_threads(cell.get("threads")):
+        seed_everything(config.seed)  # the seed must also fix the initial weights, drawn here
         model = models.create_model(cell["model"], pretrained=cell.get("pretrained", False),
                                     checkpoint_path=cell.get("checkpoint"), **cell.get("kwargs", {}))
         result = train_model(model, data, config, checkpoint_dir=checkpoint_dir, progress=progress)

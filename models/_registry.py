@@ -5,6 +5,7 @@ A model family file decorates each entry point with :func:`register_model`; user
 """
 from __future__ import annotations
 
+import difflib
 import fnmatch
 import logging
 from dataclasses import dataclass
@@ -84,7 +85,7 @@ def create_model(
         FileNotFoundError / ValueError: ``checkpoint_path`` is missing or does not fit the model.
     """
     if name not in _MODELS:
-        close = [n for n in _MODELS if name.split("_")[0] in n][:8]
+        close = difflib.get_close_matches(name, list(_MODELS), n=5, cutoff=0.5)
         hint = f"; similar: {', '.join(close)}" if close else ""
         raise KeyError(f"unknown model {name!r}{hint}. `python run_bench.py models` lists them all")
     input_size = kwargs.pop("input_size", None)

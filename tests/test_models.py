@@ -105,6 +105,14 @@ def test_baselines_have_40_way_heads_and_library_counts(name, params):
         assert model(torch.randn(1, *size)).shape == (1, 40)
 
 
+@pytest.mark.parametrize("name", ["squeezenet1_0", "squeezenet1_1"])
+def test_squeezenet_logits_can_be_negative(name):
+    # torchvision ends with a ReLU; kept, a sigmoid head could never predict an attribute absent.
+    model = models.create_model(name).eval()
+    with torch.no_grad():
+        assert (model(torch.randn(4, 3, 224, 224)) < 0).any()
+
+
 def test_input_size_override_is_recorded():
     model = models.create_model("mobilenetv3_small_100", input_size=[3, 218, 178])
     assert model.data_config["input_size"] == (3, 218, 178)

@@ -4,7 +4,7 @@ import torch
 
 import models
 from bench.data import iterate_batches, to_model_input
-from bench.train import TrainConfig, head_parameters, predict_probs, resolve_device, train_model
+from bench.train import TrainConfig, head_parameters, predict_probs, resolve_device, seed_everything, train_model
 
 TINY = dict(filter_count_values=[4, 4, 4, 4], initial_conv=[8, 7, 2])
 
@@ -40,6 +40,7 @@ def test_train_checkpoints_rebuild_the_model_and_resume(tiny_synthetic, tmp_path
 def test_training_is_seeded(tiny_synthetic):
     runs = []
     for _ in range(2):
+        seed_everything(5)
         model = models.create_model("slimnet", **TINY)
         train_model(model, tiny_synthetic, TrainConfig(epochs=1, batch_size=16, lr=1e-3, seed=5, channels_last=False, pos_weight=True))
         runs.append(predict_probs(model, tiny_synthetic, "val"))
