@@ -1,0 +1,137 @@
+"""Finding, measuring and replacing the conv/linear layers a compression method works on."""
+from __future__ import annotations
+
+import fnmatch
+
+import torch
+from torch import nn
+
+
+def get_module(model: nn.Module, name: str) -> nn.Module:
+    """Return the sub-module at dotted ``name`` (``''`` is the model itself).
+
+    Raises:
+        KeyError: no such module.
+    """
+    try:
+        return model.get_submodule(name) if name else model
+    except AttributeError:
+        raise KeyError(f"{type(model).__name__} has no module {name!r}") from None
+
+
+def set_module(model: nn.Module, name: str, new: nn.Module) -> None:
+    """Replace the sub-module at dotted ``name`` with ``new``, in place."""
+    parent_name, _, child = name.rpartition(".")
+    setattr(get_module(model, parent_name), child, new)
+
+
+def record_output_shapes(model: nn.Module, example_input: torch.Tensor) -> dict[str, tuple[int, ...]]:
+    """Return ``{module name: output shape}`` of every Conv2d and Linear in one forward pass.
+
+    The model runs in eval mode under ``torch.no_grad``; its mode is restored afterwards.
+    """
+    shapes: dict[str, tuple[int, ...]] = {}
+    handles = []
+    for name, module in model.named_modules():
+        if isinstance(module, (nn.Conv2d, nn.Linear)):
+            handles.append(module.register_forward_hook(
+                lambda mod, inputs, output, name=name: shapes.__setitem__(name, tuple(output.shape))))
+    was_training = model.training
+    try:
+        with torch.no_grad():
+            model.eval()(example_input)
+    finally:
+        for handle in handles:
+            handle.remove()
+        model.train(was_training)
+    return shapes
+
+
+def layer_macs(module: nn.Module, output_shape) -> int:
+    """Return the multiply-accumulates of ``module`` for one example with this output shape.
+
+    Conv2d: H_out * W_out * C_out * (C_in / groups) * kh * kw; Linear: in * out per output row.
+
+    Raises:
+        TypeError: not a Conv2d or Linear.
+    """
+    if isinstance(module, nn.Conv2d):
+        kh, kw = module.kernel_size
+        return int(output_shape[-2] * output_shape[-1] * module.out_channels * (module.in_channels // module.groups) * kh * kw)
+    if isinstance(module, nn.Linear):
+        rows = 1
+        for size in output_shape[1:-1]:
+            rows *= size
+        return int(rows * module.in_features * module.out_features)
+    raise TypeError(f"no MAC formula for {type(module).__name__}")
+
+
+def sequence_macs(sequence: nn.Sequential, input_shape) -> int:
+    """Return the MACs of a chain of Conv2d/Linear layers (other layers cost none) on ``input_shape``."""
+    with torch.no_grad():
+        x = torch.zeros(input_shape)
+        total = 0
+        for layer in sequence:
+            x = layer(x)
+            if isinstance(layer, (nn.Conv2d, nn.Linear)):
+                total += layer_macs(layer, x.shape)
+    return total
+
+
+def input_shape_of(module: nn.Module, output_shape) -> tuple[int, ...]:
+    """Return the input shape a Conv2d/Linear had, given its output shape (inverting the conv arithmetic)."""
+    if isinstance(module, nn.Linear):
+        return tuple(output_shape[:-1]) + (module.in_features,)
+    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = module.kernel_size, module.stride, module.padding, module.dilation
+    height = (output_shape[-2] - 1) * sh - 2 * ph + dh * (kh - 1) + 1
+    width = (output_shape[-1] - 1) * sw - 2 * pw + dw * (kw - 1) + 1
+    return (output_shape[0], module.in_channels, height, width)
+
+
+def classifier_names(model: nn.Module) -> set[str]:
+    """Return the names of the classifier's conv/linear layers (timm ``get_classifier``, ``fc`` or ``classifier``)."""
+    head = None
+    if hasattr(model, "get_classifier"):
+        head = model.get_classifier()
+    elif isinstance(getattr(model, "fc", None), nn.Module):
+        head = model.fc
+    elif isinstance(getattr(model, "classifier", None), nn.Module):
+        head = model.classifier
+    if head is None:
+        return set()
+    inside = {id(m) for m in head.modules()}
+    return {name for name, module in model.named_modules() if id(module) in inside and isinstance(module, (nn.Conv2d, nn.Linear))}
+
+
+def kernel_text(module: nn.Module) -> str:
+    """Return a layer's kernel as papers print it: 'C_out x C_in x kh x kw' or 'out x in'."""
+    if isinstance(module, nn.Conv2d):
+        kh, kw = module.kernel_size
+        return f"{module.out_channels}x{module.in_channels // module.groups}x{kh}x{kw}" + (f" g{module.groups}" if module.groups > 1 else "")
+    return f"{module.out_features}x{module.in_features}"
+
+
+def select_layers(model: nn.Module, layers=None, exclude=None, kernel_sizes=None, include_classifier: bool = False):
+    """Yield ``(name, module, skip_reason)`` for every Conv2d/Linear; ``skip_reason`` is None when selected.
+
+    ``layers``/``exclude`` are shell-style name patterns (a string or a list), ``kernel_sizes`` a list
+    of ints for convs (Linear layers count as kernel size 1). The classifier is skipped unless
+    ``include_classifier``.
+    """
+    layers = [layers] if isinstance(layers, str) else layers
+    exclude = [exclude] if isinstance(exclude, str) else (exclude or [])
+    head = classifier_names(model)
+    for name, module in model.named_modules():
+        if not isinstance(module, (nn.Conv2d, nn.Linear)):
+            continue
+        reason = None
+        size = module.kernel_size[0] if isinstance(module, nn.Conv2d) else 1
+        if name in head and not include_classifier:
+            reason = "classifier kept"
+        elif layers and not any(fnmatch.fnmatch(name, pattern) for pattern in layers):
+            reason = "not matched by layers"
+        elif any(fnmatch.fnmatch(name, pattern) for pattern in exclude):
+            reason = "excluded"
+        elif kernel_sizes and size not in [int(k) for k in kernel_sizes]:
+            reason = f"kernel size {size} not in {list(kernel_sizes)}"
+        yield name, module, reason
