@@ -48,6 +48,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--reports-dir", default="reports")
     run.add_argument("--pretrained", action="store_true", help="start baselines from pretrained weights (needs internet)")
     run.add_argument("--checkpoint", help="initial weights for every model in the study (one model only)")
+    run.add_argument("--compress", action="append", metavar="SPEC",
+                     help="a compression variant (repeatable), e.g. svd:rank_ratio=0.5 or "
+                          "prune:pruning_ratio=0.5,importance=l2 or tucker2:rank_ratio=0.5+svd:energy=0.9,rank_selection=energy; "
+                          "replaces the config's compressions for every model")
+    run.add_argument("--finetune-epochs", type=int, help="fine-tuning epochs after compression (0: none)")
+    run.add_argument("--norm-lambda", type=float, help="weight of the factor-norm penalty while fine-tuning (LWALM)")
     run.add_argument("--no-latency", action="store_true", help="skip latency timing")
     run.add_argument("--batch-n", type=_positive_int, help="batch size of the second latency column")
     run.add_argument("--no-plots", action="store_true")
@@ -83,6 +89,14 @@ def config_from_args(args) -> dict:
             train[key] = getattr(args, key)
             # a per-model override in the YAML would silently beat the flag: the flag wins everywhere
             config["models"] = [_drop_train_key(m, key) for m in config["models"]]
+    if args.compress:
+        config["compressions"] = list(args.compress)
+        config["models"] = [{k: v for k, v in m.items() if k != "compressions"} if isinstance(m, dict) else m
+                            for m in config["models"]]
+    if args.finetune_epochs is not None:
+        config["finetune"]["epochs"] = args.finetune_epochs
+    if args.norm_lambda is not None:
+        config["finetune"]["norm_lambda"] = args.norm_lambda
     if args.device:
         config["device"] = args.device
     if args.threads:
@@ -121,6 +135,11 @@ def command_models() -> int:
     width = max(len(name) for name, _, _ in rows)
     for name, family, description in rows:
         print(f"{name:<{width}}  {family:<11}  {description}")
+    import compress
+
+    print("\ncompression methods (--compress METHOD:opt=value,...):")
+    for name, description in compress.list_methods(with_descriptions=True):
+        print(f"  {name:<9} {description}")
     return 0
 
 
@@ -154,8 +173,13 @@ def command_run(args) -> int:
             print(f"> {label}", flush=True)
         elif kind == "done":
             row = cell["row"]
-            print(f"  done: acc_mean {float(row['acc_mean']):.2f} %, {row['params']} params"
-                  + (f", trained {float(row['train_seconds']):.0f} s" if row.get("train_seconds") != "" else ""), flush=True)
+            if row.get("compression"):
+                timing = f", no fine-tune {float(row['acc_mean_nofinetune']):.2f} %, fine-tuned {float(row['finetune_seconds'] or 0):.0f} s"
+            elif row.get("train_seconds") != "":
+                timing = f", trained {float(row['train_seconds']):.0f} s"
+            else:
+                timing = ""
+            print(f"  done: acc_mean {float(row['acc_mean']):.2f} %, {row['params']} params{timing}", flush=True)
 
     print(f"study {config['study']!r}: {len(cells)} cells, data: "
           + (config["data"]["data_dir"] or f"synthetic ({config['data']['synthetic_images']} images)"), flush=True)

@@ -113,6 +113,25 @@ def training_curves_plot(history, folder: str) -> dict[str, str]:
     return _save(fig, folder, "training_curves")
 
 
+def pse_mask_plot(record: dict, folder: str, name: str) -> dict[str, str]:
+    """Plot a PSE model's position masks over its test images (the PSE paper's Figure 5); return paths."""
+    images = [np.asarray(image, dtype=np.uint8) for image in record["pse_masks"]["images"]]
+    masks = record["pse_masks"]["masks"]
+    columns = 1 + len(masks)
+    fig, axes = plt.subplots(len(images), columns, figsize=(min(2 * COLUMN_WIDTH_IN, 0.9 * columns), 1.1 * len(images)), squeeze=False)
+    for row, image in enumerate(images):
+        axes[row][0].imshow(image)
+        for column, (module, per_image) in enumerate(masks.items(), start=1):
+            axes[row][column].imshow(image)
+            axes[row][column].imshow(np.asarray(per_image[row]), cmap="jet", alpha=0.5, vmin=0, vmax=1,
+                                     extent=(0, image.shape[1], image.shape[0], 0), interpolation="bilinear")
+            if row == 0:
+                axes[row][column].set_title(module.replace("heads.groups.", "").replace(".0", ""), fontsize=5)
+    for axis in np.ravel(axes):
+        axis.axis("off")
+    return _save(fig, folder, name)
+
+
 def render_plots(frame, per_attribute, history, records, folder: str) -> dict[str, str]:
     """Write every plot of a study into ``folder``; return artefact name -> path."""
     sns.set_theme(style="whitegrid", context="paper", font_scale=0.8)
@@ -125,4 +144,9 @@ def render_plots(frame, per_attribute, history, records, folder: str) -> dict[st
         written.update(per_attribute_plot(per_attribute, folder))
     written.update(reliability_plot(records, folder))
     written.update(training_curves_plot(history, folder))
+    for record in records:
+        if record.get("pse_masks"):
+            row = record["row"]
+            label = row["model"] + (f"_{row['variant']}" if row.get("variant") else "") + f"_seed{row['seed']}"
+            written.update(pse_mask_plot(record, folder, "pse_masks_" + "".join(c if c.isalnum() or c in "-_" else "_" for c in label)))
     return written

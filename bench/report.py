@@ -17,6 +17,7 @@ SUMMARY_COLUMNS = (
     ("macs", "MACs (G)", 1e-9, 3, None),
     ("mA", "mA", 1, 2, "max"),
     ("acc_mean", "Acc", 1, 2, "max"),
+    ("acc_mean_nofinetune", "Acc no-FT", 1, 2, None),
     ("precision", "Prec", 1, 2, "max"),
     ("recall", "Recall", 1, 2, "max"),
     ("f1", "F1", 1, 2, "max"),
@@ -126,6 +127,19 @@ def per_attribute_table(per_attribute) -> tuple[list[str], list[list[str]]]:
     return headers, rows
 
 
+def layer_table(layers) -> tuple[list[str], list[list[str]]]:
+    """Return (headers, rows) of the per-layer speed-up table in the layout of LWALM's Table 1."""
+    headers = ["Model", "Layer", "Kernel", "Method", "Rank", "MACs of new layers", "MACs before",
+               "Theor. speed-up", "Measured speed-up", "Measured / theor."]
+    rows = []
+    for _, row in layers.iterrows():
+        rank = row["rank"]
+        rows.append([_label(row), str(row["layer"]), str(row["kernel"]), str(row["method"]), rank,
+                     str(row["new_layer_macs"]), f"{int(row['macs_before']):,}", f"{row['theoretical_speedup']:.2f}x",
+                     f"{row['measured_speedup']:.2f}x", f"{row['measured_over_theoretical']:.2f}"])
+    return headers, rows
+
+
 def render_report(results_dir: str, study: str, reports_dir: str = "reports", plots: bool = True) -> dict[str, str]:
     """Write the study's tables (and plots) under ``<reports_dir>/<study>/`` from its results alone.
 
@@ -156,6 +170,13 @@ def render_report(results_dir: str, study: str, reports_dir: str = "reports", pl
         p_headers, p_rows = per_attribute_table(per_attribute)
         written["per_attribute.md"] = _write(out, "per_attribute.md", f"# {study}: per-attribute test accuracy (%)\n\n" + to_markdown(p_headers, p_rows))
         written["per_attribute.tex"] = _write(out, "per_attribute.tex", to_latex(p_headers, p_rows, caption=f"Per-attribute accuracy (%), study {study}", label=f"tab:{study}-attributes"))
+    layers_path = os.path.join(folder, "layers.csv")
+    layers = read_csv_table(layers_path) if os.path.isfile(layers_path) else None
+    if layers is not None and len(layers):
+        l_headers, l_rows = layer_table(layers)
+        title = f"# {study}: per-layer speed-up (batch 1, CPU, each layer timed alone on its real activation shape)\n\n"
+        written["layers.md"] = _write(out, "layers.md", title + to_markdown(l_headers, l_rows))
+        written["layers.tex"] = _write(out, "layers.tex", to_latex(l_headers, l_rows, caption=f"Per-layer theoretical and measured CPU speed-up, study {study}", label=f"tab:{study}-layers"))
     if plots:
         from bench import plots as plotting
 

@@ -15,14 +15,14 @@ RESULT_COLUMNS = (
     "study", "model", "variant", "compression", "seed", "dataset", "input_size", "epochs", "batch_size", "lr",
     "n_train", "n_val", "n_test",
     # cost
-    "params", "macs", "disk_bytes", "disk_bytes_zip",
+    "params", "nonzero_params", "macs", "disk_bytes", "disk_bytes_zip",
     "cpu_b1_ms", "cpu_b1_p90_ms", "cpu_bN_ms", "cpu_bN_p90_ms", "batch_n", "gpu_b1_ms", "gpu_bN_ms",
     # quality (percent)
     "acc_mean", "acc_majority", "mA", "inst_acc", "inst_precision", "inst_recall", "inst_f1",
     "precision", "recall", "f1", "hamming_loss", "hamming_score", "ece", "ece_ts", "temperature",
-    "acc_mean_tuned", "f1_tuned", "ppp",
+    "acc_mean_tuned", "f1_tuned", "ppp", "acc_mean_nofinetune",
     # training
-    "train_seconds", "best_epoch",
+    "train_seconds", "finetune_seconds", "best_epoch",
     # environment
     "torch_version", "timm_version", "cpu_name", "threads", "device", "git_commit", "timestamp", "config_hash",
 )
@@ -30,6 +30,11 @@ RESULT_COLUMNS = (
 PER_ATTRIBUTE_COLUMNS = (
     "study", "model", "variant", "seed", "attribute", "positive_rate", "acc", "acc_majority",
     "balanced_acc", "precision", "recall", "f1", "threshold_tuned", "acc_tuned", "f1_tuned",
+)
+
+LAYER_COLUMNS = (
+    "study", "model", "variant", "seed", "layer", "kernel", "method", "rank", "new_layer_macs", "macs_before",
+    "macs_after", "theoretical_speedup", "measured_speedup", "measured_over_theoretical", "ms_before", "ms_after", "rel_error",
 )
 
 HISTORY_COLUMNS = ("study", "model", "variant", "seed", "epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "seconds")
@@ -99,7 +104,8 @@ def read_results(path: str):
 
 
 TEXT_COLUMNS = {"study": str, "model": str, "variant": str, "compression": str, "input_size": str,
-                "config_hash": str, "git_commit": str, "attribute": str}
+                "config_hash": str, "git_commit": str, "attribute": str, "rank": str, "kernel": str, "layer": str,
+                "method": str, "new_layer_macs": str}
 
 
 def read_csv_table(path: str):

@@ -27,9 +27,11 @@ import torch
 
 import models
 from bench import metrics
-from bench.data import load_dataset
+from bench.data import load_dataset, to_model_input
 from bench.profile import count_macs, count_params, disk_bytes, measure_latency
-from bench.schema import HISTORY_COLUMNS, PER_ATTRIBUTE_COLUMNS, RESULT_COLUMNS, make_row, write_csv_atomic, write_text_atomic
+from bench.schema import (HISTORY_COLUMNS, LAYER_COLUMNS, PER_ATTRIBUTE_COLUMNS, RESULT_COLUMNS, make_row, write_csv_atomic,
+                          write_text_atomic)
+from bench.variants import FINETUNE_FIELDS, VariantSpecError, compress_and_finetune, parse_variant, variant_label
 from bench.train import TrainConfig, predict_logits, resolve_device, seed_everything, torch_threads, train_model
 
 _logger = logging.getLogger(__name__)
@@ -45,6 +47,8 @@ DEFAULT_CONFIG = {
     "seeds": [0],
     "train": {},
     "profile": {"latency": True, "batch_n": 32, "min_iters": 50, "min_seconds": 2.0, "threads": None},
+    "compressions": [],
+    "finetune": {"epochs": 1, "norm_lambda": 0.0},
     "device": "auto",
     "threads": None,
 }
@@ -96,7 +100,7 @@ def _model_spec(entry, index: int) -> dict:
         entry = {"name": entry}
     if not isinstance(entry, dict) or "name" not in entry:
         raise StudyConfigError(f"models[{index}]: expected a model name or a mapping with 'name', found {entry!r}")
-    unknown = sorted(set(entry) - {"name", "kwargs", "train", "pretrained", "checkpoint", "variant"})
+    unknown = sorted(set(entry) - {"name", "kwargs", "train", "pretrained", "checkpoint", "variant", "compressions"})
     if unknown:
         raise StudyConfigError(f"models[{index}] ({entry['name']}): unknown keys {unknown}")
     if entry["name"] != MAJORITY and not models.is_model(entry["name"]):
@@ -132,7 +136,7 @@ def expand_cells(config: dict) -> list[dict]:
             if unknown:
                 raise StudyConfigError(f"train settings for {spec['name']}: unknown fields {unknown}; known: {sorted(train_fields)}")
             TrainConfig(**train)  # validates values now rather than mid-study
-            cells.append({
+            base = {
                 "study": config["study"],
                 "model": spec["name"],
                 "variant": spec.get("variant", ""),
@@ -144,7 +148,21 @@ def expand_cells(config: dict) -> list[dict]:
                 "train": train,
                 "profile": config.get("profile", {}),
                 "threads": config.get("threads"),
-            })
+            }
+            cells.append(base)
+            for variant in spec.get("compressions", config.get("compressions") or []):
+                try:
+                    steps = parse_variant(variant)
+                except VariantSpecError as exc:
+                    raise StudyConfigError(f"compressions of {spec['name']}: {exc}") from None
+                label = variant_label(steps)
+                name = variant.get("name") if isinstance(variant, dict) else None
+                finetune = {**config.get("finetune", {}), **(variant.get("finetune", {}) if isinstance(variant, dict) else {})}
+                unknown = sorted(set(finetune) - FINETUNE_FIELDS)
+                if unknown:
+                    raise StudyConfigError(f"finetune settings: unknown fields {unknown}; known: {sorted(FINETUNE_FIELDS)}")
+                cells.append({**base, "variant": name or label, "compression": steps, "finetune": finetune,
+                              "base_hash": config_hash(base)})
     return cells
 
 
@@ -256,6 +274,25 @@ def profile_model(model, input_size, profile: dict, device: str = "auto") -> dic
     return row
 
 
+def pse_mask_record(model, data, n_images: int = 3, thumbnail=(109, 89)) -> dict:
+    """Return the PSE masks of a model on its first test images, small enough for the JSON record.
+
+    ``{'images': [H x W x 3 uint8 thumbnails], 'masks': {module: [mask per image]}}``; ``{}`` for a
+    model without PSE modules or an empty test split.
+    """
+    from models.pse import PSE, pse_masks
+
+    indices = data.splits["test"][:n_images]
+    if not any(isinstance(m, PSE) for m in model.modules()) or len(indices) == 0:
+        return {}
+    images = np.asarray(data.images[np.sort(indices)])
+    masks = pse_masks(model, to_model_input(images, model.data_config))
+    thumbs = torch.nn.functional.interpolate(torch.from_numpy(images).permute(0, 3, 1, 2).float(), size=thumbnail,
+                                             mode="bilinear", antialias=True)
+    return {"images": thumbs.round().clamp(0, 255).byte().permute(0, 2, 3, 1).tolist(),
+            "masks": {name: [np.round(m[0].numpy(), 4).tolist() for m in mask] for name, mask in masks.items()}}
+
+
 def run_cell(cell: dict, checkpoint_dir: str | None = None, progress=None) -> dict:
     """Compute one cell and return its record (``row``, ``per_attribute``, ``history``, ``reliability``).
 
@@ -276,20 +313,36 @@ def run_cell(cell: dict, checkpoint_dir: str | None = None, progress=None) -> di
         zeros = np.full(len(data.attr_names), 0.5)
         per_attribute = _per_attribute_rows(cell, data, test_labels, probs, zeros, metrics.per_attribute_accuracy(test_labels, probs),
                                             metrics.per_attribute_prf(test_labels, probs)[2])
-        return {"cell": cell, "row": row, "per_attribute": per_attribute, "history": [], "reliability": {}}
+        return {"cell": cell, "row": row, "per_attribute": per_attribute, "history": [], "reliability": {}, "layers": []}
 
     config = TrainConfig(**cell["train"])
+    compressed = None
     with torch_threads(cell.get("threads")):
         seed_everything(config.seed)  # the seed must also fix the initial weights, drawn here
         model = models.create_model(cell["model"], pretrained=cell.get("pretrained", False),
                                     checkpoint_path=cell.get("checkpoint"), **cell.get("kwargs", {}))
-        result = train_model(model, data, config, checkpoint_dir=checkpoint_dir, progress=progress)
+        # A compressed variant starts from its base cell's trained weights (trained now if missing).
+        base_dir = (os.path.join(os.path.dirname(checkpoint_dir), cell["base_hash"])
+                    if checkpoint_dir and cell.get("compression") else checkpoint_dir)
+        result = train_model(model, data, config, checkpoint_dir=base_dir, progress=progress)
+        if cell.get("compression"):
+            profile = cell.get("profile", {})
+            timing = {"min_iters": int(profile.get("layer_min_iters", 20)), "min_seconds": float(profile.get("layer_min_seconds", 0.2)),
+                      "threads": profile.get("threads")}
+            compressed = compress_and_finetune(model, data, cell["compression"], cell.get("finetune", {}), config, progress, timing)
+            model = compressed["model"]
         values, per_attribute, reliability = evaluate_cell_model(cell, model, data)
         model = model.cpu().to(memory_format=torch.contiguous_format)
+        masks = pse_mask_record(model, data)
         cost = profile_model(model, model.data_config["input_size"], cell.get("profile", {}), config.device)
     params_m = cost["params"] / 1e6
+    identity = {"study": cell["study"], "model": cell["model"], "variant": cell.get("variant", ""), "seed": cell["seed"]}
     row = make_row(RESULT_COLUMNS, {
         **base, **values, **cost,
+        "compression": variant_label(cell["compression"]) if cell.get("compression") else "",
+        "nonzero_params": int(sum(int(torch.count_nonzero(p)) for p in model.parameters())),
+        "acc_mean_nofinetune": compressed["acc_mean_nofinetune"] if compressed else None,
+        "finetune_seconds": compressed["finetune_seconds"] if compressed else None,
         "input_size": list(model.data_config["input_size"]),
         "epochs": config.epochs, "batch_size": config.batch_size, "lr": config.lr,
         "ppp": values["mA"] / params_m if params_m > 0 else None,
@@ -297,9 +350,10 @@ def run_cell(cell: dict, checkpoint_dir: str | None = None, progress=None) -> di
         "device": str(resolve_device(config.device)),
         "threads": cost.get("threads", torch.get_num_threads()),
     })
-    history = [{"study": cell["study"], "model": cell["model"], "variant": cell.get("variant", ""), "seed": cell["seed"], **h}
-               for h in result.history]
-    return {"cell": cell, "row": row, "per_attribute": per_attribute, "history": history, "reliability": reliability}
+    history = [{**identity, **h} for h in (compressed["history"] if compressed else result.history)]
+    layers = [make_row(LAYER_COLUMNS, {**identity, **r}) for r in (compressed["layer_rows"] if compressed else [])]
+    return {"cell": cell, "row": row, "per_attribute": per_attribute, "history": history, "reliability": reliability,
+            "layers": layers, "pse_masks": masks}
 
 
 class SequentialExecutor:
@@ -339,12 +393,13 @@ def load_records(results_dir: str, study: str) -> list[dict]:
 
 
 def write_tables(results_dir: str, study: str) -> str:
-    """Rebuild ``results.csv``, ``per_attribute.csv`` and ``history.csv`` from the cell records; return the study folder."""
+    """Rebuild ``results.csv``, ``per_attribute.csv``, ``history.csv`` and ``layers.csv`` from the records; return the study folder."""
     records = load_records(results_dir, study)
     folder = study_dir(results_dir, study)
     write_csv_atomic(os.path.join(folder, "results.csv"), RESULT_COLUMNS, [r["row"] for r in records])
     write_csv_atomic(os.path.join(folder, "per_attribute.csv"), PER_ATTRIBUTE_COLUMNS, [p for r in records for p in r["per_attribute"]])
     write_csv_atomic(os.path.join(folder, "history.csv"), HISTORY_COLUMNS, [h for r in records for h in r["history"]])
+    write_csv_atomic(os.path.join(folder, "layers.csv"), LAYER_COLUMNS, [x for r in records for x in r.get("layers", [])])
     return folder
 
 

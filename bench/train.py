@@ -36,6 +36,7 @@ class TrainConfig:
     lr_gamma: float = 0.1
     pos_weight: bool = False  # weight positives by n_neg / n_pos per attribute (class imbalance)
     freeze_backbone_epochs: int = 0  # transfer protocol: train only the head for this many epochs
+    unfreeze_lr: float | None = None  # transfer protocol: learning rate once all layers train (None: keep lr)
     hflip: bool = False  # random horizontal flips (face attributes are mirror-invariant)
     channels_last: bool = True  # measured 1.4x faster Slim-Net training on 2 CPU cores
     seed: int = 0
@@ -209,6 +210,9 @@ def train_model(
         epoch_start = time.perf_counter()
         frozen = epoch < config.freeze_backbone_epochs
         _set_backbone_frozen(model, frozen)
+        if not frozen and config.unfreeze_lr is not None and epoch == config.freeze_backbone_epochs:
+            for group in optimizer.param_groups:
+                group["lr"] = config.unfreeze_lr
         model.train()
         bar = progress(total=n_train, desc=f"epoch {epoch + 1}/{config.epochs}" + (" (head only)" if frozen else ""))
         loss_sum, correct, seen = 0.0, 0.0, 0

@@ -80,7 +80,13 @@ def svd_sequence(module: nn.Module, rank: int) -> tuple[nn.Sequential, float]:
     return nn.Sequential(a, b), error
 
 
-def tucker2_sequence(conv: nn.Conv2d, ranks: tuple[int, int], seed: int = 0) -> tuple[nn.Sequential, float]:
+def _leading_eigenvectors(unfolding: np.ndarray, rank: int) -> np.ndarray:
+    """Return the ``rank`` leading left singular vectors of a wide matrix, via eigh of its Gram matrix."""
+    values, vectors = np.linalg.eigh(unfolding @ unfolding.T)
+    return vectors[:, np.argsort(values)[::-1][:rank]]
+
+
+def tucker2_sequence(conv: nn.Conv2d, ranks: tuple[int, int], seed: int = 0, n_iter: int = 5) -> tuple[nn.Sequential, float]:
     """Return (three-conv replacement, relative weight error) of a k x k conv at (R_out, R_in).
 
     Raises:
@@ -92,8 +98,13 @@ def tucker2_sequence(conv: nn.Conv2d, ranks: tuple[int, int], seed: int = 0) -> 
     if not (1 <= rank_out <= conv.out_channels and 1 <= rank_in <= conv.in_channels):
         raise ValueError(f"tucker2 ranks must be in [1, {conv.out_channels}] x [1, {conv.in_channels}], got {ranks}")
     weight = _weight64(conv)
-    (core, (u_out, u_in)), _ = partial_tucker(weight, rank=[rank_out, rank_in], modes=[0, 1], init="svd",
-                                              random_state=seed, n_iter_max=200, tol=1e-10)
+    # HOSVD start from the small Gram matrices (512 x 512 for ResNet's last layers; an SVD of the
+    # 512 x 4608 unfolding is 100x slower), then a few HOOI sweeps by tensorly.
+    u_out0 = _leading_eigenvectors(tl.unfold(weight, 0), rank_out)
+    u_in0 = _leading_eigenvectors(tl.unfold(weight, 1), rank_in)
+    core0 = tl.tenalg.multi_mode_dot(weight, [u_out0.T, u_in0.T], modes=[0, 1])
+    (core, (u_out, u_in)), _ = partial_tucker(weight, rank=[rank_out, rank_in], modes=[0, 1], init=(core0, [u_out0, u_in0]),
+                                              random_state=seed, n_iter_max=n_iter, tol=1e-8)
     approximation = tl.tenalg.multi_mode_dot(core, [u_out, u_in], modes=[0, 1])
     first = _conv(conv.in_channels, rank_in, 1)
     middle = _conv(rank_in, rank_out, conv.kernel_size, like=conv)
@@ -115,7 +126,7 @@ def cp_full_rank(conv: nn.Conv2d) -> int:
 def cp_als(tensor: np.ndarray, rank: int, seed: int = 0, n_iter: int = 500) -> tuple[np.ndarray, list[np.ndarray]]:
     """Return (weights, [A, B, C]) of a rank-``rank`` CP decomposition by tensorly's ALS."""
     cp = parafac(tensor, rank=rank, init="random" if rank > min(tensor.shape) else "svd", n_iter_max=n_iter,
-                 tol=1e-10, random_state=seed, normalize_factors=False)
+                 tol=1e-9, random_state=seed, normalize_factors=False)
     return np.asarray(cp.weights), [np.asarray(f) for f in cp.factors]
 
 
@@ -132,64 +143,52 @@ def rank_one_norm_sum(weights: np.ndarray, factors: list[np.ndarray]) -> float:
     return float(np.sum(norms ** 2))
 
 
-def _constrained_update(target: np.ndarray, design: np.ndarray, penalty: np.ndarray, bound_sq: float,
+def _constrained_update(gram: np.ndarray, rhs: np.ndarray, target_sq: float, penalty: np.ndarray, bound_sq: float,
                         current: np.ndarray) -> np.ndarray:
-    """Return F minimising ||F diag(sqrt(penalty))||^2 subject to ||target - F design^T||^2 <= bound_sq.
+    """Return F minimising ||F diag(sqrt(penalty))||^2 subject to ||X_(n) - F K^T||^2 <= bound_sq.
 
-    The KKT conditions give F(nu) = target design (G + nu P)^-1 with G = design^T design,
-    P = diag(penalty), and the error grows with nu >= 0, so the largest feasible nu is wanted.
-    With P^-1/2 G P^-1/2 = Q diag(l) Q^T, F(nu) = M diag(1 / (l + nu)) N for fixed M, N, and the
-    error is ||target||^2 - 2 tr(F R^T) + tr(F G F^T) (R = target design): each trial nu costs
-    only R x R work, and nu is found by bisection on log nu. The result is never worse than
-    ``current``: if ``current`` is infeasible the least-squares solution (smallest error) is
+    Only ``gram`` = K^T K, ``rhs`` = X_(n) K and ``target_sq`` = ||X||^2 are needed, since
+    ||X_(n) - F K^T||^2 = ||X||^2 - 2 tr(F rhs^T) + tr(F gram F^T): the Khatri-Rao matrix K is
+    never formed. The KKT conditions give F(nu) = rhs (gram + nu P)^-1 (P = diag(penalty)), whose
+    error grows with nu >= 0, so the largest feasible nu is wanted. With
+    P^-1/2 gram P^-1/2 = Q diag(l) Q^T, F(nu) = M diag(1 / (l + nu)) N for fixed M, N, so each
+    trial nu costs R x R work; nu is found by bisection on log nu. The result is never worse
+    than ``current``: if ``current`` is infeasible the least-squares solution (smallest error) is
     returned, and a candidate is only taken if it is feasible and has a smaller objective.
     """
-    gram = design.T @ design
-    rhs = target @ design
-    target_sq = float(np.sum(target ** 2))
-    inv_root = 1.0 / np.sqrt(np.maximum(penalty, 1e-300))
-    eigenvalues, q = np.linalg.eigh(inv_root[:, None] * gram * inv_root[None, :])
-    eigenvalues = np.maximum(eigenvalues, 0.0)
-    left = (rhs * inv_root[None, :]) @ q  # M
-    right = q.T * inv_root[None, :]  # N
-    right_gram_right = right @ gram @ right.T
-    left_rhs = right @ rhs.T  # N R^T, so tr(F R^T) = sum_i d_i (M^T)_i . (N R^T)_i
+    bound_sq = bound_sq * (1 + 1e-12)  # a bound set to the current error must count it feasible
 
-    def solve(nu: float) -> np.ndarray:
-        scale = 1.0 / np.maximum(eigenvalues + nu, 1e-300)
-        return (left * scale[None, :]) @ right
-
-    def error_sq(nu: float) -> float:
-        scale = 1.0 / np.maximum(eigenvalues + nu, 1e-300)
-        scaled = left * scale[None, :]
-        cross = float(np.sum(scaled.T * left_rhs))
-        quadratic = float(np.sum((scaled.T @ scaled) * right_gram_right))
-        return target_sq - 2.0 * cross + quadratic
-
-    def true_error_sq(f: np.ndarray) -> float:
-        return float(np.sum((target - f @ design.T) ** 2))
+    def error_sq(f: np.ndarray) -> float:
+        return target_sq - 2.0 * float(np.sum(f * rhs)) + float(np.sum((f @ gram) * f))
 
     def objective(f: np.ndarray) -> float:
         return float(np.sum(f ** 2 * penalty[None, :]))
 
-    bound_sq = bound_sq * (1 + 1e-12)  # a bound set to the current error must count it feasible
-    if true_error_sq(current) > bound_sq:
+    if error_sq(current) > bound_sq:
         return np.linalg.lstsq(gram, rhs.T, rcond=None)[0].T
+    inv_root = 1.0 / np.sqrt(np.maximum(penalty, 1e-300))
+    eigenvalues, q = np.linalg.eigh(inv_root[:, None] * gram * inv_root[None, :])
+    eigenvalues = np.maximum(eigenvalues, 0.0)
+    left = (rhs * inv_root[None, :]) @ q
+    right = q.T * inv_root[None, :]
+
+    def solve(nu: float) -> np.ndarray:
+        return (left / np.maximum(eigenvalues + nu, 1e-300)[None, :]) @ right
+
     low, high = -30.0, 30.0
-    if error_sq(np.exp(high)) <= bound_sq:
+    if error_sq(solve(np.exp(high))) <= bound_sq:
         low = high
-    elif error_sq(np.exp(low)) > bound_sq:
+    elif error_sq(solve(np.exp(low))) > bound_sq:
         return current
     else:
         for _ in range(60):
             middle = 0.5 * (low + high)
-            if error_sq(np.exp(middle)) <= bound_sq:
+            if error_sq(solve(np.exp(middle))) <= bound_sq:
                 low = middle
             else:
                 high = middle
     candidate = solve(np.exp(low))
-    # The closed-form error can be off by round-off: check the candidate directly.
-    if true_error_sq(candidate) <= bound_sq and objective(candidate) < objective(current):
+    if error_sq(candidate) <= bound_sq and objective(candidate) < objective(current):
         return candidate
     return current
 
@@ -202,14 +201,23 @@ def _penalties(factors: list[np.ndarray], mode: int) -> np.ndarray:
     return penalty
 
 
+def _normal_equations(tensor: np.ndarray, factors: list[np.ndarray], mode: int) -> tuple[np.ndarray, np.ndarray]:
+    """Return (K^T K, X_(mode) K) for the Khatri-Rao product K of the other factors, without forming K."""
+    gram = np.ones((factors[mode].shape[1],) * 2)
+    for other_mode, other in enumerate(factors):
+        if other_mode != mode:
+            gram = gram * (other.T @ other)
+    rhs = tl.tenalg.unfolding_dot_khatri_rao(tensor, (np.ones(factors[mode].shape[1]), factors), mode)
+    return gram, rhs
+
+
 def _regularized_als(tensor: np.ndarray, factors: list[np.ndarray], nu: float, n_iter: int) -> list[np.ndarray]:
     """Return factors after ``n_iter`` sweeps minimising ||X - [[A, B, C]]||^2 + nu * (sum of squared rank-1 norms)."""
     factors = [f.copy() for f in factors]
     for _ in range(n_iter):
         for mode in range(len(factors)):
-            design = tl.tenalg.khatri_rao([f for m, f in enumerate(factors) if m != mode])
-            gram = design.T @ design + nu * np.diag(_penalties(factors, mode))
-            factors[mode] = np.linalg.lstsq(gram, (tl.unfold(tensor, mode) @ design).T, rcond=None)[0].T
+            gram, rhs = _normal_equations(tensor, factors, mode)
+            factors[mode] = np.linalg.lstsq(gram + nu * np.diag(_penalties(factors, mode)), rhs.T, rcond=None)[0].T
     return factors
 
 
@@ -219,57 +227,63 @@ def epc_correct(tensor: np.ndarray, weights: np.ndarray, factors: list[np.ndarra
     whose sum of squared rank-1 norms is no larger than that of ``(weights, factors)``.
 
     Two stages. (1) A penalty path: regularised ALS on error^2 + nu * norm-sum, restarted from the
-    given decomposition, with nu bisected on a log scale for the largest nu whose result still
-    meets the bound; unlike single-factor updates this can leave a degenerate ALS point, where
-    every factor is already its own least-squares optimum. (2) Polishing with exactly solved
-    single-factor updates (:func:`_constrained_update`), which keep the bound and never raise the
-    norm sum. If the start itself violates the bound it is returned unchanged (rescaled).
+    given decomposition, with nu bisected on a log scale (``penalty_steps`` trials of ``n_iter``
+    sweeps) for the largest nu whose result still meets the bound; unlike single-factor updates
+    this can leave a degenerate ALS point, where every factor is already its own least-squares
+    optimum. (2) Polishing with exactly solved single-factor updates (:func:`_constrained_update`),
+    which keep the bound and never raise the norm sum. If the start itself violates the bound it
+    is returned unchanged (rescaled).
     """
     start = [f.copy() for f in factors]
     start[0] = start[0] * weights[None, :]
     bound = float(delta)
+    target_sq = float(np.sum(tensor ** 2))
+    ones = np.ones(len(weights))
 
     def error(candidate):
-        return float(np.linalg.norm(tensor - cp_reconstruct(np.ones(len(weights)), candidate)))
+        return float(np.linalg.norm(tensor - cp_reconstruct(ones, candidate)))
 
     def norm_sum(candidate):
-        return rank_one_norm_sum(np.ones(len(weights)), candidate)
+        return rank_one_norm_sum(ones, candidate)
 
     best = start
     if error(start) > bound * (1 + 1e-12):
-        return np.ones(len(weights)), start
+        return ones, start
     low, high = -12.0, 2.0
-    scale = float(np.sum(tensor ** 2))
     for _ in range(penalty_steps):
         middle = 0.5 * (low + high)
-        candidate = _regularized_als(tensor, start, scale * np.exp(middle) / max(norm_sum(start), 1e-300), n_iter)
+        candidate = _regularized_als(tensor, start, target_sq * np.exp(middle) / max(norm_sum(start), 1e-300), n_iter)
         if error(candidate) <= bound:
             low = middle
             if norm_sum(candidate) < norm_sum(best):
                 best = candidate
         else:
             high = middle
-    factors = best
+    factors = [f.copy() for f in best]
     previous = norm_sum(factors)
     for _ in range(n_iter):
         for mode in range(len(factors)):
-            design = tl.tenalg.khatri_rao([f for m, f in enumerate(factors) if m != mode])
-            factors[mode] = _constrained_update(tl.unfold(tensor, mode), design, _penalties(factors, mode), bound ** 2, factors[mode])
+            gram, rhs = _normal_equations(tensor, factors, mode)
+            factors[mode] = _constrained_update(gram, rhs, target_sq, _penalties(factors, mode), bound ** 2, factors[mode])
         current = norm_sum(factors)
         if previous - current <= 1e-9 * max(previous, 1e-12):
             break
         previous = current
-    return np.ones(len(weights)), factors
+    if error(factors) > bound * (1 + 1e-9):  # round-off in the Gram form: fall back to the checked stage-1 result
+        factors = best
+    return ones, factors
 
 
 def cp_sequence(conv: nn.Conv2d, rank: int, seed: int = 0, epc: bool = False, delta: float | None = None,
-                delta_relative: bool = True) -> tuple[nn.Sequential, dict]:
+                delta_relative: bool = True, als_iters: int = 200, epc_iters: int = 100,
+                epc_steps: int = 24) -> tuple[nn.Sequential, dict]:
     """Return (1x1 -> depthwise k x k -> 1x1 replacement, info) of a conv at CP ``rank``.
 
     With ``epc`` the ALS result is corrected by :func:`epc_correct` within ``delta`` (relative
     to ||W|| when ``delta_relative``, else absolute; None keeps the ALS error as the bound).
     ``info`` holds ``rel_error``, ``norm_sum_als``, ``error_als`` and, with EPC,
-    ``norm_sum_epc``, ``delta_abs``.
+    ``norm_sum_epc``, ``delta_abs``. ``als_iters`` bounds the ALS sweeps; ``epc_iters`` and
+    ``epc_steps`` the EPC sweeps per penalty trial and the number of trials.
 
     Raises:
         ValueError: a grouped conv, a padding mode other than zeros, or rank < 1.
@@ -283,12 +297,12 @@ def cp_sequence(conv: nn.Conv2d, rank: int, seed: int = 0, epc: bool = False, de
     weight = _weight64(conv)
     t, s, kh, kw = weight.shape
     tensor = weight.reshape(t, s, kh * kw)
-    weights, factors = cp_als(tensor, rank, seed)
+    weights, factors = cp_als(tensor, rank, seed, n_iter=als_iters)
     als_error = float(np.linalg.norm(tensor - cp_reconstruct(weights, factors)))
     info = {"norm_sum_als": rank_one_norm_sum(weights, factors), "error_als": als_error / max(np.linalg.norm(tensor), 1e-300)}
     if epc:
         bound = als_error if delta is None else (float(delta) * float(np.linalg.norm(tensor)) if delta_relative else float(delta))
-        weights, factors = epc_correct(tensor, weights, factors, max(bound, als_error))
+        weights, factors = epc_correct(tensor, weights, factors, max(bound, als_error), n_iter=epc_iters, penalty_steps=epc_steps)
         info.update({"norm_sum_epc": rank_one_norm_sum(weights, factors), "delta_abs": max(bound, als_error)})
     a, b, c = factors
     a = a * weights[None, :]

@@ -48,7 +48,8 @@ def _params(module: nn.Module) -> int:
 
 
 FACTORIZATION_OPTIONS = {"rank_ratio", "rank_selection", "energy", "delta", "delta_relative", "layers", "exclude",
-                         "kernel_sizes", "include_classifier", "skip_if_larger", "seed", "ranks"}
+                         "kernel_sizes", "include_classifier", "skip_if_larger", "seed", "ranks", "als_iters", "epc_iters",
+                         "epc_steps"}
 
 
 def _applicable(method: str, module: nn.Module) -> str | None:
@@ -124,7 +125,8 @@ def factorize_model(model: nn.Module, example_input: torch.Tensor, method: str, 
         else:
             sequence, extra = factorize.cp_sequence(module, int(rank), seed, epc=method == "cp_epc",
                                                     delta=options.get("delta"),
-                                                    delta_relative=bool(options.get("delta_relative", True)))
+                                                    delta_relative=bool(options.get("delta_relative", True)),
+                                                    **{k: int(options[k]) for k in ("als_iters", "epc_iters", "epc_steps") if k in options})
             error = extra.pop("rel_error")
         sequence.train(module.training)
         params_after = _params(sequence)
@@ -192,6 +194,9 @@ def prune_model(model: nn.Module, example_input: torch.Tensor, **options) -> Com
     calibration = options.get("calibration")
     if importance_name == "taylor" and calibration is None:
         raise ValueError("prune: importance 'taylor' needs calibration=(images, labels), a batch to take gradients on")
+    if importance_name == "bn_scale" and not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+        raise ValueError(f"prune: importance 'bn_scale' ranks channels by BatchNorm scales, and {type(model).__name__} "
+                         "has no BatchNorm layer; use 'l1', 'l2' or 'taylor'")
     head = classifier_names(model)
     exclude = options.get("exclude") or []
     exclude = [exclude] if isinstance(exclude, str) else exclude
@@ -243,6 +248,9 @@ def prune_model(model: nn.Module, example_input: torch.Tensor, **options) -> Com
             "macs_before": old["macs"], "macs_after": new["macs"], "rel_error": "",
         })
     report.params_after = _params(model)
+    if report.params_after == report.params_before:
+        raise ValueError(f"prune: no channel was removed from {type(model).__name__} (importance {importance_name!r}, "
+                         f"ratio {ratio}); every prunable group may be ignored or too small")
     return report
 
 

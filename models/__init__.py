@@ -3,6 +3,9 @@ from models._checkpoint import extract_state_dict, load_checkpoint_into, read_ch
 from models._registry import create_model, is_model, list_models, register_model
 from models import slimnet as _slimnet  # noqa: F401  (registers entries)
 from models import baselines as _baselines  # noqa: F401
+from models import course as _course  # noqa: F401
+from models import pse as _pse  # noqa: F401
+from models.pse import ATTRIBUTE_GROUPS, PSE, pse_masks
 from models.baselines import PretrainedWeightsError
 from models.slimnet import SlimNet, slimnet_kwargs_from_reference
 
@@ -36,6 +39,8 @@ def load_model(path):
 
 
 __all__ = [
+    "ATTRIBUTE_GROUPS",
+    "PSE",
     "PretrainedWeightsError",
     "SlimNet",
     "create_model",
@@ -44,6 +49,7 @@ __all__ = [
     "list_models",
     "load_checkpoint_into",
     "load_model",
+    "pse_masks",
     "read_checkpoint",
     "register_model",
     "slimnet_kwargs_from_reference",

@@ -11,11 +11,14 @@ TINY_YAML = """
 study: e2e
 data: {synthetic_images: 60, synthetic_seed: 1}
 models:
-  - {name: slimnet, kwargs: {filter_count_values: [4, 4, 4, 4], initial_conv: [8, 7, 2]}}
+  - name: slimnet
+    kwargs: {filter_count_values: [4, 4, 4, 4], initial_conv: [8, 7, 2]}
+    compressions: ["svd:rank_ratio=0.5"]
   - {name: mobilenetv3_small_100, kwargs: {input_size: [3, 218, 178]}}
 seeds: [0]
 train: {epochs: 1, batch_size: 16, lr: 0.001}
-profile: {batch_n: 2, min_iters: 3, min_seconds: 0.0}
+finetune: {epochs: 1, limit_train: 16}
+profile: {batch_n: 2, min_iters: 3, min_seconds: 0.0, layer_min_iters: 2, layer_min_seconds: 0.0}
 """
 
 
@@ -27,10 +30,16 @@ def test_main_job_end_to_end(tmp_path, cache_dir, capsys):
     assert run_bench.main(argv) == 0
     out = capsys.readouterr().out
     assert "| majority class |" in out and "| slimnet |" in out and "| mobilenetv3_small_100 |" in out
+    assert "| slimnet [svd:rank_ratio=0.5] |" in out
 
     table = pd.read_csv(results / "e2e" / "results.csv")
     assert list(table.columns) == list(RESULT_COLUMNS)
-    assert table["model"].tolist() == ["majority", "slimnet", "mobilenetv3_small_100"]
+    assert table["model"].tolist() == ["majority", "slimnet", "slimnet", "mobilenetv3_small_100"]
+    compressed = table[table["compression"] == "svd:rank_ratio=0.5"]
+    assert len(compressed) == 1 and compressed["params"].iloc[0] < table["params"].iloc[1]
+    assert compressed["acc_mean_nofinetune"].notna().all() and compressed["finetune_seconds"].notna().all()
+    layers = pd.read_csv(results / "e2e" / "layers.csv")
+    assert len(layers) > 0 and (layers["method"] == "svd").all() and layers["measured_speedup"].notna().all()
     models = table[table["model"] != "majority"]
     for column in ("params", "macs", "disk_bytes", "disk_bytes_zip", "acc_mean", "acc_majority", "mA", "inst_acc",
                    "precision", "recall", "f1", "hamming_loss", "ece", "ece_ts", "temperature", "ppp", "cpu_b1_ms",
@@ -42,16 +51,16 @@ def test_main_job_end_to_end(tmp_path, cache_dir, capsys):
 
     per_attribute = pd.read_csv(results / "e2e" / "per_attribute.csv")
     assert list(per_attribute.columns) == list(PER_ATTRIBUTE_COLUMNS)
-    assert len(per_attribute) == 3 * 40 and per_attribute["attribute"].iloc[0] == "5_o_Clock_Shadow"
+    assert len(per_attribute) == 4 * 40 and per_attribute["attribute"].iloc[0] == "5_o_Clock_Shadow"
 
-    for name in ("summary.md", "summary.tex", "summary.csv", "per_attribute.md", "per_attribute.tex",
+    for name in ("summary.md", "summary.tex", "summary.csv", "per_attribute.md", "per_attribute.tex", "layers.md", "layers.tex",
                  "acc_vs_params.png", "acc_vs_params.pdf", "acc_vs_macs.png", "acc_vs_cpu_latency.png",
                  "per_attribute_accuracy.png", "reliability.png", "training_curves.png"):
         assert (reports / "e2e" / name).is_file(), name
 
     # Rerun: every cell is cached; `report` re-renders from results alone.
     assert run_bench.main(argv) == 0
-    assert capsys.readouterr().out.count("cached result, skipped") == 3
+    assert capsys.readouterr().out.count("cached result, skipped") == 4
     os.remove(reports / "e2e" / "summary.md")
     assert run_bench.main(["report", "--study", "e2e", "--results-dir", str(results), "--reports-dir", str(reports), "--no-plots"]) == 0
     assert (reports / "e2e" / "summary.md").is_file()

@@ -58,11 +58,18 @@ def test_load_config_errors(tmp_path):
         load_config(str(bad))
 
 
-def test_shipped_default_config_is_valid():
-    from run_bench import DEFAULT_CONFIG_PATH
+def test_shipped_configs_are_valid():
+    from run_bench import DEFAULT_CONFIG_PATH, HERE
 
     cells = expand_cells(load_config(DEFAULT_CONFIG_PATH))
-    assert [c["model"] for c in cells] == [MAJORITY, "slimnet", "mobilenetv3_small_100", "squeezenet1_1"]
+    assert [c["model"] for c in cells] == [MAJORITY] + ["slimnet"] * 5 + ["mobilenetv3_small_100", "squeezenet1_1"]
+    assert [c["compression"][0]["method"] for c in cells if c.get("compression")] == ["svd", "prune", "cp", "cp_epc"]
+    cells = expand_cells(load_config(os.path.join(HERE, "configs", "resnet18_lwalm.yaml")))
+    assert [c["variant"] for c in cells] == ["", "", "TKD+SVD", "CPD+SVD", "CPD-EPC+SVD"]
+    cells = expand_cells(load_config(os.path.join(HERE, "configs", "pse_dmtl.yaml")))
+    assert [c["model"] for c in cells] == [MAJORITY, "slimnet", "slimnet_pse", "slimnet_dmtl", "slimnet_dmtl_pse"]
+    cells = expand_cells(load_config(os.path.join(HERE, "configs", "course.yaml")))
+    assert cells[2]["train"]["freeze_backbone_epochs"] == 1 and cells[2]["pretrained"]
 
 
 def test_rerun_skips_finished_cells_and_force_recomputes(tmp_path, cache_dir):

@@ -1,0 +1,277 @@
+"""Position squeeze-and-excitation (PSE, Zhang et al., BMVC 2018) and attribute-group (DMTL) heads.
+
+PSE is a lateral branch on a feature map X (C x H x W): average over channels at each position
+(1 x H x W), excitation, sigmoid, then X * S broadcast over channels. Two excitations as in the
+paper's Figure 4: (a) ``fc``: flatten -> FC to C/16 -> ReLU -> FC to H*W; (b) ``conv`` (default):
+3x3 conv 1 -> C/16 -> ReLU -> 1x1 conv C/16 -> 1.
+
+The DMTL framework (Han et al., TPAMI 2018, with PSE as in Zhang et al.) shares a trunk and gives
+each of 8 attribute groups its own sub-network (PSE branch + head); the group outputs are put back
+into CelebA's 40-attribute order, so every metric and table works unchanged.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from bench.celeba import CELEBA_ATTRIBUTES
+from models._registry import register_model
+from models.baselines import create_timm_model
+from models.slimnet import SLIMNET_DATA_CONFIG, SlimNet, depthwise_separable_conv
+
+# Every CelebA attribute in exactly one group (Han et al.'s grouping, as used by the PSE paper).
+ATTRIBUTE_GROUPS = {
+    "holistic": ("Attractive", "Blurry", "Chubby", "Heavy_Makeup", "Male", "Oval_Face", "Pale_Skin", "Smiling", "Young"),
+    "hair": ("Bald", "Bangs", "Black_Hair", "Blond_Hair", "Brown_Hair", "Gray_Hair", "Receding_Hairline",
+             "Straight_Hair", "Wavy_Hair", "Wearing_Hat"),
+    "eyes": ("Arched_Eyebrows", "Bags_Under_Eyes", "Bushy_Eyebrows", "Eyeglasses", "Narrow_Eyes"),
+    "nose": ("Big_Nose", "Pointy_Nose"),
+    "cheeks_ears": ("High_Cheekbones", "Rosy_Cheeks", "Sideburns", "Wearing_Earrings"),
+    "mouth": ("Big_Lips", "Mouth_Slightly_Open", "Mustache", "Wearing_Lipstick"),
+    "chin": ("5_o_Clock_Shadow", "Double_Chin", "Goatee", "No_Beard"),
+    "neck": ("Wearing_Necklace", "Wearing_Necktie"),
+}
+
+
+class PSE(nn.Module):
+    """Position squeeze-and-excitation: returns X * sigmoid(excitation(mean over channels of X)).
+
+    Args:
+        channels: C of the input map.
+        excitation: 'conv' (paper's Fig. 4b, size-agnostic) or 'fc' (Fig. 4a, needs ``spatial_size``).
+        spatial_size: (H, W) of the input map, for 'fc'.
+        reduction: C / reduction hidden units or channels (16 in the paper).
+
+    The last mask is kept in ``self.last_mask`` (N x 1 x H x W, detached) for visualisation.
+    """
+
+    def __init__(self, channels: int, excitation: str = "conv", spatial_size: tuple[int, int] | None = None,
+                 reduction: int = 16):
+        super().__init__()
+        hidden = max(1, channels // reduction)
+        self.excitation_type = excitation
+        if excitation == "conv":
+            self.excitation = nn.Sequential(nn.Conv2d(1, hidden, 3, padding=1), nn.ReLU(inplace=True), nn.Conv2d(hidden, 1, 1))
+        elif excitation == "fc":
+            if spatial_size is None:
+                raise ValueError("PSE with excitation='fc' needs spatial_size=(H, W) of its input map")
+            positions = int(spatial_size[0] * spatial_size[1])
+            self.spatial_size = tuple(int(v) for v in spatial_size)
+            self.excitation = nn.Sequential(nn.Flatten(), nn.Linear(positions, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, positions))
+        else:
+            raise ValueError(f"PSE excitation must be 'conv' or 'fc', got {excitation!r}")
+        self.last_mask = None
+
+    def mask(self, x: torch.Tensor) -> torch.Tensor:
+        """Return the sigmoid position mask (N x 1 x H x W) for feature map ``x``."""
+        squeezed = x.mean(dim=1, keepdim=True)
+        excited = self.excitation(squeezed)
+        if self.excitation_type == "fc":
+            excited = excited.view(x.shape[0], 1, *x.shape[-2:])
+        return torch.sigmoid(excited)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mask = self.mask(x)
+        self.last_mask = mask.detach()
+        return x * mask
+
+
+def group_order() -> list[int]:
+    """Return, for each position in the concatenated group outputs, its index in CELEBA_ATTRIBUTES."""
+    return [CELEBA_ATTRIBUTES.index(name) for group in ATTRIBUTE_GROUPS.values() for name in group]
+
+
+class GroupHeads(nn.Module):
+    """8 attribute-group sub-networks on a shared map; outputs reassembled into CelebA's order.
+
+    Each group: [PSE] -> depthwise-separable 3x3 conv (C -> ``width``) -> global average pool ->
+    linear to the group's attributes.
+    """
+
+    def __init__(self, in_channels: int, width: int = 64, use_pse: bool = True, excitation: str = "conv",
+                 spatial_size=None):
+        super().__init__()
+        self.groups = nn.ModuleDict()
+        for name, attributes in ATTRIBUTE_GROUPS.items():
+            self.groups[name] = nn.Sequential(
+                PSE(in_channels, excitation, spatial_size) if use_pse else nn.Identity(),
+                depthwise_separable_conv(in_channels, width),
+                nn.AdaptiveAvgPool2d(1),
+                nn.Flatten(),
+                nn.Linear(width, len(attributes)),
+            )
+        inverse = torch.empty(len(CELEBA_ATTRIBUTES), dtype=torch.long)
+        inverse[torch.tensor(group_order())] = torch.arange(len(CELEBA_ATTRIBUTES))
+        self.register_buffer("celeba_order", inverse, persistent=False)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        grouped = torch.cat([head(features) for head in self.groups.values()], dim=1)
+        return grouped.index_select(1, self.celeba_order)
+
+
+class DMTLNet(nn.Module):
+    """A shared ``trunk`` followed by :class:`GroupHeads` (40 outputs in CelebA order)."""
+
+    def __init__(self, trunk: nn.Module, trunk_channels: int, width: int = 64, use_pse: bool = True,
+                 excitation: str = "conv", spatial_size=None):
+        super().__init__()
+        self.trunk = trunk
+        self.heads = GroupHeads(trunk_channels, width, use_pse, excitation, spatial_size)
+        self.num_classes = len(CELEBA_ATTRIBUTES)
+
+    def get_classifier(self) -> nn.ModuleList:
+        """Return the 8 group output layers: the classifier that pruning keeps and transfer trains first."""
+        return nn.ModuleList(group[-1] for group in self.heads.groups.values())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.heads(self.trunk(x))
+
+
+class SlimNetPSE(SlimNet):
+    """Slim-Net with a PSE branch on the output of its last Slim module (before the last max-pool)."""
+
+    def __init__(self, excitation: str = "conv", **kwargs):
+        super().__init__(**kwargs)
+        spatial = None
+        if excitation == "fc":
+            spatial = _slim_last_map_size(kwargs.get("initial_conv", (96, 7, 2)), len(kwargs.get("filter_count_values", (16, 32, 48, 64))))
+        self.pse = PSE(self.num_features, excitation, spatial)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.max_pool1(self.conv1(x))
+        last = self.num_slim_modules
+        for index in range(1, last + 1):
+            out = getattr(self, f"slim{index}")(out)
+            if index == last:
+                out = self.pse(out)
+            out = getattr(self, f"max_pool{index + 1}")(out)
+        return out
+
+
+def _pool(size: int) -> int:
+    return (size - 3) // 2 + 1
+
+
+def _slim_last_map_size(initial_conv, n_modules: int, input_size=(218, 178)) -> tuple[int, int]:
+    sizes = []
+    for size in input_size:
+        size = (size - initial_conv[1]) // initial_conv[2] + 1
+        size = _pool(size)
+        for _ in range(n_modules - 1):
+            size = _pool(size)
+        sizes.append(size)
+    return tuple(sizes)
+
+
+class SlimTrunk(nn.Module):
+    """Slim-Net's stem and its first ``n_modules`` Slim modules (each followed by its max-pool)."""
+
+    def __init__(self, slimnet: SlimNet, n_modules: int):
+        super().__init__()
+        self.conv1, self.max_pool1 = slimnet.conv1, slimnet.max_pool1
+        self.n_modules = n_modules
+        for index in range(1, n_modules + 1):
+            self.add_module(f"slim{index}", getattr(slimnet, f"slim{index}"))
+            self.add_module(f"max_pool{index + 1}", getattr(slimnet, f"max_pool{index + 1}"))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.max_pool1(self.conv1(x))
+        for index in range(1, self.n_modules + 1):
+            out = getattr(self, f"max_pool{index + 1}")(getattr(self, f"slim{index}")(out))
+        return out
+
+
+def _slimnet_dmtl(use_pse: bool, num_classes: int, width: int = 64, excitation: str = "conv", **kwargs) -> DMTLNet:
+    if num_classes != len(CELEBA_ATTRIBUTES):
+        raise ValueError(f"attribute-group models predict the {len(CELEBA_ATTRIBUTES)} CelebA attributes, got num_classes={num_classes}")
+    base = SlimNet(**kwargs)
+    # The groups branch off after the third Slim module, where maps still carry position.
+    trunk = SlimTrunk(base, base.num_slim_modules - 1)
+    channels = 3 * base.hyper_params["filter_count_values"][-2]
+    spatial = None
+    if excitation == "fc":
+        spatial = _slim_last_map_size(base.hyper_params["initial_conv"], base.num_slim_modules - 1)
+    model = DMTLNet(trunk, channels, width, use_pse, excitation, spatial)
+    model.data_config = dict(SLIMNET_DATA_CONFIG)
+    return model
+
+
+class ResNetTrunk(nn.Module):
+    """A timm ResNet up to and including ``layer3`` (stride 16)."""
+
+    def __init__(self, resnet: nn.Module):
+        super().__init__()
+        self.conv1, self.bn1, self.act1, self.maxpool = resnet.conv1, resnet.bn1, resnet.act1, resnet.maxpool
+        self.layer1, self.layer2, self.layer3 = resnet.layer1, resnet.layer2, resnet.layer3
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.maxpool(self.act1(self.bn1(self.conv1(x))))
+        return self.layer3(self.layer2(self.layer1(x)))
+
+
+def _resnet18_dmtl(use_pse: bool, num_classes: int, pretrained: bool, width: int = 128, excitation: str = "conv") -> DMTLNet:
+    if num_classes != len(CELEBA_ATTRIBUTES):
+        raise ValueError(f"attribute-group models predict the {len(CELEBA_ATTRIBUTES)} CelebA attributes, got num_classes={num_classes}")
+    resnet = create_timm_model("resnet18", num_classes, pretrained)
+    spatial = (14, 14) if excitation == "fc" else None
+    model = DMTLNet(ResNetTrunk(resnet), 256, width, use_pse, excitation, spatial)
+    model.data_config = dict(resnet.data_config)
+    return model
+
+
+def _no_pretrained(name: str, pretrained: bool) -> None:
+    if pretrained:
+        from models.baselines import PretrainedWeightsError
+
+        raise PretrainedWeightsError(f"{name} has no downloadable pretrained weights; pass checkpoint_path=<file>")
+
+
+@register_model("pse", "Slim-Net with a PSE branch after the last Slim module")
+def slimnet_pse(num_classes: int = 40, pretrained: bool = False, excitation: str = "conv", **kwargs) -> SlimNetPSE:
+    """Return Slim-Net + PSE (``excitation`` 'conv' or 'fc')."""
+    _no_pretrained("slimnet_pse", pretrained)
+    return SlimNetPSE(excitation=excitation, num_classes=num_classes, **kwargs)
+
+
+@register_model("pse", "Slim-Net trunk (3 Slim modules) + 8 attribute-group heads, each with PSE")
+def slimnet_dmtl_pse(num_classes: int = 40, pretrained: bool = False, **kwargs) -> DMTLNet:
+    """Return the DMTL framework with PSE on a Slim-Net trunk."""
+    _no_pretrained("slimnet_dmtl_pse", pretrained)
+    return _slimnet_dmtl(True, num_classes, **kwargs)
+
+
+@register_model("pse", "Slim-Net trunk (3 Slim modules) + 8 attribute-group heads, no PSE (the paper's baseline)")
+def slimnet_dmtl(num_classes: int = 40, pretrained: bool = False, **kwargs) -> DMTLNet:
+    """Return the DMTL framework without PSE on a Slim-Net trunk."""
+    _no_pretrained("slimnet_dmtl", pretrained)
+    return _slimnet_dmtl(False, num_classes, **kwargs)
+
+
+@register_model("pse", "ResNet-18 trunk (to layer3) + 8 attribute-group heads, each with PSE")
+def resnet18_dmtl_pse(num_classes: int = 40, pretrained: bool = False, **kwargs) -> DMTLNet:
+    """Return the DMTL framework with PSE on a ResNet-18 trunk (``pretrained`` loads timm's trunk)."""
+    return _resnet18_dmtl(True, num_classes, pretrained, **kwargs)
+
+
+@register_model("pse", "ResNet-18 trunk (to layer3) + 8 attribute-group heads, no PSE (the paper's baseline)")
+def resnet18_dmtl(num_classes: int = 40, pretrained: bool = False, **kwargs) -> DMTLNet:
+    """Return the DMTL framework without PSE on a ResNet-18 trunk."""
+    return _resnet18_dmtl(False, num_classes, pretrained, **kwargs)
+
+
+def pse_masks(model: nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Return ``{PSE module name: mask (N x 1 x H x W)}`` for input ``x`` (model run in eval mode).
+
+    Raises:
+        ValueError: the model has no PSE module.
+    """
+    modules = {name: m for name, m in model.named_modules() if isinstance(m, PSE)}
+    if not modules:
+        raise ValueError(f"{type(model).__name__} has no PSE module")
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        model(x)
+    model.train(was_training)
+    return {name: module.last_mask for name, module in modules.items()}
+

@@ -1,0 +1,298 @@
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import compress
+import models
+from compress.factorize import (cp_als, cp_reconstruct, cp_sequence, epc_correct, rank_one_norm_sum, svd_sequence,
+                                tucker2_sequence)
+from compress.layers import layer_macs, record_output_shapes
+from compress.rank import rank_by_energy, rank_by_ratio, rank_by_vbmf, select_rank
+
+
+def _relative(a, b):
+    return float((a - b).detach().norm() / b.detach().norm())
+
+
+# ---- single-layer factorizations ---------------------------------------------------------------
+
+def test_full_rank_svd_reproduces_linear_and_1x1_conv():
+    torch.manual_seed(0)
+    linear = nn.Linear(24, 10)
+    sequence, error = svd_sequence(linear, 10)
+    x = torch.randn(5, 24)
+    assert error < 1e-12 and _relative(sequence(x), linear(x)) < 1e-5
+    conv = nn.Conv2d(12, 20, 1, stride=2, padding=1)
+    sequence, _ = svd_sequence(conv, 12)
+    x = torch.randn(2, 12, 9, 9)
+    assert _relative(sequence(x), conv(x)) < 1e-5
+
+
+def test_truncated_svd_error_is_the_dropped_spectrum():
+    torch.manual_seed(0)
+    linear = nn.Linear(30, 20)
+    singular = torch.linalg.svdvals(linear.weight.double())
+    _, error = svd_sequence(linear, 5)
+    expected = float(singular[5:].pow(2).sum().sqrt() / singular.pow(2).sum().sqrt())
+    assert error == pytest.approx(expected, rel=1e-9)
+
+
+def test_full_rank_tucker2_reproduces_a_strided_padded_conv():
+    torch.manual_seed(0)
+    conv = nn.Conv2d(6, 8, 3, stride=2, padding=1, dilation=1)
+    sequence, error = tucker2_sequence(conv, (8, 6))
+    x = torch.randn(2, 6, 11, 13)
+    assert error < 1e-10 and _relative(sequence(x), conv(x)) < 1e-4
+    assert [type(m) for m in sequence] == [nn.Conv2d] * 3 and sequence[1].stride == (2, 2)
+
+
+def test_cp_at_the_exact_rank_reproduces_a_low_rank_kernel():
+    rng = np.random.default_rng(0)
+    a, b, c = rng.normal(size=(8, 3)), rng.normal(size=(5, 3)), rng.normal(size=(9, 3))
+    kernel = cp_reconstruct(np.ones(3), [a, b, c]).reshape(8, 5, 3, 3)
+    conv = nn.Conv2d(5, 8, 3, padding=1)
+    conv.weight.data.copy_(torch.from_numpy(kernel))
+    sequence, info = cp_sequence(conv, 3)
+    x = torch.randn(2, 5, 10, 10)
+    assert info["rel_error"] < 1e-6 and _relative(sequence(x), conv(x)) < 1e-5
+    assert sequence[1].groups == 3 and sequence[1].padding == (1, 1)
+
+
+def test_epc_lowers_the_norm_sum_of_a_degenerate_cp_within_the_bound():
+    # Rank 6 > mode size 4 on a noisy rank-3 tensor: ALS fits the noise with large, cancelling
+    # (nearly collinear) rank-1 terms.
+    rng = np.random.default_rng(0)
+    factors = [rng.normal(size=(4, 3)) for _ in range(3)]
+    tensor = cp_reconstruct(np.ones(3), factors) + 0.05 * rng.normal(size=(4, 4, 4))
+    weights, als = cp_als(tensor, 6, seed=0, n_iter=2000)
+    als_error = np.linalg.norm(tensor - cp_reconstruct(weights, als))
+    als_norm = rank_one_norm_sum(weights, als)
+    assert als_norm > 50 * np.sum(tensor ** 2)  # degenerate: rank-1 terms far larger than the tensor
+    epc_weights, epc = epc_correct(tensor, weights, als, delta=als_error)
+    epc_error = np.linalg.norm(tensor - cp_reconstruct(epc_weights, epc))
+    assert epc_error <= als_error * (1 + 1e-9)
+    assert rank_one_norm_sum(epc_weights, epc) < 0.5 * als_norm
+
+
+def test_epc_with_a_looser_relative_delta_on_a_conv():
+    torch.manual_seed(0)
+    conv = nn.Conv2d(4, 6, 3, padding=1)
+    _, plain = cp_sequence(conv, 10)
+    sequence, info = cp_sequence(conv, 10, epc=True, delta=plain["rel_error"] * 1.2)
+    assert info["rel_error"] <= plain["rel_error"] * 1.2 + 1e-9
+    assert info["norm_sum_epc"] <= info["norm_sum_als"]
+
+
+def test_bad_ranks_and_layers_are_rejected():
+    with pytest.raises(ValueError, match=r"svd rank must be in \[1, 4\]"):
+        svd_sequence(nn.Linear(4, 6), 5)
+    with pytest.raises(ValueError, match="ungrouped 1x1"):
+        svd_sequence(nn.Conv2d(4, 4, 3), 2)
+    with pytest.raises(ValueError, match="tucker2 ranks"):
+        tucker2_sequence(nn.Conv2d(4, 4, 3), (5, 1))
+    with pytest.raises(ValueError, match="ungrouped"):
+        cp_sequence(nn.Conv2d(4, 4, 3, groups=4), 2)
+
+
+# ---- rank selection ------------------------------------------------------------------------------
+
+def test_rank_by_ratio_and_energy():
+    assert rank_by_ratio(10, 0.25) == 2 and rank_by_ratio(10, 1.0) == 10 and rank_by_ratio(3, 0.01) == 1
+    with pytest.raises(ValueError, match="rank_ratio"):
+        rank_by_ratio(10, 0)
+    matrix = np.diag([3.0, 2.0, 1.0])  # squared spectrum 9, 4, 1 of 14
+    assert rank_by_energy(matrix, 9 / 14) == 1
+    assert rank_by_energy(matrix, 0.92) == 2 and rank_by_energy(matrix, 0.93) == 3 and rank_by_energy(matrix, 1.0) == 3
+
+
+def test_vbmf_finds_the_rank_of_a_noisy_low_rank_matrix():
+    rng = np.random.default_rng(0)
+    matrix = rng.normal(size=(60, 4)) @ rng.normal(size=(4, 80)) * 3 + 0.1 * rng.normal(size=(60, 80))
+    assert rank_by_vbmf(matrix) == 4
+    with pytest.raises(ValueError, match="grad_align"):
+        select_rank(matrix, 60, "psychic")
+
+
+# ---- whole models through compress.apply ---------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def slimnet_and_input():
+    torch.manual_seed(0)
+    return models.create_model("slimnet").eval(), torch.randn(1, 3, 218, 178)
+
+
+def test_apply_leaves_the_input_untouched_and_skips_with_reasons(slimnet_and_input):
+    model, x = slimnet_and_input
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    new_model, report = compress.apply(model, "svd", x, rank_ratio=0.5)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    reasons = {row["layer"]: row["reason"] for row in report.layers}
+    assert reasons["fc"] == "classifier kept"
+    assert reasons["slim1.sse1.expand3_dw.0"] == "grouped/depthwise conv (groups=16)"
+    assert reasons["conv1.0"] == "7x7 conv: use tucker2 or cp"
+    assert report.params_after < report.params_before == 571_304
+    assert new_model.data_config == model.data_config
+    assert all(isinstance(m, (nn.Conv2d, nn.Linear, nn.BatchNorm2d, nn.ReLU, nn.MaxPool2d, nn.AdaptiveAvgPool2d,
+                              nn.Sequential, models.SlimNet)) or type(m).__module__ == "models.slimnet" for m in new_model.modules())
+
+
+def test_full_rank_svd_of_slimnet_reproduces_its_outputs(slimnet_and_input):
+    model, x = slimnet_and_input
+    new_model, report = compress.apply(model, "svd", x, rank_ratio=1.0, skip_if_larger=False)
+    assert len(report.compressed()) == 32  # every ungrouped 1x1 conv
+    with torch.no_grad():
+        assert _relative(new_model.eval()(x), model(x)) < 1e-4
+
+
+def test_cp_epc_on_the_stem_only(slimnet_and_input):
+    model, x = slimnet_and_input
+    _, report = compress.apply(model, "cp_epc", x, rank_ratio=0.1, layers=["conv1.*"])
+    (row,) = report.compressed()
+    assert row["layer"] == "conv1.0" and row["rank"] == 15  # full CP rank bound min(96*3, 96*49, 3*49) = 147
+    assert row["norm_sum_epc"] <= row["norm_sum_als"]
+    assert row["macs_after"] < row["macs_before"]
+
+
+def test_layer_selection_by_pattern_and_kernel_size(slimnet_and_input):
+    model, x = slimnet_and_input
+    _, report = compress.apply(model, "svd", x, rank_ratio=0.5, layers=["slim4.*"], exclude=["*.skip_projection.*"])
+    names = {row["layer"] for row in report.compressed()}
+    assert names and all(n.startswith("slim4.") and "skip_projection" not in n for n in names)
+    with pytest.raises(ValueError, match="unknown options \\['rank_ration'\\]"):
+        compress.apply(model, "svd", x, rank_ration=0.5)
+    with pytest.raises(KeyError, match="unknown compression method 'svdd'"):
+        compress.apply(model, "svdd", x)
+
+
+def test_tucker2_and_cp_on_resnet18_3x3_layers():
+    torch.manual_seed(0)
+    model = models.create_model("resnet18").eval()
+    x = torch.randn(1, 3, 224, 224)
+    new_model, report = compress.apply(model, "tucker2", x, rank_ratio=0.5, kernel_sizes=[3], layers=["layer4.*"])
+    assert len(report.compressed()) == 4 and report.params_after < report.params_before
+    assert new_model(x).shape == (1, 40)
+
+
+def test_pruning_slimnet_at_half_ratio(slimnet_and_input):
+    model, x = slimnet_and_input
+    new_model, report = compress.apply(model, "prune", x, pruning_ratio=0.5, importance="l1")
+    assert 150_000 < report.params_after < 160_000  # 0.571 M -> ~0.156 M, as torch-pruning documents
+    assert new_model.fc.out_features == 40
+    assert new_model(x).shape == (1, 40)
+
+
+@pytest.mark.parametrize("importance", ["l1", "l2", "bn_scale", "taylor"])
+@pytest.mark.parametrize("name", ["slimnet", "mobilenetv3_small_100", "squeezenet1_1", "resnet18"])
+def test_every_criterion_prunes_zoo_models_to_a_runnable_smaller_model(name, importance):
+    torch.manual_seed(0)
+    model = models.create_model(name).eval()
+    size = model.data_config["input_size"]
+    x = torch.randn(1, *size)
+    calibration = (torch.randn(2, *size), torch.randint(0, 2, (2, 40)).float()) if importance == "taylor" else None
+    if importance == "bn_scale" and name.startswith("squeezenet"):
+        with pytest.raises(ValueError, match="has no BatchNorm layer"):
+            compress.apply(model, "prune", x, pruning_ratio=0.3, importance=importance)
+        return
+    new_model, report = compress.apply(model, "prune", x, pruning_ratio=0.3, importance=importance, calibration=calibration)
+    assert report.params_after < report.params_before
+    with torch.no_grad():
+        assert new_model.eval()(x).shape == (1, 40)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("importance", ["l1", "taylor"])
+@pytest.mark.parametrize("name", ["mobilenetv2_100", "mobilenetv3_large_100", "resnet50", "legacy_xception", "squeezenet1_0"])
+def test_every_criterion_prunes_the_larger_zoo_models(name, importance):
+    test_every_criterion_prunes_zoo_models_to_a_runnable_smaller_model(name, importance)
+
+
+def test_taylor_needs_calibration_and_targets(slimnet_and_input):
+    model, x = slimnet_and_input
+    with pytest.raises(ValueError, match="calibration"):
+        compress.apply(model, "prune", x, importance="taylor")
+    with pytest.raises(ValueError, match="importance 'l3'"):
+        compress.apply(model, "prune", x, importance="l3")
+    _, report = compress.apply(model, "prune", x, target_params=0.6)
+    assert report.params_after <= 0.6 * report.params_before
+
+
+def test_sparsity_zeros_weights_without_saving_macs(slimnet_and_input):
+    model, x = slimnet_and_input
+    new_model, report = compress.apply(model, "sparsity", x, amount=0.5)
+    rows = report.compressed()
+    assert all(r["macs_after"] == r["macs_before"] for r in rows)
+    zero = sum(int((m.weight == 0).sum()) for n, m in new_model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear)) and n != "fc")
+    total = sum(m.weight.numel() for n, m in new_model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear)) and n != "fc")
+    assert abs(zero / total - 0.5) < 0.01
+    assert not any(n.endswith("_orig") for n, _ in new_model.named_parameters())  # a plain module again
+
+
+def test_norm_penalty_sums_factor_weights(slimnet_and_input):
+    model, x = slimnet_and_input
+    new_model, report = compress.apply(model, "svd", x, rank_ratio=0.5, layers=["slim1.sse1.*"])
+    penalty = compress.norm_penalty(new_model, report.factor_groups, 0.5)
+    expected = 0.5 * sum(new_model.get_submodule(n).weight.pow(2).sum() for g in report.factor_groups for n in g)
+    torch.testing.assert_close(penalty(new_model), expected)
+    assert compress.norm_penalty(new_model, report.factor_groups, 0.0) is None
+
+
+def test_layer_macs_formula():
+    conv = nn.Conv2d(4, 8, 3, padding=1, groups=2)
+    shapes = record_output_shapes(nn.Sequential(conv), torch.randn(1, 4, 5, 5))
+    assert layer_macs(conv, shapes["0"]) == 5 * 5 * 8 * 2 * 9
+
+
+def test_compressed_models_export_and_script(slimnet_and_input, tmp_path):
+    model, x = slimnet_and_input
+    new_model, _ = compress.apply(model, "svd", x, rank_ratio=0.5)
+    scripted = torch.jit.trace(new_model.eval(), x)
+    torch.testing.assert_close(scripted(x), new_model(x))
+    torch.save(new_model.state_dict(), tmp_path / "svd.pt")
+
+
+# ---- data-driven rank selection ------------------------------------------------------------------
+
+def test_scaled_gradient_distance():
+    from compress.search import scaled_gradient_distance
+
+    reference = torch.tensor([1.0, 2.0, 0.0])
+    assert scaled_gradient_distance(reference, 3 * reference) == pytest.approx(0.0, abs=1e-6)
+    assert scaled_gradient_distance(reference, torch.tensor([0.0, 0.0, 5.0])) == pytest.approx(float(reference.norm()))
+    assert scaled_gradient_distance(reference, torch.tensor([1.0, 0.0, 0.0])) == pytest.approx(2.0)
+
+
+def _small_slimnet_and_batches():
+    torch.manual_seed(0)
+    model = models.create_model("slimnet", filter_count_values=[8, 8, 8, 8], initial_conv=[16, 7, 2]).eval()
+    batches = [(torch.randn(4, 3, 218, 178), torch.randint(0, 2, (4, 40)).float()) for _ in range(2)]
+    return model, batches
+
+
+def test_grad_align_returns_valid_ranks_for_the_selected_layers():
+    from compress.search import grad_align_ranks
+
+    model, batches = _small_slimnet_and_batches()
+    x = torch.zeros(1, 3, 218, 178)
+    ranks = grad_align_ranks(model, "svd", x, batches, candidate_ratios=[0.25, 0.75], layers=["slim4.sse1.*"])
+    assert set(ranks) == {"slim4.sse1.squeeze.0", "slim4.sse1.expand1.0", "slim4.sse1.expand3_dw.3"}
+    for name, rank in ranks.items():
+        weight = model.get_submodule(name).weight
+        assert rank in {max(1, round(r * min(weight.shape[0], weight.shape[1]))) for r in (0.25, 0.75)}
+    new_model, report = compress.apply(model, "svd", x, ranks=ranks, layers=sorted(ranks), skip_if_larger=False)
+    assert {row["layer"]: row["rank"] for row in report.compressed()} == ranks
+
+
+def test_binary_search_keeps_the_smallest_rank_within_the_drop():
+    from compress.search import binary_search_ranks
+
+    model, batches = _small_slimnet_and_batches()
+    x = torch.zeros(1, 3, 218, 178)
+    # An evaluator that only tolerates ranks >= 3 in slim4.sse1.squeeze.0 (by looking at the layer).
+    def evaluate(candidate):
+        layer = candidate.get_submodule("slim4.sse1.squeeze.0")
+        rank = layer[0].out_channels if isinstance(layer, nn.Sequential) else 8
+        return 90.0 if rank >= 3 else 80.0
+
+    ranks = binary_search_ranks(model, "svd", x, batches, evaluate, max_drop=0.5, layers=["slim4.sse1.squeeze.0"])
+    assert ranks == {"slim4.sse1.squeeze.0": 3}

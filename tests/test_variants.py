@@ -1,0 +1,69 @@
+import numpy as np
+import pytest
+import torch
+
+import models
+from bench.study import DEFAULT_CONFIG, StudyConfigError, config_hash, expand_cells, merge_config
+from bench.train import TrainConfig, seed_everything, train_model
+from bench.variants import VariantSpecError, compress_and_finetune, parse_step, parse_variant, variant_label
+
+
+def test_parse_step_types_and_lists():
+    step = parse_step("svd:rank_ratio=0.5,layers=conv1.*|slim1.*,skip_if_larger=false,seed=3")
+    assert step == {"method": "svd", "rank_ratio": 0.5, "layers": ["conv1.*", "slim1.*"], "skip_if_larger": False, "seed": 3}
+    assert parse_step("prune")["method"] == "prune"
+    assert parse_step("tucker2:kernel_sizes=3")["kernel_sizes"] == [3]
+
+
+def test_parse_variant_pipelines_and_label_round_trip():
+    steps = parse_variant("tucker2:rank_ratio=0.5,kernel_sizes=3+svd:rank_selection=energy,energy=0.9")
+    assert [s["method"] for s in steps] == ["tucker2", "svd"]
+    assert parse_variant(variant_label(steps)) == steps
+    mapped = parse_variant({"steps": ["cp:rank_ratio=0.1", {"method": "svd", "rank_ratio": 0.25}]})
+    assert mapped == [{"method": "cp", "rank_ratio": 0.1}, {"method": "svd", "rank_ratio": 0.25}]
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("svdd:rank_ratio=0.5", "unknown method 'svdd'"),
+    ("svd:rank_ratio", "option 'rank_ratio' is not key=value"),
+    (42, "expected 'method:opts"),
+    ({"steps": [{"method": "nope"}]}, "known 'method'"),
+])
+def test_bad_variant_specs(spec, message):
+    with pytest.raises(VariantSpecError, match=message):
+        parse_variant(spec)
+
+
+def test_compressed_cells_follow_their_base_cell():
+    config = merge_config(DEFAULT_CONFIG, {"models": [{"name": "slimnet", "compressions": ["svd:rank_ratio=0.5", {"name": "P50", "steps": ["prune:pruning_ratio=0.5"], "finetune": {"epochs": 2}}]}],
+                                           "finetune": {"epochs": 1, "norm_lambda": 0.1}})
+    cells = expand_cells(config)
+    assert [c.get("variant") for c in cells] == ["", "", "svd:rank_ratio=0.5", "P50"]
+    assert cells[2]["base_hash"] == cells[3]["base_hash"] == config_hash(cells[1])
+    assert cells[2]["finetune"] == {"epochs": 1, "norm_lambda": 0.1}
+    assert cells[3]["finetune"] == {"epochs": 2, "norm_lambda": 0.1}
+    with pytest.raises(StudyConfigError, match="unknown method 'foo'"):
+        expand_cells(merge_config(config, {"compressions": ["foo"], "models": ["slimnet"]}))
+    with pytest.raises(StudyConfigError, match="unknown fields \\['epoch'\\]"):
+        expand_cells(merge_config(config, {"finetune": {"epoch": 1}}))
+
+
+def test_compress_and_finetune_pipeline(tiny_synthetic):
+    seed_everything(0)
+    model = models.create_model("slimnet", filter_count_values=[8, 8, 8, 8], initial_conv=[16, 7, 2])
+    config = TrainConfig(epochs=1, batch_size=16, lr=1e-3)
+    train_model(model, tiny_synthetic, config)
+    steps = parse_variant("prune:pruning_ratio=0.5,iterations=2+svd:rank_ratio=0.5")
+    out = compress_and_finetune(model, tiny_synthetic, steps, {"epochs": 1, "norm_lambda": 1e-4, "limit_train": 16}, config,
+                                timing={"min_iters": 2, "min_seconds": 0.0})
+    assert [r.method for r in out["reports"]] == ["prune", "prune", "svd"]
+    assert sum(p.numel() for p in out["model"].parameters()) < sum(p.numel() for p in model.parameters())
+    methods = {row["method"] for row in out["layer_rows"]}
+    assert methods == {"prune", "svd"}
+    pruned = [row for row in out["layer_rows"] if row["method"] == "prune"]
+    assert len(pruned) == len({row["layer"] for row in pruned})  # one row per layer over both iterations
+    assert all(row["theoretical_speedup"] > 0 and row["measured_speedup"] > 0 for row in out["layer_rows"])
+    assert 0 <= out["acc_mean_nofinetune"] <= 100
+    assert [h["epoch"] for h in out["history"]] == [1, 1]  # between the two pruning iterations, then at the end
+    with torch.no_grad():
+        assert out["model"](torch.zeros(1, 3, 218, 178)).shape == (1, 40)
