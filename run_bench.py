@@ -5,6 +5,7 @@
     python run_bench.py --data-dir ~/celeba   # same study on a real CelebA copy
     python run_bench.py report --study NAME   # re-render reports/NAME from results/NAME alone
     python run_bench.py models                # the model zoo
+    python run_bench.py profile --models slimnet,resnet18 --repeats 5   # latency and its spread
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_CONFIG_PATH = os.path.join(HERE, "configs", "default.yaml")
-COMMANDS = ("run", "report", "models")
+COMMANDS = ("run", "report", "models", "profile")
 
 
 def _positive_int(text: str) -> int:
@@ -65,6 +66,14 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--reports-dir", default="reports")
     report.add_argument("--no-plots", action="store_true")
     commands.add_parser("models", help="list the model zoo")
+    profile = commands.add_parser("profile", help="params, MACs and latency of zoo models, with the spread over reruns")
+    profile.add_argument("--models", default="slimnet", help="comma-separated model names")
+    profile.add_argument("--batch-sizes", default="1,32")
+    profile.add_argument("--repeats", type=_positive_int, default=5, help="reruns of the whole timing")
+    profile.add_argument("--threads", type=_positive_int)
+    profile.add_argument("--channels-last", action="store_true")
+    profile.add_argument("--min-iters", type=_positive_int, default=50)
+    profile.add_argument("--min-seconds", type=float, default=2.0)
     return parser
 
 
@@ -143,6 +152,30 @@ def command_models() -> int:
     return 0
 
 
+def command_profile(args) -> int:
+    import torch
+
+    import models
+    from bench.profile import count_macs, count_params, latency_spread
+    from bench.train import torch_threads
+
+    batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
+    print(f"torch {torch.__version__}, threads {args.threads or torch.get_num_threads()}, "
+          f"{'channels_last' if args.channels_last else 'NCHW'}, {args.repeats} reruns of >= {args.min_iters} iterations and >= {args.min_seconds} s")
+    print("| model | params | MACs (G) | batch | median of rerun medians (ms) | rerun medians (ms) | spread (max-min)/median |")
+    print("|---|---:|---:|---:|---:|---|---:|")
+    with torch_threads(args.threads):
+        for name in [m.strip() for m in args.models.split(",") if m.strip()]:
+            model = models.create_model(name).eval()
+            size = model.data_config["input_size"]
+            params, macs = count_params(model), count_macs(model, size)
+            for row in latency_spread(model, size, batch_sizes, args.repeats, args.channels_last,
+                                      min_iters=args.min_iters, min_seconds=args.min_seconds):
+                medians = ", ".join(f"{m:.1f}" for m in row["medians_ms"])
+                print(f"| {name} | {params:,} | {macs / 1e9:.3f} | {row['batch']} | {row['median_ms']:.2f} | {medians} | {row['spread_pct']:.1f} % |", flush=True)
+    return 0
+
+
 def command_report(args) -> int:
     from bench.report import render_report
 
@@ -204,6 +237,8 @@ def main(argv=None) -> int:
             return command_models()
         if args.command == "report":
             return command_report(args)
+        if args.command == "profile":
+            return command_profile(args)
         return command_run(args)
     except (FileNotFoundError, ValueError, KeyError, RuntimeError) as exc:
         # Bad input gets one clear line, not a traceback wall; finished cells are already on disk.

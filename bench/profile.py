@@ -98,3 +98,20 @@ def measure_latency(
         "min_ms": float(values.min()),
         "iters": int(len(values)),
     }
+
+
+def latency_spread(model: nn.Module, input_size, batch_sizes=(1, 32), repeats: int = 5, channels_last: bool = False,
+                   **timing) -> list[dict]:
+    """Rerun :func:`measure_latency` ``repeats`` times per batch size; return one row per batch size.
+
+    Rows hold ``batch``, ``medians_ms`` (the median of each rerun), ``median_ms`` (their median),
+    ``spread_pct`` ((max - min) / median of the rerun medians, in percent).
+    """
+    rows = []
+    for batch in batch_sizes:
+        medians = [measure_latency(model, input_size, batch, channels_last=channels_last, **timing)["median_ms"]
+                   for _ in range(repeats)]
+        middle = float(np.median(medians))
+        rows.append({"batch": batch, "medians_ms": medians, "median_ms": middle,
+                     "spread_pct": 100.0 * (max(medians) - min(medians)) / middle})
+    return rows

@@ -25,6 +25,7 @@ SUMMARY_COLUMNS = (
     ("ece", "ECE", 1, 2, "min"),
     ("cpu_b1_ms", "CPU b1 (ms)", 1, 2, "min"),
     ("cpu_bN_ms", "CPU bN (ms)", 1, 1, "min"),
+    ("cpu_b1_cl_ms", "CPU b1 CL (ms)", 1, 2, "min"),
     ("gpu_b1_ms", "GPU b1 (ms)", 1, 3, "min"),
     ("disk_bytes", "Disk (MB)", 1e-6, 2, "min"),
     ("disk_bytes_zip", "Zip (MB)", 1e-6, 2, "min"),
@@ -160,7 +161,8 @@ def render_report(results_dir: str, study: str, reports_dir: str = "reports", pl
     dataset = ", ".join(sorted({str(d) for d in frame["dataset"].dropna()}))
     note = (f"Study '{study}' on {dataset}, test split. Rates in percent; PPP = mA / params in millions; "
             f"MACs are multiply-accumulates (ptflops aten) at each model's input size; CPU bN = batch "
-            f"{'/'.join(map(str, batch_n)) or '-'}, median ms per batch; empty = not measured.")
+            f"{'/'.join(map(str, batch_n)) or '-'}, median ms per batch; CL = channels_last memory format "
+            f"(the others: PyTorch's default NCHW); eager PyTorch; empty = not measured.")
     written["summary.md"] = _write(out, "summary.md", f"# {study}: summary\n\n{note}\n\n" + to_markdown(headers, rows, bold))
     written["summary.tex"] = _write(out, "summary.tex", to_latex(headers, rows, bold, caption=note, label=f"tab:{study}-summary"))
     written["summary.csv"] = _write(out, "summary.csv", pd.DataFrame(rows, columns=headers).to_csv(index=False))

@@ -16,7 +16,8 @@ RESULT_COLUMNS = (
     "n_train", "n_val", "n_test",
     # cost
     "params", "nonzero_params", "macs", "disk_bytes", "disk_bytes_zip",
-    "cpu_b1_ms", "cpu_b1_p90_ms", "cpu_bN_ms", "cpu_bN_p90_ms", "batch_n", "gpu_b1_ms", "gpu_bN_ms",
+    "cpu_b1_ms", "cpu_b1_p90_ms", "cpu_bN_ms", "cpu_bN_p90_ms", "cpu_b1_cl_ms", "cpu_bN_cl_ms", "batch_n",
+    "gpu_b1_ms", "gpu_bN_ms",
     # quality (percent)
     "acc_mean", "acc_majority", "mA", "inst_acc", "inst_precision", "inst_recall", "inst_f1",
     "precision", "recall", "f1", "hamming_loss", "hamming_score", "ece", "ece_ts", "temperature",

@@ -254,7 +254,9 @@ def evaluate_cell_model(cell: dict, model, data) -> tuple[dict, list[dict], dict
 def profile_model(model, input_size, profile: dict, device: str = "auto") -> dict:
     """Return the cost columns: params, macs, disk bytes and latency (per ``profile`` settings).
 
-    GPU columns stay None (empty in the CSV) when CUDA is absent.
+    CPU latency is measured in PyTorch's default (contiguous, NCHW) memory format and, unless
+    ``channels_last_latency`` is false, in channels_last too (``cpu_*_cl_ms``). GPU columns stay
+    None (empty in the CSV) when CUDA is absent.
     """
     row = {"params": count_params(model), "macs": count_macs(model, input_size)}
     row["disk_bytes"], row["disk_bytes_zip"] = disk_bytes(model)
@@ -265,9 +267,13 @@ def profile_model(model, input_size, profile: dict, device: str = "auto") -> dic
     with torch_threads(profile.get("threads")):
         b1 = measure_latency(model, input_size, 1, "cpu", **timing)
         bn = measure_latency(model, input_size, batch_n, "cpu", **timing)
+        row.update({"cpu_b1_ms": b1["median_ms"], "cpu_b1_p90_ms": b1["p90_ms"], "cpu_bN_ms": bn["median_ms"],
+                    "cpu_bN_p90_ms": bn["p90_ms"], "batch_n": batch_n})
+        if profile.get("channels_last_latency", True):
+            # The memory format can change the CPU ranking (e.g. factorized stems), so both are shown.
+            row["cpu_b1_cl_ms"] = measure_latency(model, input_size, 1, "cpu", channels_last=True, **timing)["median_ms"]
+            row["cpu_bN_cl_ms"] = measure_latency(model, input_size, batch_n, "cpu", channels_last=True, **timing)["median_ms"]
         row["threads"] = torch.get_num_threads()
-    row.update({"cpu_b1_ms": b1["median_ms"], "cpu_b1_p90_ms": b1["p90_ms"], "cpu_bN_ms": bn["median_ms"],
-                "cpu_bN_p90_ms": bn["p90_ms"], "batch_n": batch_n})
     if torch.cuda.is_available() and resolve_device(device).type == "cuda":
         row["gpu_b1_ms"] = measure_latency(model, input_size, 1, "cuda", **timing)["median_ms"]
         row["gpu_bN_ms"] = measure_latency(model, input_size, batch_n, "cuda", **timing)["median_ms"]
@@ -453,11 +459,6 @@ def _json_default(value):
     return str(value)
 
 
-def train_config_fields() -> list[str]:
-    """Return the names of the train settings a study config accepts."""
-    return [f.name for f in fields(TrainConfig)]
-
-
 __all__ = ["DEFAULT_CONFIG", "MAJORITY", "SequentialExecutor", "StudyConfigError", "config_hash", "environment",
            "evaluate_cell_model", "expand_cells", "load_config", "load_records", "merge_config", "profile_model",
-           "record_path", "run_cell", "run_study", "study_dir", "train_config_fields", "write_tables"]
+           "record_path", "run_cell", "run_study", "study_dir", "write_tables"]

@@ -83,18 +83,15 @@ def seed_everything(seed: int) -> None:
 
 
 def head_parameters(model: nn.Module) -> list[nn.Parameter]:
-    """Return the classifier's parameters (timm ``get_classifier``, else ``fc`` or ``classifier``).
+    """Return the classifier's parameters (see :func:`models.classifier_of`).
 
     Raises:
         ValueError: the model exposes no recognisable classifier.
     """
-    if hasattr(model, "get_classifier"):
-        head = model.get_classifier()
-    elif isinstance(getattr(model, "fc", None), nn.Module):
-        head = model.fc
-    elif isinstance(getattr(model, "classifier", None), nn.Module):
-        head = model.classifier
-    else:
+    from models import classifier_of
+
+    head = classifier_of(model)
+    if head is None:
         raise ValueError(f"{type(model).__name__} has no get_classifier(), fc or classifier to keep trainable")
     return list(head.parameters())
 

@@ -207,5 +207,4 @@ def compress_and_finetune(model, data: FaceAttributeData, steps: list[dict], fin
     current = current.cpu().to(memory_format=torch.contiguous_format).eval()
     return {"model": current, "reports": reports, "layer_rows": layer_rows, "acc_mean_nofinetune": acc_nofinetune,
             "history": history, "finetune_seconds": seconds, "factor_groups": factor_groups,
-            "nonzero_params": int(sum(int(torch.count_nonzero(p)) for p in current.parameters())),
-            "example_mean": float(np.mean(probs))}
+            "nonzero_params": int(sum(int(torch.count_nonzero(p)) for p in current.parameters()))}

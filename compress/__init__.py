@@ -16,7 +16,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from compress.methods import CompressionReport, factorize_model, norm_penalty, prune_model, report_table, sparsify_model
+from compress.methods import CompressionReport, factorize_model, norm_penalty, prune_model, sparsify_model
 
 _METHODS: dict[str, tuple[Callable, str]] = {
     "svd": (lambda m, x, **o: factorize_model(m, x, "svd", **o), "truncated SVD of Linear and 1x1 conv layers"),
@@ -55,4 +55,4 @@ def apply(model: nn.Module, method: str, example_input: torch.Tensor, **options)
     return new_model, report
 
 
-__all__ = ["CompressionReport", "apply", "list_methods", "norm_penalty", "report_table"]
+__all__ = ["CompressionReport", "apply", "list_methods", "norm_penalty"]

@@ -90,13 +90,9 @@ def input_shape_of(module: nn.Module, output_shape) -> tuple[int, ...]:
 
 def classifier_names(model: nn.Module) -> set[str]:
     """Return the names of the classifier's conv/linear layers (timm ``get_classifier``, ``fc`` or ``classifier``)."""
-    head = None
-    if hasattr(model, "get_classifier"):
-        head = model.get_classifier()
-    elif isinstance(getattr(model, "fc", None), nn.Module):
-        head = model.fc
-    elif isinstance(getattr(model, "classifier", None), nn.Module):
-        head = model.classifier
+    from models import classifier_of
+
+    head = classifier_of(model)
     if head is None:
         return set()
     inside = {id(m) for m in head.modules()}

@@ -8,7 +8,6 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -309,12 +308,3 @@ def norm_penalty(model: nn.Module, factor_groups: list[list[str]], weight: float
         return weight * sum(current.get_submodule(name).weight.pow(2).sum() for name in names)
 
     return extra_loss
-
-
-def report_table(report: CompressionReport) -> list[dict]:
-    """Return the report's rows with derived ``params_ratio`` and ``theoretical_speedup`` (MACs before / after)."""
-    rows = []
-    for row in report.layers:
-        speedup = row["macs_before"] / row["macs_after"] if row.get("macs_after") else np.nan
-        rows.append({**row, "theoretical_speedup": speedup})
-    return rows

@@ -1,6 +1,6 @@
 """Model zoo: one registry (``create_model``, ``list_models``) over Slim-Net and the baselines."""
 from models._checkpoint import extract_state_dict, load_checkpoint_into, read_checkpoint
-from models._registry import create_model, is_model, list_models, register_model
+from models._registry import classifier_of, create_model, is_model, list_models, register_model
 from models import slimnet as _slimnet  # noqa: F401  (registers entries)
 from models import baselines as _baselines  # noqa: F401
 from models import course as _course  # noqa: F401
@@ -43,6 +43,7 @@ __all__ = [
     "PSE",
     "PretrainedWeightsError",
     "SlimNet",
+    "classifier_of",
     "create_model",
     "extract_state_dict",
     "is_model",

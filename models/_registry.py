@@ -99,3 +99,14 @@ def create_model(
         load_checkpoint_into(model, checkpoint_path)
         _logger.info("loaded weights for %s from %s", name, checkpoint_path)
     return model
+
+
+def classifier_of(model: nn.Module) -> nn.Module | None:
+    """Return the module holding a model's classifier: timm's ``get_classifier()``, else ``fc``,
+    else ``classifier``; None when the model has none of them."""
+    if hasattr(model, "get_classifier"):
+        return model.get_classifier()
+    for attribute in ("fc", "classifier"):
+        if isinstance(getattr(model, attribute, None), nn.Module):
+            return getattr(model, attribute)
+    return None

@@ -44,3 +44,11 @@ def test_latency_honours_min_iters_and_leaves_model_untouched():
     assert result["iters"] == 7
     assert 0 < result["min_ms"] <= result["median_ms"] <= result["p90_ms"]
     assert model.training
+
+
+def test_latency_spread_rows():
+    from bench.profile import latency_spread
+
+    rows = latency_spread(torch.nn.Conv2d(3, 4, 3), (3, 16, 16), batch_sizes=(1, 2), repeats=3, min_iters=2, min_seconds=0.0, warmup=1)
+    assert [r["batch"] for r in rows] == [1, 2] and all(len(r["medians_ms"]) == 3 for r in rows)
+    assert all(r["spread_pct"] >= 0 and min(r["medians_ms"]) <= r["median_ms"] <= max(r["medians_ms"]) for r in rows)

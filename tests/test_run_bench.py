@@ -79,3 +79,10 @@ def test_bad_input_gives_one_clear_line(tmp_path, capsys):
 def test_models_command(capsys):
     assert run_bench.main(["models"]) == 0
     assert "slimnet" in capsys.readouterr().out
+
+
+def test_profile_command(capsys):
+    argv = ["profile", "--models", "slimnet", "--batch-sizes", "1", "--repeats", "2", "--min-iters", "2", "--min-seconds", "0"]
+    assert run_bench.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "| slimnet | 571,304 | 0.246 | 1 |" in out and "spread" in out
