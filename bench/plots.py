@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")  # headless: reports are rendered on servers and in CI
 import matplotlib.pyplot as plt  # noqa: E402
@@ -55,6 +56,7 @@ def tradeoff_plot(frame, cost_column: str, cost_label: str, folder: str, name: s
         ax.axhline(float(majority.mean()), color="grey", lw=0.8, ls=":", label="majority class")
     if log_x and len(models) and (models[cost_column] > 0).all():
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # minor labels collide on short ranges
     ax.set_xlabel(cost_label)
     ax.set_ylabel("mean accuracy (%)")
     ax.legend(fontsize=6, loc="lower right")
@@ -69,7 +71,7 @@ def per_attribute_plot(per_attribute, folder: str) -> dict[str, str]:
     ax.tick_params(axis="x", rotation=90, labelsize=6)
     ax.set_xlabel("")
     ax.set_ylabel("test accuracy (%)")
-    ax.legend(fontsize=6, title=None)
+    ax.legend(fontsize=6, title=None, bbox_to_anchor=(1.01, 1), loc="upper left")
     return _save(fig, folder, "per_attribute_accuracy")
 
 
@@ -91,7 +93,7 @@ def reliability_plot(records, folder: str) -> dict[str, str]:
         ax.set_title(title, fontsize=8)
         ax.set_xlabel("predicted probability")
     axes[0].set_ylabel("observed frequency")
-    axes[1].legend(fontsize=6)
+    axes[1].legend(fontsize=6, bbox_to_anchor=(1.01, 1), loc="upper left")
     return _save(fig, folder, "reliability")
 
 
@@ -107,9 +109,11 @@ def training_curves_plot(history, folder: str) -> dict[str, str]:
         axes[0].plot(part["epoch"], part["val_loss"], marker="s", ms=2, ls="--", color=line.get_color(), label=f"{label} val")
         axes[1].plot(part["epoch"], part["train_acc"], marker="o", ms=2, color=line.get_color())
         axes[1].plot(part["epoch"], part["val_acc"], marker="s", ms=2, ls="--", color=line.get_color())
+    for axis in axes:
+        axis.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     axes[0].set(xlabel="epoch", ylabel="BCE loss")
     axes[1].set(xlabel="epoch", ylabel="mean accuracy (%)")
-    axes[0].legend(fontsize=5)
+    axes[0].legend(fontsize=5, bbox_to_anchor=(0, -0.25), loc="upper left", ncol=2)
     return _save(fig, folder, "training_curves")
 
 

@@ -128,16 +128,24 @@ def per_attribute_table(per_attribute) -> tuple[list[str], list[list[str]]]:
     return headers, rows
 
 
+def _norm_sums(row) -> str:
+    als, epc = row.get("norm_sum_als"), row.get("norm_sum_epc")
+    if als is None or als != als or als == "":
+        return ""
+    return f"{float(als):.4g}" + ("" if epc is None or epc != epc or epc == "" else f" -> {float(epc):.4g}")
+
+
 def layer_table(layers) -> tuple[list[str], list[list[str]]]:
     """Return (headers, rows) of the per-layer speed-up table in the layout of LWALM's Table 1."""
     headers = ["Model", "Layer", "Kernel", "Method", "Rank", "MACs of new layers", "MACs before",
-               "Theor. speed-up", "Measured speed-up", "Measured / theor."]
+               "Theor. speed-up", "Measured speed-up", "Measured / theor.", "Weight rel. error", "Rank-1 norm sum (ALS -> EPC)"]
     rows = []
     for _, row in layers.iterrows():
         rank = row["rank"]
         rows.append([_label(row), str(row["layer"]), str(row["kernel"]), str(row["method"]), rank,
                      str(row["new_layer_macs"]), f"{int(row['macs_before']):,}", f"{row['theoretical_speedup']:.2f}x",
-                     f"{row['measured_speedup']:.2f}x", f"{row['measured_over_theoretical']:.2f}"])
+                     f"{row['measured_speedup']:.2f}x", f"{row['measured_over_theoretical']:.2f}",
+                     _cell_text(row.get("rel_error"), 1, 4), _norm_sums(row)])
     return headers, rows
 
 

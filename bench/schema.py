@@ -36,6 +36,7 @@ PER_ATTRIBUTE_COLUMNS = (
 LAYER_COLUMNS = (
     "study", "model", "variant", "seed", "layer", "kernel", "method", "rank", "new_layer_macs", "macs_before",
     "macs_after", "theoretical_speedup", "measured_speedup", "measured_over_theoretical", "ms_before", "ms_after", "rel_error",
+    "norm_sum_als", "norm_sum_epc",
 )
 
 HISTORY_COLUMNS = ("study", "model", "variant", "seed", "epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "seconds")

@@ -146,7 +146,9 @@ def compress_and_finetune(model, data: FaceAttributeData, steps: list[dict], fin
 
     A ``prune`` step with ``iterations: N`` prunes in N equal steps of the cumulative ratio with a
     fine-tune after each (iterative pruning); every other step is applied once and the whole
-    pipeline is fine-tuned at the end (``finetune.epochs`` 0 skips it). The norm constraint
+    pipeline is fine-tuned at the end (``finetune.epochs`` 0 skips it). A factorization step leaves
+    the factor layers of earlier steps alone (e.g. SVD after Tucker-2 does not split Tucker's 1x1
+    factors). The norm constraint
     (``finetune.norm_lambda``) covers every factor layer created by the pipeline.
 
     Returns:
@@ -169,6 +171,9 @@ def compress_and_finetune(model, data: FaceAttributeData, steps: list[dict], fin
     reports, factor_groups, history, seconds, layer_rows = [], [], [], 0.0, []
     for step in steps:
         options = {k: v for k, v in step.items() if k not in ("method", "iterations")}
+        if factor_groups and step["method"] in ("svd", "tucker2", "cp", "cp_epc"):
+            # Layers an earlier step created are its factors: factorizing them again is not what a pipeline means.
+            options["exclude"] = list(options.get("exclude") or []) + [name for group in factor_groups for name in group]
         if options.get("rank_selection") in SEARCH_SELECTORS:
             options = _searched_ranks(current, step["method"], example, data, options)
         iterations = int(step.get("iterations", 1)) if step["method"] == "prune" else 1

@@ -24,7 +24,8 @@ def _new_layer_macs(module: nn.Module, input_shape) -> list[int]:
 def layer_speedup_table(original: nn.Module, compressed: nn.Module, report_rows: list[dict], example_input: torch.Tensor,
                         min_iters: int = 30, min_seconds: float = 0.3, threads: int | None = None) -> list[dict]:
     """Return one row per compressed layer: ``layer, kernel, method, rank, new_layer_macs, macs_before,
-    macs_after, theoretical_speedup, measured_speedup, measured_over_theoretical, ms_before, ms_after``.
+    macs_after, theoretical_speedup, measured_speedup, measured_over_theoretical, ms_before, ms_after,
+    rel_error, norm_sum_als, norm_sum_epc`` (the norm sums only for CP / CPD-EPC layers).
 
     Each layer is timed in isolation (batch 1, eval, inference mode) on the activation shape it
     sees in the real forward pass of ``example_input``; the replacement is timed the same way on
@@ -58,6 +59,7 @@ def layer_speedup_table(original: nn.Module, compressed: nn.Module, report_rows:
                 "macs_after": sum(new_macs), "theoretical_speedup": theoretical, "measured_speedup": measured,
                 "measured_over_theoretical": measured / theoretical if theoretical else float("nan"),
                 "ms_before": before, "ms_after": after, "rel_error": row.get("rel_error", ""),
+                "norm_sum_als": row.get("norm_sum_als", ""), "norm_sum_epc": row.get("norm_sum_epc", ""),
             })
     finally:
         torch.set_num_threads(previous_threads)

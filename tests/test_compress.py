@@ -201,8 +201,10 @@ def test_every_criterion_prunes_zoo_models_to_a_runnable_smaller_model(name, imp
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("importance", ["l1", "taylor"])
-@pytest.mark.parametrize("name", ["mobilenetv2_100", "mobilenetv3_large_100", "resnet50", "legacy_xception", "squeezenet1_0"])
+@pytest.mark.parametrize("importance", ["l1", "l2", "bn_scale", "taylor"])
+@pytest.mark.parametrize("name", ["mobilenetv2_100", "mobilenetv3_large_100", "resnet50", "legacy_xception", "squeezenet1_0",
+                                  "slimnet_pse", "slimnet_dmtl", "slimnet_dmtl_pse", "resnet18_dmtl", "resnet18_dmtl_pse",
+                                  "course_cnn", "xception_transfer"])
 def test_every_criterion_prunes_the_larger_zoo_models(name, importance):
     test_every_criterion_prunes_zoo_models_to_a_runnable_smaller_model(name, importance)
 

@@ -67,3 +67,16 @@ def test_compress_and_finetune_pipeline(tiny_synthetic):
     assert [h["epoch"] for h in out["history"]] == [1, 1]  # between the two pruning iterations, then at the end
     with torch.no_grad():
         assert out["model"](torch.zeros(1, 3, 218, 178)).shape == (1, 40)
+
+
+def test_later_factorization_steps_leave_earlier_factors_alone(tiny_synthetic):
+    model = models.create_model("slimnet", filter_count_values=[8, 8, 8, 8], initial_conv=[16, 7, 2])
+    steps = parse_variant("tucker2:rank_ratio=0.5,skip_if_larger=false+svd:rank_ratio=0.5,layers=conv1.*|slim1.sse1.*")
+    out = compress_and_finetune(model, tiny_synthetic, steps, {"epochs": 1, "norm_lambda": 1e-4, "limit_train": 16},
+                                TrainConfig(epochs=1, batch_size=16), timing={"min_iters": 2, "min_seconds": 0.0})
+    tucker, svd = out["reports"]
+    assert [r["layer"] for r in tucker.compressed()] == ["conv1.0"]
+    svd_layers = {r["layer"] for r in svd.compressed()}
+    assert svd_layers and not any(name.startswith("conv1.0.") for name in svd_layers)
+    assert {r["reason"] for r in svd.layers if r["layer"].startswith("conv1.0.")} == {"excluded"}
+    assert all(isinstance(out["model"].get_submodule(n), torch.nn.Conv2d) for g in out["factor_groups"] for n in g)
