@@ -119,3 +119,15 @@ def test_two_phase_transfer_protocol(tiny_synthetic):
     model = models.create_model("course_cnn")
     result = train_model(model, tiny_synthetic, TrainConfig(epochs=2, batch_size=16, lr=1e-3, freeze_backbone_epochs=1, unfreeze_lr=1e-5))
     assert [h["lr"] for h in result.history] == [1e-3, 1e-5]
+
+
+def test_pse_study_writes_the_mask_figure(tmp_path, cache_dir):
+    import run_bench
+
+    config = tmp_path / "pse.yaml"
+    config.write_text("study: pse\ndata: {synthetic_images: 60}\nmodels: [slimnet_pse]\ntrain: {epochs: 1, batch_size: 16}\n"
+                      "profile: {latency: false}\n")
+    argv = ["--config", str(config), "--results-dir", str(tmp_path / "r"), "--reports-dir", str(tmp_path / "p"), "-q"]
+    assert run_bench.main(argv) == 0
+    assert (tmp_path / "p" / "pse" / "pse_masks_slimnet_pse_seed0.png").is_file()
+    assert (tmp_path / "p" / "pse" / "pse_masks_slimnet_pse_seed0.pdf").is_file()
