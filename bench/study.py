@@ -191,11 +191,11 @@ def environment() -> dict:
     }
 
 
-def _data_for(cell: dict, progress_message=None):
+def _data_for(cell: dict):
     d = cell["data"]
     limits = {"train": d.get("limit_train"), "val": d.get("limit_val"), "test": d.get("limit_test")}
     return load_dataset(d.get("data_dir"), int(d.get("synthetic_images", 3000)), int(d.get("synthetic_seed", 0)),
-                        limits, d.get("cache_dir"), progress=progress_message)
+                        limits, d.get("cache_dir"))
 
 
 def _per_attribute_rows(cell, data, labels, probs, tuned_thresholds, tuned_probs_threshold_acc, tuned_f1) -> list[dict]:
@@ -316,8 +316,8 @@ def run_cell(cell: dict, checkpoint_dir: str | None = None, progress=None) -> di
         values = metrics.summary_metrics(test_labels, probs, train_labels)
         values.pop("ece")  # a constant 0/1 predictor has no calibration to speak of
         row = make_row(RESULT_COLUMNS, {**base, **values, "params": 0, "macs": 0, "threads": ""})
-        zeros = np.full(len(data.attr_names), 0.5)
-        per_attribute = _per_attribute_rows(cell, data, test_labels, probs, zeros, metrics.per_attribute_accuracy(test_labels, probs),
+        default_thresholds = np.full(len(data.attr_names), 0.5)
+        per_attribute = _per_attribute_rows(cell, data, test_labels, probs, default_thresholds, metrics.per_attribute_accuracy(test_labels, probs),
                                             metrics.per_attribute_prf(test_labels, probs)[2])
         return {"cell": cell, "row": row, "per_attribute": per_attribute, "history": [], "reliability": {}, "layers": []}
 

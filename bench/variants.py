@@ -27,6 +27,8 @@ _logger = logging.getLogger(__name__)
 
 LIST_OPTIONS = {"layers", "exclude", "kernel_sizes", "candidate_ratios"}
 FINETUNE_FIELDS = {"epochs", "lr", "norm_lambda", "limit_train", "batch_size"}
+SEARCH_SELECTORS = ("grad_align", "binary_search")
+SEARCH_OPTIONS = ("search_batches", "candidate_ratios", "max_drop", "search_eval_images")
 
 
 class VariantSpecError(ValueError):
@@ -61,6 +63,29 @@ def parse_step(text: str) -> dict:
     return step
 
 
+STEP_RANGES = {"rank_ratio": (0.0, 1.0, "(0, 1]"), "energy": (0.0, 1.0, "(0, 1]"), "pruning_ratio": (0.0, 0.999999, "(0, 1)"),
+               "amount": (0.0, 0.999999, "(0, 1)")}
+
+
+def validate_step(step: dict) -> dict:
+    """Return ``step`` after checking its option names and value ranges against its method.
+
+    Raises:
+        VariantSpecError: an option the method does not know, or a value out of range (both named).
+    """
+    from compress.methods import FACTORIZATION_OPTIONS, PRUNE_OPTIONS, SPARSITY_OPTIONS
+
+    known = {"prune": PRUNE_OPTIONS | {"iterations"}, "sparsity": SPARSITY_OPTIONS}.get(
+        step["method"], FACTORIZATION_OPTIONS | set(SEARCH_OPTIONS))
+    unknown = sorted(set(step) - known - {"method"})
+    if unknown:
+        raise VariantSpecError(f"compression step {variant_label([step])!r}: unknown options {unknown}; known: {sorted(known)}")
+    for key, (low, high, text) in STEP_RANGES.items():
+        if key in step and not (isinstance(step[key], (int, float)) and low < float(step[key]) <= high):
+            raise VariantSpecError(f"compression step {variant_label([step])!r}: {key} must be in {text}, got {step[key]!r}")
+    return step
+
+
 def parse_variant(spec) -> list[dict]:
     """Return the list of steps of a variant given as text or as a mapping with ``steps``.
 
@@ -68,14 +93,14 @@ def parse_variant(spec) -> list[dict]:
         VariantSpecError: malformed spec.
     """
     if isinstance(spec, str):
-        return [parse_step(part) for part in spec.split("+") if part.strip()]
+        return [validate_step(parse_step(part)) for part in spec.split("+") if part.strip()]
     if isinstance(spec, dict) and isinstance(spec.get("steps"), list):
         steps = []
         for step in spec["steps"]:
             if isinstance(step, str):
-                steps.append(parse_step(step))
+                steps.append(validate_step(parse_step(step)))
             elif isinstance(step, dict) and step.get("method") in compress.list_methods():
-                steps.append({k: (list(v) if k in LIST_OPTIONS and isinstance(v, (list, tuple)) else v) for k, v in step.items()})
+                steps.append(validate_step({k: (list(v) if k in LIST_OPTIONS and isinstance(v, (list, tuple)) else v) for k, v in step.items()}))
             else:
                 raise VariantSpecError(f"compression step {step!r}: expected 'method:opts' or a mapping with a known 'method'")
         return steps
@@ -100,10 +125,6 @@ def _subset_train(data: FaceAttributeData, limit: int | None) -> FaceAttributeDa
 def _calibration_batch(model, data: FaceAttributeData, batch_size: int = 16):
     images, labels = next(iterate_batches(data, "train", batch_size))
     return to_model_input(images, model.data_config), torch.from_numpy(labels)
-
-
-SEARCH_SELECTORS = ("grad_align", "binary_search")
-SEARCH_OPTIONS = ("search_batches", "candidate_ratios", "max_drop", "search_eval_images")
 
 
 def _searched_ranks(model, method: str, example, data: FaceAttributeData, options: dict) -> dict:

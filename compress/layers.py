@@ -66,16 +66,23 @@ def layer_macs(module: nn.Module, output_shape) -> int:
     raise TypeError(f"no MAC formula for {type(module).__name__}")
 
 
-def sequence_macs(sequence: nn.Sequential, input_shape) -> int:
-    """Return the MACs of a chain of Conv2d/Linear layers (other layers cost none) on ``input_shape``."""
+def per_layer_macs(module: nn.Module, input_shape) -> list[int]:
+    """Return the MACs of each Conv2d/Linear in ``module`` (a chain, or one layer) run on ``input_shape``;
+    other layers (BN, ReLU, pooling) cost none."""
+    layers = list(module) if isinstance(module, nn.Sequential) else [module]
+    macs = []
     with torch.no_grad():
         x = torch.zeros(input_shape)
-        total = 0
-        for layer in sequence:
+        for layer in layers:
             x = layer(x)
             if isinstance(layer, (nn.Conv2d, nn.Linear)):
-                total += layer_macs(layer, x.shape)
-    return total
+                macs.append(layer_macs(layer, x.shape))
+    return macs
+
+
+def sequence_macs(sequence: nn.Sequential, input_shape) -> int:
+    """Return the total MACs of a chain of layers on ``input_shape`` (see :func:`per_layer_macs`)."""
+    return sum(per_layer_macs(sequence, input_shape))
 
 
 def input_shape_of(module: nn.Module, output_shape) -> tuple[int, ...]:

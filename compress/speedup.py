@@ -5,20 +5,7 @@ import torch
 from torch import nn
 
 from bench.profile import measure_latency
-from compress.layers import get_module, input_shape_of, layer_macs, record_output_shapes
-
-
-def _new_layer_macs(module: nn.Module, input_shape) -> list[int]:
-    """Return the MACs of each conv/linear inside ``module`` (itself if it is one) on ``input_shape``."""
-    layers = list(module) if isinstance(module, nn.Sequential) else [module]
-    macs = []
-    with torch.no_grad():
-        x = torch.zeros(input_shape)
-        for layer in layers:
-            x = layer(x)
-            if isinstance(layer, (nn.Conv2d, nn.Linear)):
-                macs.append(layer_macs(layer, x.shape))
-    return macs
+from compress.layers import get_module, input_shape_of, per_layer_macs, record_output_shapes
 
 
 def layer_speedup_table(original: nn.Module, compressed: nn.Module, report_rows: list[dict], example_input: torch.Tensor,
@@ -50,7 +37,7 @@ def layer_speedup_table(original: nn.Module, compressed: nn.Module, report_rows:
             new_input = old_input if isinstance(new, nn.Sequential) else input_shape_of(new, after_shapes[name])
             before = measure_latency(old, old_input[1:], 1, "cpu", min_iters, min_seconds, warmup=3)["median_ms"]
             after = measure_latency(new, new_input[1:], 1, "cpu", min_iters, min_seconds, warmup=3)["median_ms"]
-            new_macs = _new_layer_macs(new, new_input)
+            new_macs = per_layer_macs(new, new_input)
             theoretical = row["macs_before"] / max(sum(new_macs), 1)
             measured = before / after if after > 0 else float("nan")
             rows.append({

@@ -28,6 +28,10 @@ def test_parse_variant_pipelines_and_label_round_trip():
     ("svd:rank_ratio", "option 'rank_ratio' is not key=value"),
     (42, "expected 'method:opts"),
     ({"steps": [{"method": "nope"}]}, "known 'method'"),
+    ("svd:rank_ratio=2", r"rank_ratio must be in \(0, 1\], got 2"),
+    ("prune:pruning_ratio=1", r"pruning_ratio must be in \(0, 1\), got 1"),
+    ("svd:rank_ration=0.5", r"unknown options \['rank_ration'\]"),
+    ("prune:importance=l2,rank_ratio=0.5", r"unknown options \['rank_ratio'\]"),
 ])
 def test_bad_variant_specs(spec, message):
     with pytest.raises(VariantSpecError, match=message):
