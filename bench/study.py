@@ -198,6 +198,11 @@ def _data_for(cell: dict):
                         limits, d.get("cache_dir"))
 
 
+def _identity(cell: dict) -> dict:
+    """Return the columns that identify a cell's rows in every table: study, model, variant, seed."""
+    return {"study": cell["study"], "model": cell["model"], "variant": cell.get("variant", ""), "seed": cell["seed"]}
+
+
 def _per_attribute_rows(cell, data, labels, probs, tuned_thresholds, tuned_probs_threshold_acc, tuned_f1) -> list[dict]:
     train_labels = data.labels[data.splits["train"]]
     accuracy = metrics.per_attribute_accuracy(labels, probs)
@@ -206,8 +211,7 @@ def _per_attribute_rows(cell, data, labels, probs, tuned_thresholds, tuned_probs
     precision, recall, f1 = metrics.per_attribute_prf(labels, probs)
     return [
         {
-            "study": cell["study"], "model": cell["model"], "variant": cell.get("variant", ""), "seed": cell["seed"],
-            "attribute": name, "positive_rate": 100.0 * float(labels[:, j].mean()),
+            **_identity(cell), "attribute": name, "positive_rate": 100.0 * float(labels[:, j].mean()),
             "acc": accuracy[j], "acc_majority": majority[j], "balanced_acc": balanced[j],
             "precision": precision[j], "recall": recall[j], "f1": f1[j],
             "threshold_tuned": tuned_thresholds[j], "acc_tuned": tuned_probs_threshold_acc[j], "f1_tuned": tuned_f1[j],
@@ -306,8 +310,7 @@ def run_cell(cell: dict, checkpoint_dir: str | None = None, progress=None) -> di
         whatever data loading, model creation or training raises (clear messages, see those).
     """
     data = _data_for(cell)
-    base = {"study": cell["study"], "model": cell["model"], "variant": cell.get("variant", ""), "seed": cell["seed"],
-            "dataset": data.name, **data.split_sizes(), "config_hash": config_hash(cell), **environment()}
+    base = {**_identity(cell), "dataset": data.name, **data.split_sizes(), "config_hash": config_hash(cell), **environment()}
     test_labels = data.labels[data.splits["test"]]
     train_labels = data.labels[data.splits["train"]]
     if cell["model"] == MAJORITY:
@@ -342,7 +345,6 @@ def run_cell(cell: dict, checkpoint_dir: str | None = None, progress=None) -> di
         masks = pse_mask_record(model, data)
         cost = profile_model(model, model.data_config["input_size"], cell.get("profile", {}), config.device)
     params_m = cost["params"] / 1e6
-    identity = {"study": cell["study"], "model": cell["model"], "variant": cell.get("variant", ""), "seed": cell["seed"]}
     row = make_row(RESULT_COLUMNS, {
         **base, **values, **cost,
         "compression": variant_label(cell["compression"]) if cell.get("compression") else "",
@@ -356,8 +358,8 @@ def run_cell(cell: dict, checkpoint_dir: str | None = None, progress=None) -> di
         "device": str(resolve_device(config.device)),
         "threads": cost.get("threads", torch.get_num_threads()),
     })
-    history = [{**identity, **h} for h in (compressed["history"] if compressed else result.history)]
-    layers = [make_row(LAYER_COLUMNS, {**identity, **r}) for r in (compressed["layer_rows"] if compressed else [])]
+    history = [{**_identity(cell), **h} for h in (compressed["history"] if compressed else result.history)]
+    layers = [make_row(LAYER_COLUMNS, {**_identity(cell), **r}) for r in (compressed["layer_rows"] if compressed else [])]
     return {"cell": cell, "row": row, "per_attribute": per_attribute, "history": history, "reliability": reliability,
             "layers": layers, "pse_masks": masks}
 

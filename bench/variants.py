@@ -173,7 +173,7 @@ def compress_and_finetune(model, data: FaceAttributeData, steps: list[dict], fin
     (``finetune.norm_lambda``) covers every factor layer created by the pipeline.
 
     Returns:
-        ``{'model', 'reports', 'layer_rows', 'acc_mean_nofinetune', 'history', 'finetune_seconds'}``;
+        ``{'model', 'reports', 'layer_rows', 'acc_mean_nofinetune', 'history', 'finetune_seconds', 'factor_groups'}``;
         ``layer_rows`` is the per-layer speed-up table, each step against the model before it; ``timing``
         passes ``min_iters``/``min_seconds``/``threads`` to its timer.
     Raises:
@@ -187,8 +187,7 @@ def compress_and_finetune(model, data: FaceAttributeData, steps: list[dict], fin
     timing = timing or {}
     input_size = model.data_config["input_size"]
     example = torch.zeros(1, *input_size)
-    original = model.cpu().to(memory_format=torch.contiguous_format).eval()
-    current = original
+    current = model.cpu().to(memory_format=torch.contiguous_format).eval()
     reports, factor_groups, history, seconds, layer_rows = [], [], [], 0.0, []
     for step in steps:
         options = {k: v for k, v in step.items() if k not in ("method", "iterations")}
@@ -218,8 +217,8 @@ def compress_and_finetune(model, data: FaceAttributeData, steps: list[dict], fin
         reports += step_reports
         # One row per layer and step: iterative pruning is compared from before its first to after its last iteration.
         rows = [dict(r) for r in step_reports[-1].layers]
-        for row, first in zip(rows, step_reports[0].layers):
-            if len(step_reports) > 1:
+        if len(step_reports) > 1:
+            for row, first in zip(rows, step_reports[0].layers):
                 row.update({k: first[k] for k in ("params_before", "macs_before")})
                 row["kernel"] = first["kernel"].split(" -> ")[0] + " -> " + row["kernel"].split(" -> ")[-1]
                 row["status"] = "compressed" if row["params_after"] != row["params_before"] else row["status"]
@@ -232,5 +231,4 @@ def compress_and_finetune(model, data: FaceAttributeData, steps: list[dict], fin
         seconds += result.train_seconds
     current = current.cpu().to(memory_format=torch.contiguous_format).eval()
     return {"model": current, "reports": reports, "layer_rows": layer_rows, "acc_mean_nofinetune": acc_nofinetune,
-            "history": history, "finetune_seconds": seconds, "factor_groups": factor_groups,
-            "nonzero_params": int(sum(int(torch.count_nonzero(p)) for p in current.parameters()))}
+            "history": history, "finetune_seconds": seconds, "factor_groups": factor_groups}
