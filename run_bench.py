@@ -79,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def config_from_args(args) -> dict:
     """Return the study config: the YAML file, then command-line overrides."""
-    from bench.study import StudyConfigError, load_config
+    from bench.config import StudyConfigError, load_config
 
     config = load_config(args.config)
     data = config["data"]
@@ -190,8 +190,9 @@ def command_report(args) -> int:
 def command_run(args) -> int:
     from tqdm.auto import tqdm
 
+    from bench.config import expand_cells
     from bench.report import render_report
-    from bench.study import expand_cells, run_study
+    from bench.study import run_study
 
     config = config_from_args(args)
     cells = expand_cells(config)

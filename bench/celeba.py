@@ -18,18 +18,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from models.attributes import CELEBA_ATTRIBUTES  # re-exported: the names belong to the models that predict them
+
 SPLIT_NAMES = {0: "train", 1: "val", 2: "test"}
 SPLIT_IDS = {name: split_id for split_id, name in SPLIT_NAMES.items()}
-
-CELEBA_ATTRIBUTES = (
-    "5_o_Clock_Shadow", "Arched_Eyebrows", "Attractive", "Bags_Under_Eyes", "Bald", "Bangs",
-    "Big_Lips", "Big_Nose", "Black_Hair", "Blond_Hair", "Blurry", "Brown_Hair", "Bushy_Eyebrows",
-    "Chubby", "Double_Chin", "Eyeglasses", "Goatee", "Gray_Hair", "Heavy_Makeup", "High_Cheekbones",
-    "Male", "Mouth_Slightly_Open", "Mustache", "Narrow_Eyes", "No_Beard", "Oval_Face", "Pale_Skin",
-    "Pointy_Nose", "Receding_Hairline", "Rosy_Cheeks", "Sideburns", "Smiling", "Straight_Hair",
-    "Wavy_Hair", "Wearing_Earrings", "Wearing_Hat", "Wearing_Lipstick", "Wearing_Necklace",
-    "Wearing_Necktie", "Young",
-)
 
 
 class CelebAFormatError(ValueError):

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from bench.celeba import SPLIT_NAMES, find_celeba_files, read_attributes, read_partition, split_indices
+from bench.progress import null_progress
 from bench.synthetic import HEIGHT, WIDTH, default_cache_dir, ensure_synthetic_celeba
 
 _logger = logging.getLogger(__name__)
@@ -65,8 +66,8 @@ def build_image_cache(image_dir: str, image_ids, cache_path: str, attr_path: str
     """Decode ``image_ids`` from ``image_dir`` into a uint8 ``.npy`` at ``cache_path``; return it memory-mapped.
 
     An existing cache file is reused. The file is written under a temporary name and renamed
-    when complete, so an interrupted build never leaves a truncated cache. ``progress`` is called
-    with the number of images decoded so far.
+    when complete, so an interrupted build never leaves a truncated cache. ``progress`` is a
+    tqdm-style factory (see ``bench.progress``).
 
     Raises:
         ImageDecodeError: an image is missing or unreadable (its path and the annotation file named).
@@ -75,11 +76,11 @@ def build_image_cache(image_dir: str, image_ids, cache_path: str, attr_path: str
         os.makedirs(os.path.dirname(os.path.abspath(cache_path)), exist_ok=True)
         partial = f"{cache_path}.partial-{os.getpid()}"
         array = np.lib.format.open_memmap(partial, mode="w+", dtype=np.uint8, shape=(len(image_ids), HEIGHT, WIDTH, 3))
+        bar = (progress or null_progress)(total=len(image_ids), desc="decoding images")
         try:
             for index, image_id in enumerate(image_ids):
                 array[index] = _decode(os.path.join(image_dir, image_id), attr_path)
-                if progress is not None and (index + 1) % 500 == 0:
-                    progress(index + 1)
+                bar.update(1)
             array.flush()
             del array
             os.replace(partial, cache_path)
@@ -87,6 +88,8 @@ def build_image_cache(image_dir: str, image_ids, cache_path: str, attr_path: str
             del array
             os.unlink(partial)
             raise
+        finally:
+            bar.close()
         _logger.info("cached %d decoded images in %s", len(image_ids), cache_path)
     return np.load(cache_path, mmap_mode="r")
 
@@ -145,6 +148,17 @@ def load_dataset(
         root = ensure_synthetic_celeba(synthetic_images, synthetic_seed, cache_dir, progress=progress)
         return load_celeba(root, limits, cache_dir, progress, name=f"synthetic{synthetic_images}s{synthetic_seed}")
     return load_celeba(data_dir, limits, cache_dir, progress, name="celeba")
+
+
+def load_data(data: dict, progress=None) -> FaceAttributeData:
+    """Return the dataset a study's ``data`` section names (``data_dir`` or the synthetic set, limits, cache).
+
+    Raises:
+        as :func:`load_dataset`.
+    """
+    limits = {"train": data.get("limit_train"), "val": data.get("limit_val"), "test": data.get("limit_test")}
+    return load_dataset(data.get("data_dir"), int(data.get("synthetic_images", 3000)), int(data.get("synthetic_seed", 0)),
+                        limits, data.get("cache_dir"), progress)
 
 
 def iterate_batches(

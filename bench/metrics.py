@@ -166,9 +166,11 @@ def summary_metrics(labels, probs, train_labels, threshold=0.5) -> dict[str, flo
 def fit_temperature(logits, labels, bounds=(0.05, 20.0)) -> float:
     """Return the temperature T > 0 minimising the mean BCE of ``sigmoid(logits / T)`` on ``labels``.
 
-    One T for all attributes (temperature scaling, Guo et al. 2017), found by golden-section
-    search on log T, which is exact up to 1e-6 relative for this one-dimensional convex problem.
+    One T for all attributes (temperature scaling, Guo et al. 2017), searched on log T within
+    ``bounds`` by scipy's bounded scalar minimiser (the loss is convex in 1/T).
     """
+    from scipy.optimize import minimize_scalar
+
     logits = np.asarray(logits, dtype=np.float64)
     labels = np.asarray(labels, dtype=np.float64)
 
@@ -177,20 +179,8 @@ def fit_temperature(logits, labels, bounds=(0.05, 20.0)) -> float:
         # log(1 + exp(-|z|)) form: stable for large |z|.
         return float(np.mean(np.maximum(z, 0) - z * labels + np.log1p(np.exp(-np.abs(z)))))
 
-    low, high = np.log(bounds[0]), np.log(bounds[1])
-    ratio = (np.sqrt(5) - 1) / 2
-    a, b = high - ratio * (high - low), low + ratio * (high - low)
-    fa, fb = loss(a), loss(b)
-    while high - low > 1e-6:
-        if fa < fb:
-            high, b, fb = b, a, fa
-            a = high - ratio * (high - low)
-            fa = loss(a)
-        else:
-            low, a, fa = a, b, fb
-            b = low + ratio * (high - low)
-            fb = loss(b)
-    return float(np.exp((low + high) / 2))
+    found = minimize_scalar(loss, bounds=(np.log(bounds[0]), np.log(bounds[1])), method="bounded", options={"xatol": 1e-6})
+    return float(np.exp(found.x))
 
 
 def tune_thresholds(labels, probs, grid=None) -> np.ndarray:

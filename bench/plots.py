@@ -11,7 +11,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-from bench.study import MAJORITY  # noqa: E402
+from bench.schema import MAJORITY  # noqa: E402
 
 COLUMN_WIDTH_IN = 3.4  # one column of a two-column paper
 

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import copy
 import io
-import logging
 import time
 import zlib
 
@@ -11,7 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
-_logger = logging.getLogger(__name__)
+from bench.train import resolve_device, torch_threads
 
 
 def count_params(model: nn.Module) -> int:
@@ -115,3 +114,32 @@ def latency_spread(model: nn.Module, input_size, batch_sizes=(1, 32), repeats: i
         rows.append({"batch": batch, "medians_ms": medians, "median_ms": middle,
                      "spread_pct": 100.0 * (max(medians) - min(medians)) / middle})
     return rows
+
+
+def profile_model(model, input_size, profile: dict, device: str = "auto") -> dict:
+    """Return the cost columns: params, macs, disk bytes and latency (per ``profile`` settings).
+
+    CPU latency is measured in PyTorch's default (contiguous, NCHW) memory format and, unless
+    ``channels_last_latency`` is false, in channels_last too (``cpu_*_cl_ms``). GPU columns stay
+    None (empty in the CSV) when CUDA is absent.
+    """
+    row = {"params": count_params(model), "macs": count_macs(model, input_size)}
+    row["disk_bytes"], row["disk_bytes_zip"] = disk_bytes(model)
+    if not profile.get("latency", True):
+        return row
+    batch_n = int(profile.get("batch_n", 32))
+    timing = {"min_iters": int(profile.get("min_iters", 50)), "min_seconds": float(profile.get("min_seconds", 2.0))}
+    with torch_threads(profile.get("threads")):
+        b1 = measure_latency(model, input_size, 1, "cpu", **timing)
+        bn = measure_latency(model, input_size, batch_n, "cpu", **timing)
+        row.update({"cpu_b1_ms": b1["median_ms"], "cpu_b1_p90_ms": b1["p90_ms"], "cpu_bN_ms": bn["median_ms"],
+                    "cpu_bN_p90_ms": bn["p90_ms"], "batch_n": batch_n})
+        if profile.get("channels_last_latency", True):
+            # The memory format can change the CPU ranking (e.g. factorized stems), so both are shown.
+            row["cpu_b1_cl_ms"] = measure_latency(model, input_size, 1, "cpu", channels_last=True, **timing)["median_ms"]
+            row["cpu_bN_cl_ms"] = measure_latency(model, input_size, batch_n, "cpu", channels_last=True, **timing)["median_ms"]
+        row["threads"] = torch.get_num_threads()
+    if torch.cuda.is_available() and resolve_device(device).type == "cuda":
+        row["gpu_b1_ms"] = measure_latency(model, input_size, 1, "cuda", **timing)["median_ms"]
+        row["gpu_bN_ms"] = measure_latency(model, input_size, batch_n, "cuda", **timing)["median_ms"]
+    return row

@@ -1,15 +1,11 @@
 """Paper-style tables (Markdown, LaTeX, CSV) and plots rendered from a study's results alone."""
 from __future__ import annotations
 
-import logging
 import os
 
 import numpy as np
 
-from bench.schema import read_csv_table, read_results, write_text_atomic
-from bench.study import MAJORITY, load_records, study_dir
-
-_logger = logging.getLogger(__name__)
+from bench.schema import MAJORITY, load_records, read_csv_table, read_results, study_dir, write_text_atomic
 
 # (result column, header, scale, decimals, better): better is "max", "min" or None (not bolded).
 SUMMARY_COLUMNS = (

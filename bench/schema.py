@@ -1,14 +1,21 @@
 """The one result schema: a row per model variant with its config, environment and metrics.
 
-Every writer (the study runner) and reader (reports, tests) goes through this module. Rates are
-in percent; an empty cell means "not measured" (e.g. GPU latency on a machine without a GPU),
-never zero.
+Every writer (the study runner) and reader (reports, tests) goes through this module: the
+columns, the cell records on disk (``<results_dir>/<study>/cells/<model>-<hash>.json``) and the
+CSV tables rebuilt from them. It imports neither torch nor the models, so reports render from
+results alone. Rates are in percent; an empty cell means "not measured" (e.g. GPU latency on a
+machine without a GPU), never zero.
 """
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
+import json
 import os
+
+MAJORITY = "majority"  # the model name of the majority-class predictor's row
+RECORD_VERSION = 1  # part of every cell hash: bump when a change alters what a cell computes
 
 RESULT_COLUMNS = (
     # identity and config
@@ -125,3 +132,52 @@ def read_csv_table(path: str):
     for column in dtypes:
         frame[column] = frame[column].fillna("")
     return frame
+
+
+def config_hash(cell: dict) -> str:
+    """Return the 12-hex-digit SHA-1 of a cell's canonical JSON (everything that shapes its result)."""
+    payload = json.dumps({**cell, "record_version": RECORD_VERSION}, sort_keys=True, default=str)
+    return hashlib.sha1(payload.encode()).hexdigest()[:12]
+
+
+def identity(cell: dict) -> dict:
+    """Return the columns that identify a cell's rows in every table: study, model, variant, seed."""
+    return {"study": cell["study"], "model": cell["model"], "variant": cell.get("variant", ""), "seed": cell["seed"]}
+
+
+def study_dir(results_dir: str, study: str) -> str:
+    """Return ``<results_dir>/<study>``."""
+    return os.path.join(results_dir, study)
+
+
+def record_path(results_dir: str, cell: dict) -> str:
+    """Return the path of a cell's JSON record."""
+    return os.path.join(study_dir(results_dir, cell["study"]), "cells", f"{cell['model']}-{config_hash(cell)}.json")
+
+
+def load_records(results_dir: str, study: str) -> list[dict]:
+    """Return every finished cell record of a study: the majority row first, then by start time.
+
+    Raises:
+        FileNotFoundError: the study has no records.
+    """
+    folder = os.path.join(study_dir(results_dir, study), "cells")
+    if not os.path.isdir(folder) or not any(n.endswith(".json") for n in os.listdir(folder)):
+        raise FileNotFoundError(f"no finished cells under {folder!r}; run the study {study!r} first")
+    records = []
+    for name in sorted(os.listdir(folder)):
+        if name.endswith(".json"):
+            with open(os.path.join(folder, name), encoding="utf-8") as handle:
+                records.append(json.load(handle))
+    return sorted(records, key=lambda r: (r["row"]["model"] != MAJORITY, r["row"]["timestamp"], r["row"]["model"]))
+
+
+def write_tables(results_dir: str, study: str) -> str:
+    """Rebuild ``results.csv``, ``per_attribute.csv``, ``history.csv`` and ``layers.csv`` from the records; return the study folder."""
+    records = load_records(results_dir, study)
+    folder = study_dir(results_dir, study)
+    write_csv_atomic(os.path.join(folder, "results.csv"), RESULT_COLUMNS, [r["row"] for r in records])
+    write_csv_atomic(os.path.join(folder, "per_attribute.csv"), PER_ATTRIBUTE_COLUMNS, [p for r in records for p in r["per_attribute"]])
+    write_csv_atomic(os.path.join(folder, "history.csv"), HISTORY_COLUMNS, [h for r in records for h in r["history"]])
+    write_csv_atomic(os.path.join(folder, "layers.csv"), LAYER_COLUMNS, [x for r in records for x in r.get("layers", [])])
+    return folder

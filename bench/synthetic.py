@@ -18,6 +18,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 from bench.celeba import CELEBA_ATTRIBUTES
+from bench.progress import null_progress
 
 _logger = logging.getLogger(__name__)
 
@@ -275,8 +276,8 @@ def write_synthetic_celeba(root: str | os.PathLike, n_images: int, seed: int = 0
     The folder gets ``img_align_celeba/NNNNNN.jpg`` (178x218, JPEG quality 95),
     ``list_attr_celeba.txt`` (count line, header, ' %2d' labels, CRLF as in the real file) and
     ``list_eval_partition.txt``. It is built in a temporary sibling and renamed into place, so an
-    interrupted run never leaves a half-written set behind. ``progress`` is called with the
-    number of images written so far.
+    interrupted run never leaves a half-written set behind. ``progress`` is a tqdm-style factory
+    (see ``bench.progress``).
 
     Raises:
         ValueError: ``n_images`` < 10 (every split needs at least one image).
@@ -290,6 +291,7 @@ def write_synthetic_celeba(root: str | os.PathLike, n_images: int, seed: int = 0
     parent = os.path.dirname(os.path.abspath(root))
     os.makedirs(parent, exist_ok=True)
     work = tempfile.mkdtemp(prefix=".partial-", dir=parent)
+    bar = (progress or null_progress)(total=n_images, desc="generating synthetic images")
     try:
         image_dir = os.path.join(work, "img_align_celeba")
         os.makedirs(image_dir)
@@ -300,8 +302,7 @@ def write_synthetic_celeba(root: str | os.PathLike, n_images: int, seed: int = 0
             image.save(os.path.join(image_dir, name), quality=95)
             attr_rows.append(format_attr_row(name, labels))
             partition_rows.append(f"{name} {split_of_index(index, n_images)}")
-            if progress is not None and (index + 1) % 100 == 0:
-                progress(index + 1)
+            bar.update(1)
         header = [str(n_images), " ".join(CELEBA_ATTRIBUTES) + " "]
         with open(os.path.join(work, "list_attr_celeba.txt"), "w", newline="") as handle:
             handle.write("\r\n".join(header + attr_rows) + "\r\n")
@@ -311,6 +312,8 @@ def write_synthetic_celeba(root: str | os.PathLike, n_images: int, seed: int = 0
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
+    finally:
+        bar.close()
     _logger.info("wrote %d synthetic images to %s", n_images, root)
     return root
 

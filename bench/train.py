@@ -1,8 +1,7 @@
 """Multi-label training and evaluation: BCE-with-logits, Adam, best/last checkpoints, resume.
 
-Library code: nothing here prints. Progress goes to an optional ``progress`` callback with the
-interface of ``tqdm`` (``progress(total=..., desc=...)`` returns an object with ``update(n)``,
-``set_postfix(**kw)`` and ``close()``), which the CLI supplies.
+Library code: nothing here prints. Progress goes to an optional ``progress`` factory with tqdm's
+interface (``bench.progress``), which the CLI supplies.
 """
 from __future__ import annotations
 
@@ -20,6 +19,7 @@ from torch import nn
 
 from bench.data import FaceAttributeData, iterate_batches, to_model_input
 from bench.metrics import per_attribute_accuracy
+from bench.progress import null_progress
 
 _logger = logging.getLogger(__name__)
 
@@ -130,20 +130,6 @@ def predict_probs(model: nn.Module, data: FaceAttributeData, split: str, batch_s
     return 1.0 / (1.0 + np.exp(-predict_logits(model, data, split, batch_size, device, channels_last)))
 
 
-def _null_progress(total=None, desc=None, **_):
-    class _Null:
-        def update(self, n=1):
-            pass
-
-        def set_postfix(self, **kwargs):
-            pass
-
-        def close(self):
-            pass
-
-    return _Null()
-
-
 def train_model(
     model: nn.Module,
     data: FaceAttributeData,
@@ -166,7 +152,7 @@ def train_model(
     Raises:
         ValueError: empty train or val split, or bad config values.
     """
-    progress = progress or _null_progress
+    progress = progress or null_progress
     for split in ("train", "val"):
         if len(data.splits[split]) == 0:
             raise ValueError(f"the {split} split of {data.name!r} is empty; check the partition file or --limit-{split}")

@@ -13,22 +13,23 @@ In YAML a variant may also be a mapping ``{steps: [{method: svd, rank_ratio: 0.5
 from __future__ import annotations
 
 import dataclasses
-import logging
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from torch import nn
 
 import compress
 from bench.data import FaceAttributeData, iterate_batches, to_model_input
 from bench.metrics import per_attribute_accuracy
-from bench.train import TrainConfig, predict_probs, train_model
+from bench.train import TrainConfig, TrainResult, predict_probs, train_model
+from compress.methods import DATA_DRIVEN_SELECTORS, Option
 
-_logger = logging.getLogger(__name__)
-
-LIST_OPTIONS = {"layers", "exclude", "kernel_sizes", "candidate_ratios"}
 FINETUNE_FIELDS = {"epochs", "lr", "norm_lambda", "limit_train", "batch_size"}
-SEARCH_SELECTORS = ("grad_align", "binary_search")
 SEARCH_OPTIONS = ("search_batches", "candidate_ratios", "max_drop", "search_eval_images")
+# Options of a pipeline step that the pipeline itself handles, beside the method's own.
+PIPELINE_OPTIONS = {"prune": {"iterations": Option("prune in N equal steps with a fine-tune after each", "int", 1, None)}}
+LIST_KINDS = ("names", "ints", "floats")
 
 
 class VariantSpecError(ValueError):
@@ -44,8 +45,15 @@ def _value(text: str):
     return {"true": True, "false": False, "none": None}.get(text.lower(), text)
 
 
+def _step_options(method: str) -> dict[str, Option]:
+    return {**compress.get_method(method).options, **PIPELINE_OPTIONS.get(method, {})}
+
+
 def parse_step(text: str) -> dict:
     """Return ``{'method': ..., **options}`` for one step such as ``svd:rank_ratio=0.5,layers=a.*|b.*``.
+
+    Options whose kind is a list (layer patterns, kernel sizes, candidate ratios) always come back
+    as lists; other values with ``|`` become lists too (and fail validation).
 
     Raises:
         VariantSpecError: unknown method or an option without ``=``.
@@ -53,36 +61,38 @@ def parse_step(text: str) -> dict:
     method, _, option_text = text.strip().partition(":")
     if method not in compress.list_methods():
         raise VariantSpecError(f"compression step {text!r}: unknown method {method!r}; known: {', '.join(compress.list_methods())}")
+    known = _step_options(method)
     step = {"method": method}
     for item in filter(None, (part.strip() for part in option_text.split(","))):
         key, equals, raw = item.partition("=")
         if not equals:
             raise VariantSpecError(f"compression step {text!r}: option {item!r} is not key=value")
+        key = key.strip()
         values = [_value(v) for v in raw.split("|")]
-        step[key.strip()] = values if key.strip() in LIST_OPTIONS or len(values) > 1 else values[0]
+        is_list = key in known and known[key].kind in LIST_KINDS
+        step[key] = values if is_list or len(values) > 1 else values[0]
     return step
 
 
-STEP_RANGES = {"rank_ratio": (0.0, 1.0, "(0, 1]"), "energy": (0.0, 1.0, "(0, 1]"), "pruning_ratio": (0.0, 0.999999, "(0, 1)"),
-               "amount": (0.0, 0.999999, "(0, 1)")}
-
-
 def validate_step(step: dict) -> dict:
-    """Return ``step`` after checking its option names and value ranges against its method.
+    """Return ``step`` after checking its option names and values against its method's row in ``compress``.
 
     Raises:
-        VariantSpecError: an option the method does not know, or a value out of range (both named).
+        VariantSpecError: an option the method does not take, or a value out of range (both named).
     """
-    from compress.methods import FACTORIZATION_OPTIONS, PRUNE_OPTIONS, SPARSITY_OPTIONS
-
-    known = {"prune": PRUNE_OPTIONS | {"iterations"}, "sparsity": SPARSITY_OPTIONS}.get(
-        step["method"], FACTORIZATION_OPTIONS | set(SEARCH_OPTIONS))
-    unknown = sorted(set(step) - known - {"method"})
-    if unknown:
-        raise VariantSpecError(f"compression step {variant_label([step])!r}: unknown options {unknown}; known: {sorted(known)}")
-    for key, (low, high, text) in STEP_RANGES.items():
-        if key in step and not (isinstance(step[key], (int, float)) and low < float(step[key]) <= high):
-            raise VariantSpecError(f"compression step {variant_label([step])!r}: {key} must be in {text}, got {step[key]!r}")
+    options = {k: v for k, v in step.items() if k != "method"}
+    pipeline = PIPELINE_OPTIONS.get(step["method"], {})
+    try:
+        for name, option in pipeline.items():
+            if name in options and option.problem(options[name]):
+                raise ValueError(f"{step['method']}: {name} {option.problem(options[name])}")
+        compress.validate_options(step["method"], **{k: v for k, v in options.items() if k not in pipeline})
+    except (KeyError, ValueError) as exc:
+        message = exc.args[0] if exc.args else str(exc)
+        if "unknown options" in message:
+            known = sorted(_step_options(step["method"]))
+            message = message.split("; known:")[0] + f"; known: {known}"
+        raise VariantSpecError(f"compression step {variant_label([step])!r}: {message}") from None
     return step
 
 
@@ -100,7 +110,9 @@ def parse_variant(spec) -> list[dict]:
             if isinstance(step, str):
                 steps.append(validate_step(parse_step(step)))
             elif isinstance(step, dict) and step.get("method") in compress.list_methods():
-                steps.append(validate_step({k: (list(v) if k in LIST_OPTIONS and isinstance(v, (list, tuple)) else v) for k, v in step.items()}))
+                known = _step_options(step["method"])
+                steps.append(validate_step({k: (list(v) if k in known and known[k].kind in LIST_KINDS and isinstance(v, (list, tuple)) else v)
+                                            for k, v in step.items()}))
             else:
                 raise VariantSpecError(f"compression step {step!r}: expected 'method:opts' or a mapping with a known 'method'")
         return steps
@@ -152,7 +164,7 @@ def _searched_ranks(model, method: str, example, data: FaceAttributeData, option
     return {**rest, "ranks": ranks, "layers": sorted(ranks) or ["<none chosen>"]}
 
 
-def _finetune(model, data, finetune: dict, train_config: TrainConfig, factor_groups, progress):
+def _finetune(model, data, finetune: dict, train_config: TrainConfig, factor_groups, progress) -> TrainResult:
     config = dataclasses.replace(
         train_config, epochs=int(finetune.get("epochs", 1)), lr=float(finetune.get("lr", train_config.lr)),
         batch_size=int(finetune.get("batch_size", train_config.batch_size)), lr_step_epochs=0, freeze_backbone_epochs=0,
@@ -161,25 +173,40 @@ def _finetune(model, data, finetune: dict, train_config: TrainConfig, factor_gro
     return train_model(model, _subset_train(data, finetune.get("limit_train")), config, progress=progress, extra_loss=extra)
 
 
+@dataclass
+class CompressionResult:
+    """What a compress -> fine-tune pipeline returns.
+
+    ``layer_rows`` is the per-layer speed-up table, each step against the model before it;
+    ``acc_mean_nofinetune`` the test mean accuracy right after compression; ``history`` and
+    ``finetune_seconds`` cover every fine-tune of the pipeline; ``factor_groups`` names the factor
+    layers of every factorized layer.
+    """
+
+    model: nn.Module
+    reports: list[compress.CompressionReport] = field(default_factory=list)
+    layer_rows: list[dict] = field(default_factory=list)
+    acc_mean_nofinetune: float = float("nan")
+    history: list[dict] = field(default_factory=list)
+    finetune_seconds: float = 0.0
+    factor_groups: list[list[str]] = field(default_factory=list)
+
+
 def compress_and_finetune(model, data: FaceAttributeData, steps: list[dict], finetune: dict, train_config: TrainConfig,
-                          progress=None, timing: dict | None = None) -> dict:
+                          progress=None, timing: dict | None = None) -> CompressionResult:
     """Apply the pipeline ``steps`` to a trained ``model`` and fine-tune the result.
 
     A ``prune`` step with ``iterations: N`` prunes in N equal steps of the cumulative ratio with a
     fine-tune after each (iterative pruning); every other step is applied once and the whole
     pipeline is fine-tuned at the end (``finetune.epochs`` 0 skips it). A factorization step leaves
     the factor layers of earlier steps alone (e.g. SVD after Tucker-2 does not split Tucker's 1x1
-    factors). The norm constraint
-    (``finetune.norm_lambda``) covers every factor layer created by the pipeline.
+    factors). The norm constraint (``finetune.norm_lambda``) covers every factor layer created by
+    the pipeline. ``timing`` passes ``min_iters``/``min_seconds``/``threads`` to the per-layer timer.
 
-    Returns:
-        ``{'model', 'reports', 'layer_rows', 'acc_mean_nofinetune', 'history', 'finetune_seconds', 'factor_groups'}``;
-        ``layer_rows`` is the per-layer speed-up table, each step against the model before it; ``timing``
-        passes ``min_iters``/``min_seconds``/``threads`` to its timer.
     Raises:
-        ValueError: an invalid step option (named in the message).
+        ValueError: an invalid step option or fine-tune field (named in the message).
     """
-    from compress.speedup import layer_speedup_table
+    from bench.speedup import layer_speedup_table
 
     unknown = sorted(set(finetune) - FINETUNE_FIELDS)
     if unknown:
@@ -188,15 +215,16 @@ def compress_and_finetune(model, data: FaceAttributeData, steps: list[dict], fin
     input_size = model.data_config["input_size"]
     example = torch.zeros(1, *input_size)
     current = model.cpu().to(memory_format=torch.contiguous_format).eval()
-    reports, factor_groups, history, seconds, layer_rows = [], [], [], 0.0, []
+    result = CompressionResult(current)
     for step in steps:
-        options = {k: v for k, v in step.items() if k not in ("method", "iterations")}
-        if factor_groups and step["method"] in ("svd", "tucker2", "cp", "cp_epc"):
+        options = {k: v for k, v in step.items() if k not in ["method", *PIPELINE_OPTIONS.get(step["method"], {})]}
+        is_factorization = compress.get_method(step["method"]).factorization is not None
+        if result.factor_groups and is_factorization:
             # Layers an earlier step created are its factors: factorizing them again is not what a pipeline means.
-            options["exclude"] = list(options.get("exclude") or []) + [name for group in factor_groups for name in group]
-        if options.get("rank_selection") in SEARCH_SELECTORS:
+            options["exclude"] = list(options.get("exclude") or []) + [name for group in result.factor_groups for name in group]
+        if options.get("rank_selection") in DATA_DRIVEN_SELECTORS:
             options = _searched_ranks(current, step["method"], example, data, options)
-        iterations = int(step.get("iterations", 1)) if step["method"] == "prune" else 1
+        iterations = int(step.get("iterations", 1))
         if step["method"] == "prune" and options.get("importance") == "taylor":
             options["calibration"] = _calibration_batch(current, data)
         before_step = current
@@ -208,13 +236,13 @@ def compress_and_finetune(model, data: FaceAttributeData, steps: list[dict], fin
                 options["pruning_ratio"] = 1 - (1 - ratio * (iteration + 1) / iterations) / (1 - ratio * iteration / iterations)
             current, report = compress.apply(current.cpu().eval(), step["method"], example, **options)
             step_reports.append(report)
-            factor_groups += report.factor_groups
+            result.factor_groups += report.factor_groups
             if iterations > 1 and iteration < iterations - 1 and int(finetune.get("epochs", 1)) > 0:
-                result = _finetune(current, data, finetune, train_config, factor_groups, progress)
-                history += result.history
-                seconds += result.train_seconds
+                tuned = _finetune(current, data, finetune, train_config, result.factor_groups, progress)
+                result.history += tuned.history
+                result.finetune_seconds += tuned.train_seconds
                 current = current.cpu().to(memory_format=torch.contiguous_format)
-        reports += step_reports
+        result.reports += step_reports
         # One row per layer and step: iterative pruning is compared from before its first to after its last iteration.
         rows = [dict(r) for r in step_reports[-1].layers]
         if len(step_reports) > 1:
@@ -222,13 +250,12 @@ def compress_and_finetune(model, data: FaceAttributeData, steps: list[dict], fin
                 row.update({k: first[k] for k in ("params_before", "macs_before")})
                 row["kernel"] = first["kernel"].split(" -> ")[0] + " -> " + row["kernel"].split(" -> ")[-1]
                 row["status"] = "compressed" if row["params_after"] != row["params_before"] else row["status"]
-        layer_rows += layer_speedup_table(before_step, current.cpu().eval(), rows, example, **timing)
+        result.layer_rows += layer_speedup_table(before_step, current.cpu().eval(), rows, example, **timing)
     probs = predict_probs(current, data, "test", train_config.eval_batch_size, train_config.device)
-    acc_nofinetune = float(per_attribute_accuracy(data.labels[data.splits["test"]], probs).mean())
+    result.acc_mean_nofinetune = float(per_attribute_accuracy(data.labels[data.splits["test"]], probs).mean())
     if int(finetune.get("epochs", 1)) > 0:
-        result = _finetune(current, data, finetune, train_config, factor_groups, progress)
-        history += result.history
-        seconds += result.train_seconds
-    current = current.cpu().to(memory_format=torch.contiguous_format).eval()
-    return {"model": current, "reports": reports, "layer_rows": layer_rows, "acc_mean_nofinetune": acc_nofinetune,
-            "history": history, "finetune_seconds": seconds, "factor_groups": factor_groups}
+        tuned = _finetune(current, data, finetune, train_config, result.factor_groups, progress)
+        result.history += tuned.history
+        result.finetune_seconds += tuned.train_seconds
+    result.model = current.cpu().to(memory_format=torch.contiguous_format).eval()
+    return result

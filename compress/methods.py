@@ -1,12 +1,16 @@
-"""The compression methods behind ``compress.apply``: factorizations, structured pruning, sparsity.
+"""The compression methods behind ``compress.apply``: one descriptor per method.
 
 Every method takes ``(model, example_input, **options)``, changes ``model`` in place (``apply``
-hands it a copy) and returns a :class:`CompressionReport`.
+hands it a copy) and returns a :class:`CompressionReport`. :data:`METHODS` is the one table of
+what each method applies to, which options it takes and their valid values; the factorizations
+add a :class:`Factorization` row (full rank, rank selection, how the new layers are built).
+Adding a factorization is one decomposition function and one row here.
 """
 from __future__ import annotations
 
-import logging
+import math
 from dataclasses import dataclass, field
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
@@ -16,8 +20,6 @@ from compress import factorize
 from compress.layers import (classifier_names, input_shape_of, kernel_text, layer_macs, record_output_shapes,
                              select_layers, sequence_macs, set_module)
 from compress.rank import rank_by_ratio, select_rank
-
-_logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -46,58 +48,256 @@ def _params(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-FACTORIZATION_OPTIONS = {"rank_ratio", "rank_selection", "energy", "delta", "delta_relative", "layers", "exclude",
-                         "kernel_sizes", "include_classifier", "skip_if_larger", "seed", "ranks", "als_iters", "epc_iters",
-                         "epc_steps"}
+# ---- options ---------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Option:
+    """One option of a method: its meaning, its kind and its valid values.
+
+    ``kind`` is one of 'float', 'int', 'bool', 'str' (with ``choices``), 'names' (a shell-style
+    pattern or a list of them), 'ints' / 'floats' (a number or a list of them), 'ranks'
+    ({layer: rank or [rank_out, rank_in]}) and 'object' (anything, e.g. a calibration batch).
+    Numbers must lie in the interval ``low``..``high`` (None: unbounded); ``open`` says which ends
+    are excluded: '()', '(]', '[)' or '[]'.
+    """
+
+    doc: str
+    kind: str
+    low: float | None = None
+    high: float | None = None
+    open: str = "[]"
+    choices: tuple = ()
+
+    def interval(self) -> str:
+        """Return the valid range as text, e.g. '(0, 1]'."""
+        low = "-inf" if self.low is None else f"{self.low:g}"
+        high = "inf" if self.high is None else f"{self.high:g}"
+        return f"{self.open[0]}{low}, {high}{self.open[1]}"
+
+    def _in_range(self, value) -> bool:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            return False
+        if self.kind in ("int", "ints") and not isinstance(value, int):
+            return False
+        above = self.low is None or (value > self.low if self.open[0] == "(" else value >= self.low)
+        below = self.high is None or (value < self.high if self.open[1] == ")" else value <= self.high)
+        return above and below
+
+    def problem(self, value) -> str | None:
+        """Return what is wrong with ``value`` for this option, or None if it is valid."""
+        if self.kind in ("float", "int"):
+            ok = self._in_range(value)
+            expected = f"{'an integer ' if self.kind == 'int' else ''}in {self.interval()}"
+        elif self.kind in ("floats", "ints"):
+            values = value if isinstance(value, (list, tuple)) else [value]
+            ok = len(values) > 0 and all(self._in_range(v) for v in values)
+            expected = f"{'integers' if self.kind == 'ints' else 'numbers'} in {self.interval()}"
+        elif self.kind == "bool":
+            ok, expected = isinstance(value, bool), "true or false"
+        elif self.kind == "str":
+            if value not in self.choices:
+                return f"{value!r} is not one of {list(self.choices)}"
+            ok, expected = True, ""
+        elif self.kind == "names":
+            values = [value] if isinstance(value, str) else value
+            ok = isinstance(values, (list, tuple)) and all(isinstance(v, str) for v in values)
+            expected = "a layer-name pattern or a list of them"
+        elif self.kind == "ranks":
+            ok = isinstance(value, dict) and all(
+                isinstance(k, str) and (_positive_int(v) or (isinstance(v, (list, tuple)) and len(v) == 2 and all(map(_positive_int, v))))
+                for k, v in value.items())
+            expected = "a mapping {layer name: rank >= 1 (or [rank_out, rank_in] for tucker2)}"
+        else:
+            ok, expected = True, ""
+        return None if ok else f"must be {expected}, got {value!r}"
 
 
-def _applicable(method: str, module: nn.Module) -> str | None:
-    """Return why ``method`` cannot factorize ``module``, or None if it can."""
+def _positive_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+SELECTORS = ("ratio", "energy", "vbmf", "grad_align", "binary_search")
+DATA_DRIVEN_SELECTORS = ("grad_align", "binary_search")
+
+FACTORIZATION_OPTIONS = {
+    "rank_ratio": Option("fraction of the layer's full rank kept (rank_selection=ratio)", "float", 0, 1, "(]"),
+    "rank_selection": Option("how per-layer ranks are chosen; grad_align and binary_search need data (compress.search)",
+                             "str", choices=SELECTORS),
+    "energy": Option("share of the squared singular spectrum kept (rank_selection=energy)", "float", 0, 1, "(]"),
+    "ranks": Option("fixed ranks {layer: rank}; overrides the selector", "ranks"),
+    "layers": Option("name patterns of the layers to factorize (default: all)", "names"),
+    "exclude": Option("name patterns of layers left alone", "names"),
+    "kernel_sizes": Option("only convs with these kernel sizes (Linear counts as 1)", "ints", 1, None),
+    "include_classifier": Option("factorize the classifier too", "bool"),
+    "skip_if_larger": Option("leave a layer whole when its factorized form is not smaller", "bool"),
+    "seed": Option("seed of randomised initialisations", "int", 0, None),
+    "search_batches": Option("training batches a data-driven selector fine-tunes candidates on", "int", 1, None),
+    "candidate_ratios": Option("rank ratios grad_align tries per layer", "floats", 0, 1, "(]"),
+    "max_drop": Option("largest accuracy drop (points) binary_search accepts per layer", "float", 0, None),
+    "search_eval_images": Option("validation images binary_search scores candidates on", "int", 1, None),
+}
+CP_OPTIONS = {
+    **FACTORIZATION_OPTIONS,
+    "als_iters": Option("largest number of ALS sweeps", "int", 1, None),
+}
+CP_EPC_OPTIONS = {
+    **CP_OPTIONS,
+    "delta": Option("EPC error bound, relative to ||W|| (absolute with delta_relative=false); default: the ALS error",
+                    "float", 0, None, "(]"),
+    "delta_relative": Option("delta is relative to ||W||", "bool"),
+    "epc_iters": Option("EPC sweeps per penalty trial and polishing sweeps", "int", 1, None),
+    "epc_steps": Option("penalty trials of the EPC path", "int", 1, None),
+}
+PRUNE_OPTIONS = {
+    "pruning_ratio": Option("fraction of channels removed per layer (uniform) or overall (global)", "float", 0, 1, "()"),
+    "importance": Option("channel importance", "str", choices=("l1", "l2", "taylor", "bn_scale")),
+    "global_pruning": Option("rank channels across layers instead of per layer", "bool"),
+    "target_macs": Option("fraction of the original MACs to keep (prunes in small steps until reached)", "float", 0, 1, "(]"),
+    "target_params": Option("fraction of the original parameters to keep", "float", 0, 1, "(]"),
+    "max_pruning_ratio": Option("largest fraction of one layer's channels removed", "float", 0, 1, "()"),
+    "round_to": Option("keep channel counts a multiple of this", "int", 1, None),
+    "calibration": Option("(images, labels) batch the 'taylor' importance takes gradients on", "object"),
+    "exclude": Option("name patterns of layers never pruned", "names"),
+}
+SPARSITY_OPTIONS = {
+    "amount": Option("fraction of the selected weights set to zero (global magnitude)", "float", 0, 1, "()"),
+    "layers": FACTORIZATION_OPTIONS["layers"],
+    "exclude": FACTORIZATION_OPTIONS["exclude"],
+    "include_classifier": FACTORIZATION_OPTIONS["include_classifier"],
+}
+
+
+# ---- factorizations ----------------------------------------------------------------------------
+
+Rank = Any  # an int, or (rank_out, rank_in) for tucker2
+
+
+@dataclass(frozen=True)
+class Factorization:
+    """How one factorization treats a layer.
+
+    ``applies_to(module)`` returns why it cannot factorize ``module`` (None if it can);
+    ``full_rank(module)`` is what ``rank_ratio=1`` means; ``rank_of(module, r)`` turns a scalar rank
+    r in [1, full_rank] into this method's rank; ``select_rank(module, options)`` picks a rank by
+    the weight-only selectors; ``decompose(module, rank, options)`` returns ``(nn.Sequential
+    replacement, info)`` where ``info`` holds ``rel_error`` and any method-specific columns.
+    """
+
+    applies_to: Callable[[nn.Module], str | None]
+    full_rank: Callable[[nn.Module], int]
+    rank_of: Callable[[nn.Module, int], Rank]
+    select_rank: Callable[[nn.Module, dict], Rank]
+    decompose: Callable[[nn.Module, Rank, dict], tuple[nn.Sequential, dict]]
+
+
+def _ungrouped(module: nn.Module) -> str | None:
     if isinstance(module, nn.Conv2d) and module.groups > 1:
         return f"grouped/depthwise conv (groups={module.groups})"
-    is_pointwise = isinstance(module, nn.Linear) or module.kernel_size == (1, 1)
-    if method == "svd" and not is_pointwise:
-        return f"{module.kernel_size[0]}x{module.kernel_size[1]} conv: use tucker2 or cp"
-    if method in ("tucker2", "cp", "cp_epc") and is_pointwise:
-        return "1x1 conv or linear: use svd"
     return None
 
 
-def _ranks_for(method: str, module: nn.Module, options: dict):
+def _is_pointwise(module: nn.Module) -> bool:
+    return isinstance(module, nn.Linear) or module.kernel_size == (1, 1)
+
+
+def _pointwise_only(module: nn.Module) -> str | None:
+    if _ungrouped(module):
+        return _ungrouped(module)
+    return None if _is_pointwise(module) else f"{module.kernel_size[0]}x{module.kernel_size[1]} conv: use tucker2 or cp"
+
+
+def _spatial_only(module: nn.Module) -> str | None:
+    if _ungrouped(module):
+        return _ungrouped(module)
+    return "1x1 conv or linear: use svd" if _is_pointwise(module) else None
+
+
+def _weight64(module: nn.Module):
+    return module.weight.detach().cpu().double().numpy()
+
+
+def _selector(options: dict) -> tuple[str, float, float]:
     selection = options.get("rank_selection", "ratio")
-    ratio = float(options.get("rank_ratio", 0.5))
-    energy = float(options.get("energy", 0.9))
-    weight = module.weight.detach().double().numpy()
-    if method == "svd":
-        matrix = weight.reshape(weight.shape[0], -1)
-        return select_rank(matrix, min(matrix.shape), selection, ratio, energy)
+    if selection in DATA_DRIVEN_SELECTORS:
+        raise ValueError(f"rank_selection {selection!r} needs data: choose ranks with compress.search "
+                         f"(or run it as a study step) and pass them as ranks={{layer: rank}}")
+    return selection, float(options.get("rank_ratio", 0.5)), float(options.get("energy", 0.9))
+
+
+def _svd_rank(module: nn.Module, options: dict) -> int:
+    selection, ratio, energy = _selector(options)
+    weight = _weight64(module)
+    matrix = weight.reshape(weight.shape[0], -1)
+    return select_rank(matrix, min(matrix.shape), selection, ratio, energy)
+
+
+def _tucker2_rank(module: nn.Module, options: dict) -> tuple[int, int]:
+    selection, ratio, energy = _selector(options)
+    weight = _weight64(module)
     t, s = weight.shape[:2]
     unfold_out = weight.reshape(t, -1)
     unfold_in = weight.transpose(1, 0, 2, 3).reshape(s, -1)
-    if method == "tucker2":
-        return (select_rank(unfold_out, t, selection, ratio, energy), select_rank(unfold_in, s, selection, ratio, energy))
+    return (select_rank(unfold_out, t, selection, ratio, energy), select_rank(unfold_in, s, selection, ratio, energy))
+
+
+def _cp_rank(module: nn.Module, options: dict) -> int:
+    selection, ratio, energy = _selector(options)
     full = factorize.cp_full_rank(module)
     if selection == "ratio":
         return rank_by_ratio(full, ratio)
     # A CP rank is at least every multilinear rank: take the largest the selector asks for.
+    weight = _weight64(module)
+    t, s = weight.shape[:2]
     k = weight.shape[2] * weight.shape[3]
-    unfold_k = weight.reshape(t, s, k).transpose(2, 0, 1).reshape(k, -1)
-    return min(full, max(select_rank(m, min(m.shape), selection, ratio, energy) for m in (unfold_out, unfold_in, unfold_k)))
+    unfoldings = (weight.reshape(t, -1), weight.transpose(1, 0, 2, 3).reshape(s, -1), weight.reshape(t, s, k).transpose(2, 0, 1).reshape(k, -1))
+    return min(full, max(select_rank(m, min(m.shape), selection, ratio, energy) for m in unfoldings))
+
+
+def _svd_decompose(module: nn.Module, rank: int, options: dict) -> tuple[nn.Sequential, dict]:
+    sequence, error = factorize.svd_sequence(module, int(rank))
+    return sequence, {"rel_error": error}
+
+
+def _tucker2_decompose(module: nn.Module, rank: tuple[int, int], options: dict) -> tuple[nn.Sequential, dict]:
+    sequence, error = factorize.tucker2_sequence(module, tuple(rank), int(options.get("seed", 0)))
+    return sequence, {"rel_error": error}
+
+
+def _cp_decompose(epc: bool):
+    def decompose(module: nn.Module, rank: int, options: dict) -> tuple[nn.Sequential, dict]:
+        iterations = {k: int(options[k]) for k in ("als_iters", "epc_iters", "epc_steps") if k in options}
+        return factorize.cp_sequence(module, int(rank), int(options.get("seed", 0)), epc=epc, delta=options.get("delta"),
+                                     delta_relative=bool(options.get("delta_relative", True)), **iterations)
+
+    return decompose
+
+
+def _matrix_full_rank(module: nn.Module) -> int:
+    return min(module.weight.shape[0], module.weight[0].numel())
+
+
+FACTORIZATIONS: dict[str, Factorization] = {
+    "svd": Factorization(_pointwise_only, _matrix_full_rank, lambda m, r: r, _svd_rank, _svd_decompose),
+    "tucker2": Factorization(_spatial_only, lambda m: min(m.out_channels, m.in_channels),
+                             lambda m, r: (max(1, min(m.out_channels, r)), max(1, min(m.in_channels, r))),
+                             _tucker2_rank, _tucker2_decompose),
+    "cp": Factorization(_spatial_only, factorize.cp_full_rank, lambda m, r: r, _cp_rank, _cp_decompose(epc=False)),
+    "cp_epc": Factorization(_spatial_only, factorize.cp_full_rank, lambda m, r: r, _cp_rank, _cp_decompose(epc=True)),
+}
 
 
 def factorize_model(model: nn.Module, example_input: torch.Tensor, method: str, **options) -> CompressionReport:
-    """Factorize every selected layer of ``model`` in place with ``method`` ('svd', 'tucker2', 'cp', 'cp_epc').
+    """Factorize every selected layer of ``model`` in place with the factorization ``method``.
 
     ``ranks`` ({layer name: rank}) fixes ranks per layer and overrides the selector. With
     ``skip_if_larger`` (default True) a layer whose factorized form would not have fewer
     parameters is left alone and reported as skipped.
 
     Raises:
-        ValueError: an unknown option or an invalid rank/option value.
+        KeyError: ``method`` is not a factorization.
+        ValueError: an invalid rank or option value.
     """
-    unknown = sorted(set(options) - FACTORIZATION_OPTIONS)
-    if unknown:
-        raise ValueError(f"{method}: unknown options {unknown}; known: {sorted(FACTORIZATION_OPTIONS)}")
+    how = FACTORIZATIONS[method]
     shapes = record_output_shapes(model, example_input)
     report = CompressionReport(method, dict(options), params_before=_params(model))
     fixed_ranks = options.get("ranks") or {}
@@ -109,28 +309,18 @@ def factorize_model(model: nn.Module, example_input: torch.Tensor, method: str, 
         if name not in shapes:
             reason = reason or "not used in the forward pass"
         row["macs_before"] = row["macs_after"] = layer_macs(module, shapes[name]) if name in shapes else 0
-        reason = reason or _applicable(method, module)
+        reason = reason or how.applies_to(module)
         if reason:
             row["reason"] = reason
             report.layers.append(row)
             continue
-        rank = fixed_ranks.get(name) or _ranks_for(method, module, options)
-        seed = int(options.get("seed", 0))
-        extra = {}
-        if method == "svd":
-            sequence, error = factorize.svd_sequence(module, int(rank))
-        elif method == "tucker2":
-            sequence, error = factorize.tucker2_sequence(module, tuple(rank), seed)
-        else:
-            sequence, extra = factorize.cp_sequence(module, int(rank), seed, epc=method == "cp_epc",
-                                                    delta=options.get("delta"),
-                                                    delta_relative=bool(options.get("delta_relative", True)),
-                                                    **{k: int(options[k]) for k in ("als_iters", "epc_iters", "epc_steps") if k in options})
-            error = extra.pop("rel_error")
+        rank = fixed_ranks.get(name) or how.select_rank(module, options)
+        rank = tuple(rank) if isinstance(rank, list) else rank
+        sequence, info = how.decompose(module, rank, options)
         sequence.train(module.training)
         params_after = _params(sequence)
-        row.update({"rank": "x".join(map(str, rank)) if isinstance(rank, tuple) else int(rank), "rel_error": error,
-                    "params_after": params_after, "macs_after": sequence_macs(sequence, input_shape_of(module, shapes[name])), **extra})
+        row.update({"rank": "x".join(map(str, rank)) if isinstance(rank, tuple) else int(rank), "params_after": params_after,
+                    "macs_after": sequence_macs(sequence, input_shape_of(module, shapes[name])), **info})
         if options.get("skip_if_larger", True) and params_after >= row["params_before"]:
             row.update({"reason": f"factorized form has {params_after} params >= {row['params_before']}",
                         "params_after": row["params_before"], "macs_after": row["macs_before"]})
@@ -142,10 +332,6 @@ def factorize_model(model: nn.Module, example_input: torch.Tensor, method: str, 
         report.factor_groups.append([f"{name}.{i}" for i, layer in enumerate(sequence) if isinstance(layer, (nn.Conv2d, nn.Linear))])
     report.params_after = _params(model)
     return report
-
-
-PRUNE_OPTIONS = {"pruning_ratio", "importance", "global_pruning", "target_macs", "target_params", "max_pruning_ratio",
-                 "round_to", "calibration", "layers", "exclude"}
 
 
 def _importance(name: str):
@@ -185,9 +371,6 @@ def prune_model(model: nn.Module, example_input: torch.Tensor, **options) -> Com
 
     import torch_pruning as tp
 
-    unknown = sorted(set(options) - PRUNE_OPTIONS)
-    if unknown:
-        raise ValueError(f"prune: unknown options {unknown}; known: {sorted(PRUNE_OPTIONS)}")
     importance_name = options.get("importance", "l1")
     importance = _importance(importance_name)
     calibration = options.get("calibration")
@@ -208,8 +391,6 @@ def prune_model(model: nn.Module, example_input: torch.Tensor, **options) -> Com
     by_target = target_macs is not None or target_params is not None
     steps = 50 if by_target else 1
     ratio = float(options.get("max_pruning_ratio", 0.9)) if by_target else float(options.get("pruning_ratio", 0.5))
-    if not 0 < ratio < 1:
-        raise ValueError(f"prune: pruning_ratio must be in (0, 1), got {ratio}")
     was_training = model.training
     model.eval()
     pruner = tp.pruner.MetaPruner(
@@ -253,8 +434,6 @@ def prune_model(model: nn.Module, example_input: torch.Tensor, **options) -> Com
     return report
 
 
-SPARSITY_OPTIONS = {"amount", "layers", "exclude", "include_classifier"}
-
 
 def sparsify_model(model: nn.Module, example_input: torch.Tensor, **options) -> CompressionReport:
     """Zero the ``amount`` fraction of smallest-magnitude weights (global L1, torch.nn.utils.prune), in place.
@@ -263,16 +442,11 @@ def sparsify_model(model: nn.Module, example_input: torch.Tensor, **options) -> 
     shrinks. Rows report non-zero parameters in ``params_after``.
 
     Raises:
-        ValueError: unknown option or ``amount`` outside (0, 1).
+        ValueError: no layer is selected.
     """
     from torch.nn.utils import prune
 
-    unknown = sorted(set(options) - SPARSITY_OPTIONS)
-    if unknown:
-        raise ValueError(f"sparsity: unknown options {unknown}; known: {sorted(SPARSITY_OPTIONS)}")
     amount = float(options.get("amount", 0.5))
-    if not 0 < amount < 1:
-        raise ValueError(f"sparsity: amount must be in (0, 1), got {amount}")
     shapes = record_output_shapes(model, example_input)
     report = CompressionReport("sparsity", dict(options), params_before=_params(model))
     selected = [(n, m, r) for n, m, r in select_layers(model, options.get("layers"), options.get("exclude"), None,
@@ -308,3 +482,49 @@ def norm_penalty(model: nn.Module, factor_groups: list[list[str]], weight: float
         return weight * sum(current.get_submodule(name).weight.pow(2).sum() for name in names)
 
     return extra_loss
+
+
+# ---- the table ---------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Method:
+    """A compression method: its entry point, description, options and (for factorizations) its row."""
+
+    name: str
+    description: str
+    run: Callable[..., CompressionReport]
+    options: dict[str, Option]
+    factorization: Factorization | None = None
+
+
+def _factorization_method(name: str, description: str, options: dict[str, Option]) -> Method:
+    return Method(name, description, lambda model, x, **o: factorize_model(model, x, name, **o), options, FACTORIZATIONS[name])
+
+
+METHODS: dict[str, Method] = {
+    "svd": _factorization_method("svd", "truncated SVD of Linear and 1x1 conv layers", FACTORIZATION_OPTIONS),
+    "tucker2": _factorization_method("tucker2", "Tucker-2 of k x k convs: 1x1, k x k core, 1x1", FACTORIZATION_OPTIONS),
+    "cp": _factorization_method("cp", "CP (ALS) of k x k convs: 1x1, depthwise k x k, 1x1", CP_OPTIONS),
+    "cp_epc": _factorization_method("cp_epc", "CP with error-preserving correction (CPD-EPC)", CP_EPC_OPTIONS),
+    "prune": Method("prune", "structured channel pruning (torch-pruning dependency graph)", prune_model, PRUNE_OPTIONS),
+    "sparsity": Method("sparsity", "unstructured magnitude sparsity (zeros only, no MAC saving)", sparsify_model, SPARSITY_OPTIONS),
+}
+
+
+def validate_options(method: str, **options) -> None:
+    """Check option names and values against the method's row of :data:`METHODS`.
+
+    Raises:
+        KeyError: unknown method (the message lists the known ones).
+        ValueError: an option the method does not take, or a value out of its range (both named).
+    """
+    if method not in METHODS:
+        raise KeyError(f"unknown compression method {method!r}; known: {', '.join(METHODS)}")
+    known = METHODS[method].options
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise ValueError(f"{method}: unknown options {unknown}; known: {sorted(known)}")
+    for name, value in options.items():
+        problem = known[name].problem(value)
+        if problem:
+            raise ValueError(f"{method}: {name} {problem}")

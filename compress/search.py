@@ -14,6 +14,7 @@ from torch import nn
 
 import compress
 from compress.layers import classifier_names, select_layers
+from compress.methods import FACTORIZATION_OPTIONS
 
 _logger = logging.getLogger(__name__)
 
@@ -58,29 +59,17 @@ def scaled_gradient_distance(reference: torch.Tensor, gradient: torch.Tensor) ->
     return float((reference - scale * gradient).norm())
 
 
-def _full_rank(method: str, module: nn.Module) -> int:
-    from compress.factorize import cp_full_rank
-
-    if method == "svd":
-        weight = module.weight
-        return min(weight.shape[0], weight[0].numel())
-    if method == "tucker2":
-        return min(module.out_channels, module.in_channels)
-    return cp_full_rank(module)
-
-
-def _rank_value(method: str, module: nn.Module, ratio_rank: int):
-    if method == "tucker2":
-        return (max(1, min(module.out_channels, ratio_rank)), max(1, min(module.in_channels, ratio_rank)))
-    return ratio_rank
-
-
 def _layers_for(model, method, options):
-    from compress.methods import _applicable
-
+    how = compress.get_method(method).factorization
     return [name for name, module, reason in select_layers(model, options.get("layers"), options.get("exclude"),
                                                            options.get("kernel_sizes"), bool(options.get("include_classifier", False)))
-            if reason is None and _applicable(method, module) is None]
+            if reason is None and how.applies_to(module) is None]
+
+
+def _decomposition_options(method: str, options: dict) -> dict:
+    """Return the options that shape one layer's decomposition (not which layers or ranks are chosen)."""
+    own = {k for k in compress.get_method(method).options if k not in FACTORIZATION_OPTIONS} | {"seed"}
+    return {k: v for k, v in options.items() if k in own}
 
 
 def grad_align_ranks(model: nn.Module, method: str, example_input: torch.Tensor, batches, candidate_ratios=(0.25, 0.5, 0.75),
@@ -96,13 +85,14 @@ def grad_align_ranks(model: nn.Module, method: str, example_input: torch.Tensor,
     reference = classifier_gradient(model, batches)
     current = model
     chosen = {}
-    factor_options = {k: v for k, v in options.items() if k in ("seed", "delta", "delta_relative", "als_iters", "epc_iters", "epc_steps")}
+    factor_options = _decomposition_options(method, options)
+    how = compress.get_method(method).factorization
     for name in _layers_for(model, method, options):
         module = current.get_submodule(name)
-        full = _full_rank(method, module)
+        full = how.full_rank(module)
         scored = []
         for ratio in candidate_ratios:
-            rank = _rank_value(method, module, max(1, int(round(ratio * full))))
+            rank = how.rank_of(module, max(1, int(round(ratio * full))))
             candidate, report = compress.apply(current, method, example_input, layers=[name], ranks={name: rank},
                                                skip_if_larger=False, **factor_options)
             if not report.compressed():
@@ -129,15 +119,16 @@ def binary_search_ranks(model: nn.Module, method: str, example_input: torch.Tens
     baseline = float(evaluate(model))
     current = model
     chosen = {}
-    factor_options = {k: v for k, v in options.items() if k in ("seed", "delta", "delta_relative", "als_iters", "epc_iters", "epc_steps")}
+    factor_options = _decomposition_options(method, options)
+    how = compress.get_method(method).factorization
     for name in _layers_for(model, method, options):
         module = current.get_submodule(name)
-        low, high = 1, _full_rank(method, module)
+        low, high = 1, how.full_rank(module)
         best = None
         while low < high:
             middle = (low + high) // 2
             candidate, report = compress.apply(current, method, example_input, layers=[name],
-                                               ranks={name: _rank_value(method, module, middle)}, skip_if_larger=False, **factor_options)
+                                               ranks={name: how.rank_of(module, middle)}, skip_if_larger=False, **factor_options)
             _brief_finetune(candidate, batches, lr)
             if baseline - float(evaluate(candidate)) <= max_drop:
                 high, best = middle, candidate
@@ -145,7 +136,7 @@ def binary_search_ranks(model: nn.Module, method: str, example_input: torch.Tens
                 low = middle + 1
         if best is None:  # only full rank keeps the accuracy: leave the layer whole
             continue
-        rank = _rank_value(method, module, high)
+        rank = how.rank_of(module, high)
         chosen[name] = rank
         current = best
         _logger.info("binary_search: %s rank %s", name, rank)

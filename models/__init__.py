@@ -1,12 +1,12 @@
 """Model zoo: one registry (``create_model``, ``list_models``) over Slim-Net and the baselines."""
 from models._checkpoint import extract_state_dict, load_checkpoint_into, read_checkpoint
-from models._registry import classifier_of, create_model, is_model, list_models, register_model
+from models._registry import PretrainedWeightsError, classifier_of, create_model, is_model, list_models, register_model
 from models import slimnet as _slimnet  # noqa: F401  (registers entries)
 from models import baselines as _baselines  # noqa: F401
 from models import course as _course  # noqa: F401
 from models import pse as _pse  # noqa: F401
-from models.pse import ATTRIBUTE_GROUPS, PSE, pse_masks
-from models.baselines import PretrainedWeightsError
+from models.attributes import ATTRIBUTE_GROUPS, CELEBA_ATTRIBUTES
+from models.pse import PSE, pse_masks
 from models.slimnet import SlimNet, slimnet_kwargs_from_reference
 
 
@@ -40,6 +40,7 @@ def load_model(path):
 
 __all__ = [
     "ATTRIBUTE_GROUPS",
+    "CELEBA_ATTRIBUTES",
     "PSE",
     "PretrainedWeightsError",
     "SlimNet",

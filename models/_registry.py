@@ -18,21 +18,31 @@ from models._checkpoint import load_checkpoint_into
 _logger = logging.getLogger(__name__)
 
 
+class PretrainedWeightsError(RuntimeError):
+    """Pretrained weights were asked for but cannot be fetched (offline, or none exist)."""
+
+
 @dataclass(frozen=True)
 class ModelEntry:
-    """A registered constructor and the one-line description ``list_models`` shows."""
+    """A registered constructor, the one-line description ``list_models`` shows, and whether
+    ``pretrained=True`` can fetch weights for it."""
 
     name: str
     fn: Callable[..., nn.Module]
     description: str
     family: str
+    has_pretrained: bool = True
 
 
 _MODELS: dict[str, ModelEntry] = {}
 
 
-def register_model(family: str, description: str) -> Callable:
+def register_model(family: str, description: str, has_pretrained: bool = True) -> Callable:
     """Return a decorator that registers ``fn`` under its function name.
+
+    With ``has_pretrained=False`` :func:`create_model` refuses ``pretrained=True`` for this entry
+    (no public weights exist) and points to ``checkpoint_path``; ``fn`` is then never called with
+    ``pretrained=True``.
 
     Raises:
         ValueError: at import time, if the name is already registered.
@@ -41,7 +51,7 @@ def register_model(family: str, description: str) -> Callable:
     def decorator(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         if fn.__name__ in _MODELS:
             raise ValueError(f"model {fn.__name__!r} is registered twice")
-        _MODELS[fn.__name__] = ModelEntry(fn.__name__, fn, description, family)
+        _MODELS[fn.__name__] = ModelEntry(fn.__name__, fn, description, family, has_pretrained)
         return fn
 
     return decorator
@@ -81,15 +91,22 @@ def create_model(
         The model, in train mode.
     Raises:
         KeyError: ``name`` is not registered (the message lists close names).
-        models.PretrainedWeightsError: ``pretrained=True`` and the weights cannot be fetched.
+        models.PretrainedWeightsError: ``pretrained=True`` and the weights cannot be fetched, or the
+            model has none to fetch.
         FileNotFoundError / ValueError: ``checkpoint_path`` is missing or does not fit the model.
     """
     if name not in _MODELS:
         close = difflib.get_close_matches(name, list(_MODELS), n=5, cutoff=0.5)
         hint = f"; similar: {', '.join(close)}" if close else ""
         raise KeyError(f"unknown model {name!r}{hint}. `python run_bench.py models` lists them all")
+    entry = _MODELS[name]
+    if pretrained and not entry.has_pretrained:
+        raise PretrainedWeightsError(
+            f"{name} has no downloadable pretrained weights; pass checkpoint_path=<file> "
+            "(a checkpoint written by run_bench.py or, for slimnet, by the Slim-CNN reference implementation)"
+        )
     input_size = kwargs.pop("input_size", None)
-    model = _MODELS[name].fn(num_classes=num_classes, pretrained=pretrained, **kwargs)
+    model = entry.fn(num_classes=num_classes, pretrained=pretrained, **kwargs)
     model.arch = {"name": name, "num_classes": num_classes, **kwargs}
     if input_size is not None:
         # Fully convolutional nets with global pooling take any size; the contract says which one we feed.

@@ -4,15 +4,11 @@ Names are the libraries' own, so parameter counts can be checked against their m
 """
 from __future__ import annotations
 
-import logging
-
 import timm
 import torchvision
 from torch import nn
 
-from models._registry import register_model
-
-_logger = logging.getLogger(__name__)
+from models._registry import PretrainedWeightsError, register_model
 
 IMAGENET_DATA_CONFIG = {
     "input_size": (3, 224, 224),
@@ -20,10 +16,6 @@ IMAGENET_DATA_CONFIG = {
     "std": (0.229, 0.224, 0.225),
     "interpolation": "bilinear",
 }
-
-
-class PretrainedWeightsError(RuntimeError):
-    """Pretrained weights were asked for but cannot be fetched (offline, or none exist)."""
 
 
 def _offline_message(name: str, exc: Exception) -> str:

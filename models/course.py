@@ -38,17 +38,10 @@ class CourseCNN(nn.Module):
         return self.classifier(self.features(x))
 
 
-@register_model("course", "compact course CNN: 10 3x3 convs in 5 blocks + 3 dense layers, 1.71 M params at 3x128x128")
+@register_model("course", "compact course CNN: 10 3x3 convs in 5 blocks + 3 dense layers, 1.71 M params at 3x128x128",
+                has_pretrained=False)
 def course_cnn(num_classes: int = 40, pretrained: bool = False, **kwargs) -> CourseCNN:
-    """Return the compact course CNN (its dense layers fix the input size: pass ``input_size`` to change it).
-
-    Raises:
-        models.PretrainedWeightsError: ``pretrained=True``.
-    """
-    if pretrained:
-        from models.baselines import PretrainedWeightsError
-
-        raise PretrainedWeightsError("course_cnn has no downloadable pretrained weights; pass checkpoint_path=<file>")
+    """Return the compact course CNN (its dense layers fix the input size: pass ``input_size`` to change it)."""
     return CourseCNN(num_classes=num_classes, **kwargs)
 
 

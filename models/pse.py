@@ -14,24 +14,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from bench.celeba import CELEBA_ATTRIBUTES
 from models._registry import register_model
+from models.attributes import ATTRIBUTE_GROUPS, CELEBA_ATTRIBUTES
 from models.baselines import create_timm_model
 from models.slimnet import SLIMNET_DATA_CONFIG, SlimNet, depthwise_separable_conv
-
-# Every CelebA attribute in exactly one group (Han et al.'s grouping, as used by the PSE paper).
-ATTRIBUTE_GROUPS = {
-    "holistic": ("Attractive", "Blurry", "Chubby", "Heavy_Makeup", "Male", "Oval_Face", "Pale_Skin", "Smiling", "Young"),
-    "hair": ("Bald", "Bangs", "Black_Hair", "Blond_Hair", "Brown_Hair", "Gray_Hair", "Receding_Hairline",
-             "Straight_Hair", "Wavy_Hair", "Wearing_Hat"),
-    "eyes": ("Arched_Eyebrows", "Bags_Under_Eyes", "Bushy_Eyebrows", "Eyeglasses", "Narrow_Eyes"),
-    "nose": ("Big_Nose", "Pointy_Nose"),
-    "cheeks_ears": ("High_Cheekbones", "Rosy_Cheeks", "Sideburns", "Wearing_Earrings"),
-    "mouth": ("Big_Lips", "Mouth_Slightly_Open", "Mustache", "Wearing_Lipstick"),
-    "chin": ("5_o_Clock_Shadow", "Double_Chin", "Goatee", "No_Beard"),
-    "neck": ("Wearing_Necklace", "Wearing_Necktie"),
-}
-
 
 class PSE(nn.Module):
     """Position squeeze-and-excitation: returns X * sigmoid(excitation(mean over channels of X)).
@@ -219,31 +205,22 @@ def _resnet18_dmtl(use_pse: bool, num_classes: int, pretrained: bool, width: int
     return model
 
 
-def _no_pretrained(name: str, pretrained: bool) -> None:
-    if pretrained:
-        from models.baselines import PretrainedWeightsError
-
-        raise PretrainedWeightsError(f"{name} has no downloadable pretrained weights; pass checkpoint_path=<file>")
-
-
-@register_model("pse", "Slim-Net with a PSE branch after the last Slim module")
+@register_model("pse", "Slim-Net with a PSE branch after the last Slim module", has_pretrained=False)
 def slimnet_pse(num_classes: int = 40, pretrained: bool = False, excitation: str = "conv", **kwargs) -> SlimNetPSE:
     """Return Slim-Net + PSE (``excitation`` 'conv' or 'fc')."""
-    _no_pretrained("slimnet_pse", pretrained)
     return SlimNetPSE(excitation=excitation, num_classes=num_classes, **kwargs)
 
 
-@register_model("pse", "Slim-Net trunk (3 Slim modules) + 8 attribute-group heads, each with PSE")
+@register_model("pse", "Slim-Net trunk (3 Slim modules) + 8 attribute-group heads, each with PSE", has_pretrained=False)
 def slimnet_dmtl_pse(num_classes: int = 40, pretrained: bool = False, **kwargs) -> DMTLNet:
     """Return the DMTL framework with PSE on a Slim-Net trunk."""
-    _no_pretrained("slimnet_dmtl_pse", pretrained)
     return _slimnet_dmtl(True, num_classes, **kwargs)
 
 
-@register_model("pse", "Slim-Net trunk (3 Slim modules) + 8 attribute-group heads, no PSE (the paper's baseline)")
+@register_model("pse", "Slim-Net trunk (3 Slim modules) + 8 attribute-group heads, no PSE (the paper's baseline)",
+                has_pretrained=False)
 def slimnet_dmtl(num_classes: int = 40, pretrained: bool = False, **kwargs) -> DMTLNet:
     """Return the DMTL framework without PSE on a Slim-Net trunk."""
-    _no_pretrained("slimnet_dmtl", pretrained)
     return _slimnet_dmtl(False, num_classes, **kwargs)
 
 

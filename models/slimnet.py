@@ -167,18 +167,8 @@ def slimnet_kwargs_from_reference(hyper_params: dict, state_dict: dict | None = 
     return kwargs
 
 
-@register_model("slimnet", "Slim-Net (Slim-CNN paper / reference PyTorch code), 0.57 M params at 3x218x178")
+@register_model("slimnet", "Slim-Net (Slim-CNN paper / reference PyTorch code), 0.57 M params at 3x218x178",
+                has_pretrained=False)
 def slimnet(num_classes: int = 40, pretrained: bool = False, **kwargs) -> SlimNet:
-    """Return a Slim-Net; ``pretrained=True`` raises because no public weights exist to fetch.
-
-    Raises:
-        models.PretrainedWeightsError: ``pretrained=True`` (use ``checkpoint_path`` instead).
-    """
-    if pretrained:
-        from models.baselines import PretrainedWeightsError
-
-        raise PretrainedWeightsError(
-            "slimnet has no downloadable pretrained weights; pass checkpoint_path=<file> "
-            "(a checkpoint written by the reference implementation or by run_bench.py)"
-        )
+    """Return a Slim-Net (no public weights exist: load a checkpoint with ``checkpoint_path``)."""
     return SlimNet(num_classes=num_classes, **kwargs)

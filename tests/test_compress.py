@@ -298,3 +298,41 @@ def test_binary_search_keeps_the_smallest_rank_within_the_drop():
 
     ranks = binary_search_ranks(model, "svd", x, batches, evaluate, max_drop=0.5, layers=["slim4.sse1.squeeze.0"])
     assert ranks == {"slim4.sse1.squeeze.0": 3}
+
+
+# ---- the method table ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("method, options, message", [
+    ("svd", {"rank_ratio": 0}, r"svd: rank_ratio must be in \(0, 1\], got 0"),
+    ("svd", {"rank_ratio": True}, r"svd: rank_ratio must be in \(0, 1\], got True"),
+    ("cp", {"als_iters": 0}, r"cp: als_iters must be an integer in \[1, inf\], got 0"),
+    ("svd", {"als_iters": 10}, r"svd: unknown options \['als_iters'\]"),
+    ("cp", {"delta": 0.1}, r"cp: unknown options \['delta'\]"),
+    ("cp_epc", {"delta": 0}, r"cp_epc: delta must be in \(0, inf\], got 0"),
+    ("tucker2", {"kernel_sizes": [3, 0]}, r"tucker2: kernel_sizes must be integers in \[1, inf\], got \[3, 0\]"),
+    ("svd", {"ranks": {"fc": 0}}, r"svd: ranks must be a mapping \{layer name: rank >= 1"),
+    ("svd", {"rank_selection": "psychic"}, r"svd: rank_selection 'psychic' is not one of \['ratio', 'energy'"),
+    ("prune", {"round_to": 2.5}, r"prune: round_to must be an integer in \[1, inf\], got 2.5"),
+    ("sparsity", {"amount": 1.0}, r"sparsity: amount must be in \(0, 1\), got 1.0"),
+])
+def test_validate_options_names_the_option_and_its_range(method, options, message):
+    with pytest.raises(ValueError, match=message):
+        compress.validate_options(method, **options)
+
+
+def test_every_factorization_has_a_row_and_takes_the_shared_options():
+    from compress.methods import FACTORIZATION_OPTIONS
+
+    for name in compress.list_methods():
+        method = compress.get_method(name)
+        if method.factorization is not None:
+            assert set(FACTORIZATION_OPTIONS) <= set(method.options), name
+    assert [n for n in compress.list_methods() if compress.get_method(n).factorization] == ["svd", "tucker2", "cp", "cp_epc"]
+    with pytest.raises(KeyError, match="unknown compression method 'svdd'"):
+        compress.get_method("svdd")
+
+
+def test_a_data_driven_selector_needs_ranks(slimnet_and_input):
+    model, x = slimnet_and_input
+    with pytest.raises(ValueError, match="rank_selection 'grad_align' needs data: choose ranks with compress.search"):
+        compress.apply(model, "svd", x, rank_selection="grad_align", layers=["slim1.*"])

@@ -150,3 +150,9 @@ def test_list_models_with_descriptions():
     assert {"slimnet", "resnet18", "squeezenet1_1", "legacy_xception"} <= set(names)
     assert all(description for _, _, description in models.list_models(with_descriptions=True))
     assert models.list_models("mobilenetv3*") == ["mobilenetv3_large_100", "mobilenetv3_small_100"]
+
+
+@pytest.mark.parametrize("name", ["slimnet_pse", "slimnet_dmtl", "slimnet_dmtl_pse", "course_cnn"])
+def test_the_registry_refuses_pretrained_for_models_without_public_weights(name):
+    with pytest.raises(PretrainedWeightsError, match=f"{name} has no downloadable pretrained weights; pass checkpoint_path"):
+        models.create_model(name, pretrained=True)

@@ -3,7 +3,8 @@ import pytest
 import torch
 
 import models
-from bench.study import DEFAULT_CONFIG, StudyConfigError, config_hash, expand_cells, merge_config
+from bench.config import DEFAULT_CONFIG, StudyConfigError, expand_cells, merge_config
+from bench.schema import config_hash
 from bench.train import TrainConfig, seed_everything, train_model
 from bench.variants import VariantSpecError, compress_and_finetune, parse_step, parse_variant, variant_label
 
@@ -60,17 +61,17 @@ def test_compress_and_finetune_pipeline(tiny_synthetic):
     steps = parse_variant("prune:pruning_ratio=0.5,iterations=2+svd:rank_ratio=0.5")
     out = compress_and_finetune(model, tiny_synthetic, steps, {"epochs": 1, "norm_lambda": 1e-4, "limit_train": 16}, config,
                                 timing={"min_iters": 2, "min_seconds": 0.0})
-    assert [r.method for r in out["reports"]] == ["prune", "prune", "svd"]
-    assert sum(p.numel() for p in out["model"].parameters()) < sum(p.numel() for p in model.parameters())
-    methods = {row["method"] for row in out["layer_rows"]}
+    assert [r.method for r in out.reports] == ["prune", "prune", "svd"]
+    assert sum(p.numel() for p in out.model.parameters()) < sum(p.numel() for p in model.parameters())
+    methods = {row["method"] for row in out.layer_rows}
     assert methods == {"prune", "svd"}
-    pruned = [row for row in out["layer_rows"] if row["method"] == "prune"]
+    pruned = [row for row in out.layer_rows if row["method"] == "prune"]
     assert len(pruned) == len({row["layer"] for row in pruned})  # one row per layer over both iterations
-    assert all(row["theoretical_speedup"] > 0 and row["measured_speedup"] > 0 for row in out["layer_rows"])
-    assert 0 <= out["acc_mean_nofinetune"] <= 100
-    assert [h["epoch"] for h in out["history"]] == [1, 1]  # between the two pruning iterations, then at the end
+    assert all(row["theoretical_speedup"] > 0 and row["measured_speedup"] > 0 for row in out.layer_rows)
+    assert 0 <= out.acc_mean_nofinetune <= 100
+    assert [h["epoch"] for h in out.history] == [1, 1]  # between the two pruning iterations, then at the end
     with torch.no_grad():
-        assert out["model"](torch.zeros(1, 3, 218, 178)).shape == (1, 40)
+        assert out.model(torch.zeros(1, 3, 218, 178)).shape == (1, 40)
 
 
 def test_later_factorization_steps_leave_earlier_factors_alone(tiny_synthetic):
@@ -78,9 +79,9 @@ def test_later_factorization_steps_leave_earlier_factors_alone(tiny_synthetic):
     steps = parse_variant("tucker2:rank_ratio=0.5,skip_if_larger=false+svd:rank_ratio=0.5,layers=conv1.*|slim1.sse1.*")
     out = compress_and_finetune(model, tiny_synthetic, steps, {"epochs": 1, "norm_lambda": 1e-4, "limit_train": 16},
                                 TrainConfig(epochs=1, batch_size=16), timing={"min_iters": 2, "min_seconds": 0.0})
-    tucker, svd = out["reports"]
+    tucker, svd = out.reports
     assert [r["layer"] for r in tucker.compressed()] == ["conv1.0"]
     svd_layers = {r["layer"] for r in svd.compressed()}
     assert svd_layers and not any(name.startswith("conv1.0.") for name in svd_layers)
     assert {r["reason"] for r in svd.layers if r["layer"].startswith("conv1.0.")} == {"excluded"}
-    assert all(isinstance(out["model"].get_submodule(n), torch.nn.Conv2d) for g in out["factor_groups"] for n in g)
+    assert all(isinstance(out.model.get_submodule(n), torch.nn.Conv2d) for g in out.factor_groups for n in g)

@@ -1,0 +1,108 @@
+"""Evaluation of a trained model on the test split: headline metrics, per-attribute rows,
+reliability data, the majority-class predictor, and PSE mask records."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from bench import metrics
+from bench.data import FaceAttributeData, to_model_input
+from bench.schema import identity
+from bench.train import predict_logits
+
+
+def _per_attribute_rows(cell, data, labels, probs, tuned_thresholds, tuned_probs_threshold_acc, tuned_f1) -> list[dict]:
+    train_labels = data.labels[data.splits["train"]]
+    accuracy = metrics.per_attribute_accuracy(labels, probs)
+    majority = metrics.majority_per_attribute_accuracy(train_labels, labels)
+    balanced = metrics.per_attribute_balanced_accuracy(labels, probs)
+    precision, recall, f1 = metrics.per_attribute_prf(labels, probs)
+    return [
+        {
+            **identity(cell), "attribute": name, "positive_rate": 100.0 * float(labels[:, j].mean()),
+            "acc": accuracy[j], "acc_majority": majority[j], "balanced_acc": balanced[j],
+            "precision": precision[j], "recall": recall[j], "f1": f1[j],
+            "threshold_tuned": tuned_thresholds[j], "acc_tuned": tuned_probs_threshold_acc[j], "f1_tuned": tuned_f1[j],
+        }
+        for j, name in enumerate(data.attr_names)
+    ]
+
+
+def _sigmoid(z):
+    return 1.0 / (1.0 + np.exp(-z))
+
+
+@dataclass
+class Evaluation:
+    """A model's test-split evaluation: metric columns of its result row, per-attribute rows and
+    reliability-diagram data (``{'before'|'after': {'frequency', 'confidence', 'count'}}``)."""
+
+    values: dict
+    per_attribute: list[dict] = field(default_factory=list)
+    reliability: dict = field(default_factory=dict)
+
+
+def evaluate_cell_model(cell: dict, model, data: FaceAttributeData) -> Evaluation:
+    """Return the :class:`Evaluation` of a trained model on the test split of ``data``.
+
+    Temperature and per-attribute F1 thresholds are fitted on the validation split only.
+    """
+    train_cfg = cell["train"]
+    test_logits = predict_logits(model, data, "test", train_cfg.get("eval_batch_size", 64), train_cfg.get("device", "auto"))
+    val_logits = predict_logits(model, data, "val", train_cfg.get("eval_batch_size", 64), train_cfg.get("device", "auto"))
+    test_labels, val_labels = data.labels[data.splits["test"]], data.labels[data.splits["val"]]
+    train_labels = data.labels[data.splits["train"]]
+    probs = _sigmoid(test_logits)
+    values = metrics.summary_metrics(test_labels, probs, train_labels)
+    temperature = metrics.fit_temperature(val_logits, val_labels)
+    scaled = _sigmoid(test_logits / temperature)
+    thresholds = metrics.tune_thresholds(val_labels, _sigmoid(val_logits))
+    tuned_acc = metrics.per_attribute_accuracy(test_labels, probs, thresholds)
+    tuned_f1 = metrics.per_attribute_prf(test_labels, probs, thresholds)[2]
+    values.update({
+        "ece_ts": metrics.expected_calibration_error(test_labels, scaled),
+        "temperature": temperature,
+        "acc_mean_tuned": float(tuned_acc.mean()),
+        "f1_tuned": float(tuned_f1.mean()),
+    })
+    reliability = {}
+    for key, p in (("before", probs), ("after", scaled)):
+        freq, conf, counts = metrics.reliability_diagram(test_labels, p)
+        reliability[key] = {"frequency": freq.tolist(), "confidence": conf.tolist(), "count": counts.tolist()}
+    per_attribute = _per_attribute_rows(cell, data, test_labels, probs, thresholds, tuned_acc, tuned_f1)
+    return Evaluation(values, per_attribute, reliability)
+
+
+def evaluate_majority(cell: dict, data: FaceAttributeData) -> Evaluation:
+    """Return the :class:`Evaluation` of the majority-class predictor fitted on the training split."""
+    test_labels = data.labels[data.splits["test"]]
+    train_labels = data.labels[data.splits["train"]]
+    majority = (train_labels.mean(axis=0) >= 0.5).astype(np.float64)
+    probs = np.broadcast_to(majority, test_labels.shape)
+    values = metrics.summary_metrics(test_labels, probs, train_labels)
+    values.pop("ece")  # a constant 0/1 predictor has no calibration to speak of
+    default_thresholds = np.full(len(data.attr_names), 0.5)
+    per_attribute = _per_attribute_rows(cell, data, test_labels, probs, default_thresholds,
+                                        metrics.per_attribute_accuracy(test_labels, probs), metrics.per_attribute_prf(test_labels, probs)[2])
+    return Evaluation(values, per_attribute)
+
+
+def pse_mask_record(model, data, n_images: int = 3, thumbnail=(109, 89)) -> dict:
+    """Return the PSE masks of a model on its first test images, small enough for the JSON record.
+
+    ``{'images': [H x W x 3 uint8 thumbnails], 'masks': {module: [mask per image]}}``; ``{}`` for a
+    model without PSE modules or an empty test split.
+    """
+    from models.pse import PSE, pse_masks
+
+    indices = data.splits["test"][:n_images]
+    if not any(isinstance(m, PSE) for m in model.modules()) or len(indices) == 0:
+        return {}
+    images = np.asarray(data.images[np.sort(indices)])
+    masks = pse_masks(model, to_model_input(images, model.data_config))
+    thumbs = torch.nn.functional.interpolate(torch.from_numpy(images).permute(0, 3, 1, 2).float(), size=thumbnail,
+                                             mode="bilinear", antialias=True)
+    return {"images": thumbs.round().clamp(0, 255).byte().permute(0, 2, 3, 1).tolist(),
+            "masks": {name: [np.round(m[0].numpy(), 4).tolist() for m in mask] for name, mask in masks.items()}}
