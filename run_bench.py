@@ -5,7 +5,7 @@
     python run_bench.py --data-dir ~/celeba   # same study on a real CelebA copy
     python run_bench.py report --study NAME   # re-render reports/NAME from results/NAME alone
     python run_bench.py models                # the model zoo
-    python run_bench.py profile --models slimnet,resnet18 --repeats 5   # latency and its spread
+    python run_bench.py profile --models slimnet,mobilenetv3_small_100 --runtimes all   # latency per runtime vs the floor
 """
 from __future__ import annotations
 
@@ -56,7 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--finetune-epochs", type=int, help="fine-tuning epochs after compression (0: none)")
     run.add_argument("--norm-lambda", type=float, help="weight of the factor-norm penalty while fine-tuning (LWALM)")
     run.add_argument("--no-latency", action="store_true", help="skip latency timing")
-    run.add_argument("--batch-n", type=_positive_int, help="batch size of the second latency column")
+    run.add_argument("--runtimes", help="comma-separated runtimes to time (default: all; see `run_bench.py models`)")
+    run.add_argument("--batch-n", type=_positive_int, help="the batch size timed beside batch 1")
     run.add_argument("--no-plots", action="store_true")
     run.add_argument("--force", action="store_true", help="recompute cells that already have results")
     run.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
@@ -66,14 +67,16 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--reports-dir", default="reports")
     report.add_argument("--no-plots", action="store_true")
     commands.add_parser("models", help="list the model zoo")
-    profile = commands.add_parser("profile", help="params, MACs and latency of zoo models, with the spread over reruns")
+    profile = commands.add_parser("profile", help="latency of zoo models in every runtime, against the compute floor")
     profile.add_argument("--models", default="slimnet", help="comma-separated model names")
+    profile.add_argument("--runtimes", default="all", help="comma-separated runtimes, or all")
     profile.add_argument("--batch-sizes", default="1,32")
-    profile.add_argument("--repeats", type=_positive_int, default=5, help="reruns of the whole timing")
+    profile.add_argument("--input-size", default="3x218x178",
+                         help="CxHxW fed to every model (default: CelebA's aligned size, as the studies feed them), or 'native'")
+    profile.add_argument("--repeats", type=_positive_int, default=5, help="interleaved blocks (reruns) per batch size")
     profile.add_argument("--threads", type=_positive_int)
-    profile.add_argument("--channels-last", action="store_true")
-    profile.add_argument("--min-iters", type=_positive_int, default=50)
-    profile.add_argument("--min-seconds", type=float, default=2.0)
+    profile.add_argument("--min-iters", type=_positive_int, default=3, help="calls per runtime and block, at least")
+    profile.add_argument("--min-seconds", type=float, default=0.2, help="seconds per runtime and block, at least")
     return parser
 
 
@@ -119,6 +122,8 @@ def config_from_args(args) -> dict:
         config["study"] = args.study
     if args.no_latency:
         config["profile"]["latency"] = False
+    if args.runtimes:
+        config["profile"]["runtimes"] = [r.strip() for r in args.runtimes.split(",") if r.strip()]
     if args.batch_n:
         config["profile"]["batch_n"] = args.batch_n
     if args.pretrained or args.checkpoint:
@@ -149,30 +154,52 @@ def command_models() -> int:
     print("\ncompression methods (--compress METHOD:opt=value,...):")
     for name, description in compress.list_methods(with_descriptions=True):
         print(f"  {name:<9} {description}")
+    import deploy
+
+    print("\nruntimes (--runtimes NAME,...):")
+    for name, entry in deploy.RUNTIMES.items():
+        reason = deploy.unavailable_reason(name)
+        print(f"  {name:<17} {entry.description}" + (f"  [unavailable: {reason}]" if reason else ""))
     return 0
 
 
 def command_profile(args) -> int:
+    import numpy as np
     import torch
 
+    import deploy
     import models
-    from bench.profile import count_macs, count_params, latency_spread
+    from bench.profile import build_runtimes, count_macs, latency_row, resolve_runtimes, time_runtimes
     from bench.train import torch_threads
 
     batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
-    print(f"torch {torch.__version__}, threads {args.threads or torch.get_num_threads()}, "
-          f"{'channels_last' if args.channels_last else 'NCHW'}, {args.repeats} reruns of >= {args.min_iters} iterations and >= {args.min_seconds} s")
-    print("| model | params | MACs (G) | batch | median of rerun medians (ms) | rerun medians (ms) | spread (max-min)/median |")
-    print("|---|---:|---:|---:|---:|---|---:|")
+    runtimes = resolve_runtimes([r.strip() for r in args.runtimes.split(",")] if args.runtimes != "all" else "all")
     with torch_threads(args.threads):
+        threads = torch.get_num_threads()
+        machine = deploy.peak_gflops(threads)
+        probe = deploy.LoadProbe(threads)
+        per_library = ", ".join(f"{k} {v:.0f}" for k, v in machine["per_library"].items())
+        print(f"torch {torch.__version__}, {threads} threads; fp32 peak {machine['peak_gflops']:.0f} GFLOP/s "
+              f"({machine['peak_library']} GEMM; {per_library}); {args.repeats} interleaved blocks of >= {args.min_iters} calls "
+              f"and >= {args.min_seconds} s per runtime")
+        print("| model | GMACs | runtime | batch | median (ms) | p10-p90 (ms) | spread over reruns | floor (ms) | measured / floor | busy |")
+        print("|---|---:|---|---:|---:|---:|---:|---:|---:|---|")
         for name in [m.strip() for m in args.models.split(",") if m.strip()]:
-            model = models.create_model(name).eval()
+            kwargs = {} if args.input_size == "native" else {"input_size": [int(v) for v in args.input_size.lower().split("x")]}
+            model = models.create_model(name, **kwargs).eval()
             size = model.data_config["input_size"]
-            params, macs = count_params(model), count_macs(model, size)
-            for row in latency_spread(model, size, batch_sizes, args.repeats, args.channels_last,
-                                      min_iters=args.min_iters, min_seconds=args.min_seconds):
-                medians = ", ".join(f"{m:.1f}" for m in row["medians_ms"])
-                print(f"| {name} | {params:,} | {macs / 1e9:.3f} | {row['batch']} | {row['median_ms']:.2f} | {medians} | {row['spread_pct']:.1f} % |", flush=True)
+            macs = count_macs(model, size)
+            example = np.random.default_rng(0).standard_normal((2, *size)).astype(np.float32)
+            calibration = np.random.default_rng(1).standard_normal((16, *size)).astype(np.float32)
+            deployed, skipped = build_runtimes(model, runtimes, example, threads, calibration=calibration)
+            for runtime, reason in skipped.items():
+                print(f"| {name} | {macs / 1e9:.3f} | {runtime} | | skipped: {reason} | | | | | |")
+            timings = time_runtimes({name: deployed}, size, batch_sizes, probe, args.repeats, args.min_iters, args.min_seconds)
+            for batch in batch_sizes:
+                for runtime, built in deployed.items():
+                    row = latency_row(timings[(name, runtime, batch)], runtime, batch, built, macs, threads, machine["peak_gflops"], args.repeats)
+                    print(f"| {name} | {macs / 1e9:.3f} | {runtime} | {batch} | {row['median_ms']:.2f} | {row['p10_ms']:.2f}-{row['p90_ms']:.2f} "
+                          f"| {row['spread_pct']:.1f} % | {row['floor_ms']:.2f} | {row['floor_ratio']:.2f}x | {'yes' if row['busy'] else ''} |", flush=True)
     return 0
 
 
@@ -233,6 +260,9 @@ def main(argv=None) -> int:
         argv = ["run"] + argv
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    from deploy.timing import steady_allocator
+
+    steady_allocator()  # eager PyTorch's speed (training too) otherwise depends on what the process freed before
     try:
         if args.command == "models":
             return command_models()

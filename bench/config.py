@@ -10,6 +10,7 @@ import os
 from dataclasses import fields
 
 import models
+from bench.profile import resolve_runtimes
 from bench.schema import MAJORITY, config_hash
 from bench.train import TrainConfig
 from bench.variants import FINETUNE_FIELDS, VariantSpecError, parse_variant, variant_label
@@ -21,7 +22,11 @@ DEFAULT_CONFIG = {
     "models": ["slimnet"],
     "seeds": [0],
     "train": {},
-    "profile": {"latency": True, "batch_n": 32, "min_iters": 50, "min_seconds": 2.0, "threads": None},
+    # Latency: every runtime in `runtimes` at batch 1 and batch_n, interleaved in `blocks` blocks of at
+    # least `min_iters` calls and `min_seconds` each; the per-layer table uses the layer_* settings.
+    "profile": {"latency": True, "runtimes": "all", "batch_n": 32, "blocks": 5, "min_iters": 3, "min_seconds": 0.1,
+                "threads": None, "int8_calibration_images": 64, "layer_runtimes": ["eager", "onnxruntime"], "layer_blocks": 3,
+                "layer_min_iters": 5, "layer_min_seconds": 0.05},
     "compressions": [],
     "finetune": {"epochs": 1, "norm_lambda": 0.0},
     "device": "auto",
@@ -92,6 +97,12 @@ def expand_cells(config: dict) -> list[dict]:
     seeds = config.get("seeds") or []
     if not seeds:
         raise StudyConfigError("seeds: expected at least one seed, e.g. [0]")
+    profile = config.get("profile", {})
+    for key in ("runtimes", "layer_runtimes"):
+        try:
+            resolve_runtimes(profile.get(key, "all"))
+        except KeyError as exc:
+            raise StudyConfigError(f"profile.{key}: {exc.args[0]}") from None
     train_fields = {f.name for f in fields(TrainConfig)}
     cells = [{"study": config["study"], "model": MAJORITY, "variant": "", "seed": 0, "data": config["data"]}]
     for index, entry in enumerate(config.get("models") or []):

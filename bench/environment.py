@@ -24,8 +24,15 @@ def environment() -> dict:
                                 cwd=os.path.dirname(os.path.abspath(__file__))).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         commit = ""
+    try:
+        import onnxruntime
+
+        ort_version = onnxruntime.__version__
+    except ImportError:
+        ort_version = ""
     return {
         "torch_version": torch.__version__,
+        "onnxruntime_version": ort_version,
         "timm_version": timm.__version__,
         "cpu_name": cpu_name,
         "threads": torch.get_num_threads(),

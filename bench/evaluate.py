@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from bench import metrics
-from bench.data import FaceAttributeData, to_model_input
+from bench.data import FaceAttributeData, iterate_batches, to_model_input
 from bench.schema import identity
 from bench.train import predict_logits
 
@@ -87,6 +87,19 @@ def evaluate_majority(cell: dict, data: FaceAttributeData) -> Evaluation:
     per_attribute = _per_attribute_rows(cell, data, test_labels, probs, default_thresholds,
                                         metrics.per_attribute_accuracy(test_labels, probs), metrics.per_attribute_prf(test_labels, probs)[2])
     return Evaluation(values, per_attribute)
+
+
+def model_inputs(data: FaceAttributeData, split: str, n_images: int, data_config: dict) -> np.ndarray:
+    """Return the first ``n_images`` of ``split`` as a float32 NCHW batch, preprocessed for a model with ``data_config``."""
+    indices = np.sort(data.splits[split][:n_images])
+    return to_model_input(np.asarray(data.images[indices]), data_config).numpy()
+
+
+def runtime_accuracy(deployed, data: FaceAttributeData, data_config: dict, split: str = "test", batch_size: int = 64) -> float:
+    """Return the mean per-attribute accuracy (percent) of a model running in a ``deploy.Deployed`` runtime on ``split``."""
+    logits = [deployed(to_model_input(images, data_config).numpy()) for images, _ in iterate_batches(data, split, batch_size)]
+    probs = _sigmoid(np.concatenate(logits))
+    return float(metrics.per_attribute_accuracy(data.labels[data.splits[split]], probs).mean())
 
 
 def pse_mask_record(model, data, n_images: int = 3, thumbnail=(109, 89)) -> dict:

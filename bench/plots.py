@@ -136,14 +136,75 @@ def pse_mask_plot(record: dict, folder: str, name: str) -> dict[str, str]:
     return _save(fig, folder, name)
 
 
-def render_plots(frame, per_attribute, history, records, folder: str) -> dict[str, str]:
+def _with_accuracy(latency, frame):
+    """Return latency rows at batch 1 on the CPU with the accuracy of their model variant (int8: its own)."""
+    accuracy = frame.groupby(["model", "variant"], sort=False)[["acc_mean", "acc_mean_int8"]].mean().reset_index()
+    rows = latency[(latency["batch"] == 1) & (latency["device"] == "cpu")]
+    rows = rows.groupby(["model", "variant", "runtime"], sort=False)[["median_ms", "floor_ratio"]].median().reset_index()
+    rows = rows.merge(accuracy, on=["model", "variant"], how="left")
+    rows["accuracy"] = np.where(rows["runtime"] == "onnxruntime_int8", rows["acc_mean_int8"], rows["acc_mean"])
+    return rows
+
+
+def latency_panels_plot(latency, frame, folder: str) -> dict[str, str]:
+    """Plot test accuracy against batch-1 latency, one panel per runtime, with each panel's Pareto front; return paths."""
+    rows = _with_accuracy(latency, frame)
+    runtimes = list(dict.fromkeys(rows["runtime"]))
+    columns = min(3, len(runtimes))
+    lines = int(np.ceil(len(runtimes) / columns))
+    fig, axes = plt.subplots(lines, columns, figsize=(2 * COLUMN_WIDTH_IN, 2.1 * lines), squeeze=False, sharey=True)
+    majority = frame.loc[frame["model"] == MAJORITY, "acc_mean"]
+    for ax, runtime in zip(np.ravel(axes), runtimes):
+        part = rows[(rows["runtime"] == runtime) & rows["accuracy"].notna()]
+        ax.scatter(part["median_ms"], part["accuracy"], s=14, zorder=3)
+        for label, x, y in zip(_labels(part), part["median_ms"], part["accuracy"]):
+            ax.annotate(label, (x, y), fontsize=5, xytext=(2, 2), textcoords="offset points")
+        if len(part):
+            front = pareto_front(part["median_ms"].values, part["accuracy"].values)
+            ax.plot(part["median_ms"].values[front], part["accuracy"].values[front], "--", lw=0.8, color="C3")
+            if (part["median_ms"] > 0).all():
+                ax.set_xscale("log")
+                ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        if len(majority):
+            ax.axhline(float(majority.mean()), color="grey", lw=0.8, ls=":")
+        ax.set_title(runtime, fontsize=7)
+        ax.set_xlabel("batch-1 latency (ms, log)")
+    for ax in np.ravel(axes)[len(runtimes):]:
+        ax.axis("off")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("mean accuracy (%)")
+    return _save(fig, folder, "acc_vs_latency_per_runtime")
+
+
+def floor_ratio_plot(latency, frame, folder: str) -> dict[str, str]:
+    """Plot measured / compute floor at batch 1 per model variant, one bar per runtime; return paths."""
+    rows = _with_accuracy(latency, frame).dropna(subset=["floor_ratio"])
+    rows = rows.assign(label=_labels(rows))
+    fig, ax = plt.subplots(figsize=(2 * COLUMN_WIDTH_IN, 2.6))
+    sns.barplot(data=rows, x="label", y="floor_ratio", hue="runtime", ax=ax)
+    ax.axhline(1.0, color="black", lw=0.8)
+    ax.axhline(1.5, color="C3", lw=0.8, ls="--", label="1.5x floor")
+    ax.set_yscale("log")
+    ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}x"))
+    ax.set_xlabel("")
+    ax.set_ylabel("measured / compute floor (batch 1)")
+    ax.tick_params(axis="x", rotation=30, labelsize=6)
+    ax.legend(fontsize=6, bbox_to_anchor=(1.01, 1), loc="upper left")
+    return _save(fig, folder, "floor_ratio")
+
+
+def render_plots(frame, per_attribute, history, records, folder: str, latency=None) -> dict[str, str]:
     """Write every plot of a study into ``folder``; return artefact name -> path."""
     sns.set_theme(style="whitegrid", context="paper", font_scale=0.8)
     written = {}
     written.update(tradeoff_plot(frame, "params", "parameters (log)", folder, "acc_vs_params"))
     written.update(tradeoff_plot(frame, "macs", "MACs (log)", folder, "acc_vs_macs"))
-    if frame["cpu_b1_ms"].notna().any():
-        written.update(tradeoff_plot(frame, "cpu_b1_ms", "CPU latency, batch 1 (ms, log)", folder, "acc_vs_cpu_latency"))
+    if frame["latency_b1_ms"].notna().any():
+        written.update(tradeoff_plot(frame, "latency_b1_ms", "latency, batch 1, fastest runtime (ms, log)", folder, "acc_vs_latency"))
+    if latency is not None and len(latency):
+        written.update(latency_panels_plot(latency, frame, folder))
+        if latency["floor_ratio"].notna().any():
+            written.update(floor_ratio_plot(latency, frame, folder))
     if per_attribute is not None and len(per_attribute):
         written.update(per_attribute_plot(per_attribute, folder))
     written.update(reliability_plot(records, folder))

@@ -1,16 +1,23 @@
-"""Cost profile of a model: parameters, MACs, bytes on disk and measured latency."""
+"""Cost profile of a model: parameters, MACs, bytes on disk, and latency in every deployment runtime.
+
+Latency comes from ``deploy``: each model is built in each runtime (parity with eager checked),
+and all (model, runtime) candidates of one batch size are timed interleaved, so a compressed
+model and its base are compared within one run, in the same runtime, as a ratio.
+"""
 from __future__ import annotations
 
 import copy
 import io
-import time
 import zlib
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from torch import nn
 
-from bench.train import resolve_device, torch_threads
+import deploy
+
+EXACT_RUNTIMES = tuple(name for name, entry in deploy.RUNTIMES.items() if entry.exact)
 
 
 def count_params(model: nn.Module) -> int:
@@ -46,100 +53,160 @@ def disk_bytes(model: nn.Module) -> tuple[int, int]:
     return len(raw), len(zlib.compress(raw, 9))
 
 
-def measure_latency(
-    model: nn.Module,
-    input_size,
-    batch_size: int = 1,
-    device: str = "cpu",
-    min_iters: int = 50,
-    min_seconds: float = 2.0,
-    warmup: int = 5,
-    channels_last: bool = False,
-) -> dict[str, float]:
-    """Time forward passes of ``model`` (eval + inference mode) on random input.
+def resolve_runtimes(runtimes) -> list[str]:
+    """Return the runtime names a ``runtimes`` setting asks for: ``'all'`` (or None) means every registered one.
 
-    After ``warmup`` passes, passes are timed one by one until both ``min_iters`` passes and
-    ``min_seconds`` have been spent. On CUDA each pass is timed with CUDA events after a
-    synchronisation. The model is copied, so the caller's model is untouched.
-
-    Returns:
-        ``{'median_ms', 'p90_ms', 'min_ms', 'iters'}`` for one batch of ``batch_size``.
+    Raises:
+        KeyError: an unknown runtime name (the message lists the known ones).
     """
-    device = torch.device(device)
-    probe = copy.deepcopy(model).to(device).eval()
-    x = torch.randn(batch_size, *input_size, device=device)
-    if channels_last:
-        probe = probe.to(memory_format=torch.channels_last)
-        x = x.contiguous(memory_format=torch.channels_last)
-    times: list[float] = []
-    with torch.inference_mode():
-        for _ in range(warmup):
-            probe(x)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        started = time.perf_counter()
-        while len(times) < min_iters or time.perf_counter() - started < min_seconds:
-            if device.type == "cuda":
-                begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                begin.record()
-                probe(x)
-                end.record()
-                torch.cuda.synchronize(device)
-                times.append(begin.elapsed_time(end))
-            else:
-                tick = time.perf_counter()
-                probe(x)
-                times.append(1000.0 * (time.perf_counter() - tick))
-    values = np.asarray(times)
+    if runtimes in (None, "all", ["all"]):
+        return deploy.list_runtimes()
+    names = [runtimes] if isinstance(runtimes, str) else list(runtimes)
+    for name in names:
+        deploy.unavailable_reason(name)  # raises KeyError for an unknown name
+    return names
+
+
+def build_runtimes(model: nn.Module, runtimes, example: np.ndarray, threads: int | None = None, device: str = "cpu",
+                   calibration: np.ndarray | None = None) -> tuple[dict[str, deploy.Deployed], dict[str, str]]:
+    """Return ``(deployed per runtime, why each skipped runtime was skipped)``.
+
+    A runtime whose package is missing (or that cannot use ``device``) is skipped with its reason.
+
+    Raises:
+        deploy.RuntimeParityError: a runtime's logits differ from eager's beyond its tolerance.
+    """
+    built, skipped = {}, {}
+    for name in resolve_runtimes(runtimes):
+        try:
+            built[name] = deploy.deploy(model, name, example, threads=threads, device=device, calibration=calibration)
+        except deploy.RuntimeUnavailable as exc:
+            skipped[name] = str(exc)
+    return built, skipped
+
+
+def time_runtimes(deployed: dict[str, dict[str, deploy.Deployed]], input_size, batch_sizes, probe: deploy.LoadProbe | None = None,
+                  blocks: int = 5, min_iters: int = 3, min_seconds: float = 0.1, seed: int = 0) -> dict:
+    """Time every (model label, runtime) of ``deployed`` ({label: {runtime: Deployed}}) at each batch size.
+
+    All candidates of one batch size are interleaved in one :func:`deploy.compare` (same random
+    input for all). Returns ``{(label, runtime, batch): deploy.Timing}``.
+    """
+    timings = {}
+    for batch in batch_sizes:
+        x = np.random.default_rng(seed).standard_normal((int(batch), *input_size)).astype(np.float32)
+        candidates = {(label, runtime): (d.run, d.prepare(x), d.sync) for label, per_runtime in deployed.items()
+                      for runtime, d in per_runtime.items()}
+        for (label, runtime), timing in deploy.compare(candidates, blocks, min_iters, min_seconds, probe=probe).items():
+            timings[(label, runtime, int(batch))] = timing
+    return timings
+
+
+def latency_row(timing: deploy.Timing, runtime: str, batch: int, deployed: deploy.Deployed, macs: int, threads: int,
+                peak: float | None, blocks: int) -> dict:
+    """Return one ``latency.csv`` row (see ``bench.schema.LATENCY_COLUMNS``) for a timed model in one runtime."""
+    floor = deploy.floor_ms(macs, batch, peak) if peak and deployed.device == "cpu" and macs else None
     return {
-        "median_ms": float(np.median(values)),
-        "p90_ms": float(np.percentile(values, 90)),
-        "min_ms": float(values.min()),
-        "iters": int(len(values)),
+        "runtime": runtime, "exact": deploy.RUNTIMES[runtime].exact, "device": deployed.device, "batch": batch, "threads": threads,
+        "median_ms": timing.median_ms, "p10_ms": timing.p10_ms, "p90_ms": timing.p90_ms, "iqr_ms": timing.iqr_ms,
+        "iterations": timing.iterations, "blocks": blocks, "spread_pct": timing.spread_pct, "load_ratio": timing.load_ratio,
+        "busy": timing.busy, "retimed": timing.retimed, "macs": macs, "floor_ms": floor,
+        "floor_ratio": timing.median_ms / floor if floor else None, "peak_gflops": peak, "max_abs_diff": deployed.max_abs_diff,
     }
 
 
-def latency_spread(model: nn.Module, input_size, batch_sizes=(1, 32), repeats: int = 5, channels_last: bool = False,
-                   **timing) -> list[dict]:
-    """Rerun :func:`measure_latency` ``repeats`` times per batch size; return one row per batch size.
+@dataclass
+class Profile:
+    """A model's costs: ``columns`` for its result row, ``latency`` rows (one per runtime and batch),
+    the model ``deployed`` in each runtime that ran, and ``skipped`` runtimes with the reason."""
 
-    Rows hold ``batch``, ``medians_ms`` (the median of each rerun), ``median_ms`` (their median),
-    ``spread_pct`` ((max - min) / median of the rerun medians, in percent).
+    columns: dict
+    latency: list[dict] = field(default_factory=list)
+    deployed: dict[str, deploy.Deployed] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
+
+
+def best_runtime(rows: list[dict], batch: int, device: str = "cpu") -> dict | None:
+    """Return the fastest latency row of an exact (fp32) runtime at ``batch`` on ``device``, or None."""
+    candidates = [r for r in rows if r["batch"] == batch and r["device"] == device and r["runtime"] in EXACT_RUNTIMES]
+    return min(candidates, key=lambda r: r["median_ms"]) if candidates else None
+
+
+def profile_model(model: nn.Module, input_size, profile: dict, example: np.ndarray | None = None,
+                  calibration: np.ndarray | None = None, peak: float | None = None, base_model: nn.Module | None = None,
+                  device: str = "cpu", probe: deploy.LoadProbe | None = None) -> Profile:
+    """Return the :class:`Profile` of ``model`` under the ``profile`` settings of a study.
+
+    Settings: ``latency`` (false: counts only), ``runtimes`` (names or 'all'), ``batch_n`` (the
+    second batch size beside 1), ``blocks``/``min_iters``/``min_seconds`` (interleaved timing),
+    ``threads``. ``example`` (float32 NCHW, real images preferred) checks each runtime's parity;
+    ``calibration`` images calibrate int8. With ``base_model`` both models are timed interleaved
+    and each row carries the speed-up over the base in the same runtime, the MAC and parameter
+    reductions, and realization = speed-up / MAC reduction. ``peak`` (GFLOP/s) gives the floor.
+    On a CUDA ``device`` the runtimes are timed there too (no floor: the peak is the CPU's).
+
+    Raises:
+        deploy.RuntimeParityError: a runtime broke parity with eager PyTorch.
     """
-    rows = []
-    for batch in batch_sizes:
-        medians = [measure_latency(model, input_size, batch, channels_last=channels_last, **timing)["median_ms"]
-                   for _ in range(repeats)]
-        middle = float(np.median(medians))
-        rows.append({"batch": batch, "medians_ms": medians, "median_ms": middle,
-                     "spread_pct": 100.0 * (max(medians) - min(medians)) / middle})
-    return rows
-
-
-def profile_model(model, input_size, profile: dict, device: str = "auto") -> dict:
-    """Return the cost columns: params, macs, disk bytes and latency (per ``profile`` settings).
-
-    CPU latency is measured in PyTorch's default (contiguous, NCHW) memory format and, unless
-    ``channels_last_latency`` is false, in channels_last too (``cpu_*_cl_ms``). GPU columns stay
-    None (empty in the CSV) when CUDA is absent.
-    """
-    row = {"params": count_params(model), "macs": count_macs(model, input_size)}
-    row["disk_bytes"], row["disk_bytes_zip"] = disk_bytes(model)
+    params, macs = count_params(model), count_macs(model, input_size)
+    columns = {"params": params, "macs": macs}
+    columns["disk_bytes"], columns["disk_bytes_zip"] = disk_bytes(model)
     if not profile.get("latency", True):
-        return row
+        return Profile(columns)
+    threads = int(profile.get("threads") or torch.get_num_threads())
     batch_n = int(profile.get("batch_n", 32))
-    timing = {"min_iters": int(profile.get("min_iters", 50)), "min_seconds": float(profile.get("min_seconds", 2.0))}
-    with torch_threads(profile.get("threads")):
-        b1 = measure_latency(model, input_size, 1, "cpu", **timing)
-        bn = measure_latency(model, input_size, batch_n, "cpu", **timing)
-        row.update({"cpu_b1_ms": b1["median_ms"], "cpu_b1_p90_ms": b1["p90_ms"], "cpu_bN_ms": bn["median_ms"],
-                    "cpu_bN_p90_ms": bn["p90_ms"], "batch_n": batch_n})
-        if profile.get("channels_last_latency", True):
-            # The memory format can change the CPU ranking (e.g. factorized stems), so both are shown.
-            row["cpu_b1_cl_ms"] = measure_latency(model, input_size, 1, "cpu", channels_last=True, **timing)["median_ms"]
-            row["cpu_bN_cl_ms"] = measure_latency(model, input_size, batch_n, "cpu", channels_last=True, **timing)["median_ms"]
-        row["threads"] = torch.get_num_threads()
-    if torch.cuda.is_available() and resolve_device(device).type == "cuda":
-        row["gpu_b1_ms"] = measure_latency(model, input_size, 1, "cuda", **timing)["median_ms"]
-        row["gpu_bN_ms"] = measure_latency(model, input_size, batch_n, "cuda", **timing)["median_ms"]
-    return row
+    batch_sizes = [1, batch_n] if batch_n != 1 else [1]
+    blocks = int(profile.get("blocks", 5))
+    example = example if example is not None else np.random.default_rng(0).standard_normal((2, *input_size)).astype(np.float32)
+    devices = ["cpu"] + (["cuda"] if torch.device(device).type == "cuda" and torch.cuda.is_available() else [])
+    labels = {"model": model, **({"base": base_model} if base_model is not None else {})}
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        result = Profile(columns)
+        for on in devices:
+            deployed = {}
+            for label, candidate in labels.items():
+                deployed[label], skipped = build_runtimes(candidate, profile.get("runtimes", "all"), example, threads, on, calibration)
+                if label == "model":
+                    result.skipped.update({f"{name}@{on}" if on != "cpu" else name: reason for name, reason in skipped.items()})
+            timings = time_runtimes(deployed, input_size, batch_sizes, probe, blocks, int(profile.get("min_iters", 3)),
+                                    float(profile.get("min_seconds", 0.1)))
+            base_macs = count_macs(base_model, input_size) if base_model is not None else None
+            for runtime, built in deployed["model"].items():
+                for batch in batch_sizes:
+                    row = latency_row(timings[("model", runtime, batch)], runtime, batch, built, macs, threads, peak, blocks)
+                    if ("base", runtime, batch) in timings:
+                        base_ms = timings[("base", runtime, batch)].median_ms
+                        mac_reduction = base_macs / macs if macs else None
+                        row.update({"base_median_ms": base_ms, "speedup": base_ms / row["median_ms"], "mac_reduction": mac_reduction,
+                                    "param_reduction": count_params(base_model) / params if params else None})
+                        row["realization"] = row["speedup"] / mac_reduction if mac_reduction else None
+                    result.latency.append(row)
+            if on == "cpu":
+                result.deployed = deployed["model"]
+    finally:
+        torch.set_num_threads(previous)
+    columns.update(summary_latency_columns(result.latency, batch_n))
+    columns["threads"] = threads
+    return result
+
+
+def summary_latency_columns(rows: list[dict], batch_n: int) -> dict:
+    """Return the result-row latency columns: the best exact runtime at batch 1 and batch N (name,
+    median, ratio to the floor, and speed-up / realization over the base when measured), the
+    int8 runtime's batch-1 median, and the best GPU medians."""
+    columns = {"batch_n": batch_n}
+    for suffix, batch in (("b1", 1), ("bN", batch_n)):
+        best = best_runtime(rows, batch)
+        if best:
+            columns.update({f"runtime_{suffix}": best["runtime"], f"latency_{suffix}_ms": best["median_ms"],
+                            f"floor_ratio_{suffix}": best.get("floor_ratio"), f"speedup_{suffix}": best.get("speedup"),
+                            f"realization_{suffix}": best.get("realization")})
+        gpu = best_runtime(rows, batch, "cuda")
+        if gpu:
+            columns[f"gpu_{suffix}_ms"] = gpu["median_ms"]
+    int8 = [r for r in rows if r["runtime"] == "onnxruntime_int8" and r["batch"] == 1 and r["device"] == "cpu"]
+    if int8:
+        columns["int8_b1_ms"] = int8[0]["median_ms"]
+    return columns

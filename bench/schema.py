@@ -21,18 +21,20 @@ RESULT_COLUMNS = (
     # identity and config
     "study", "model", "variant", "compression", "seed", "dataset", "input_size", "epochs", "batch_size", "lr",
     "n_train", "n_val", "n_test",
-    # cost
+    # cost; latency: the fastest exact (fp32) runtime at batch 1 and batch N (all runtimes are in latency.csv)
     "params", "nonzero_params", "macs", "disk_bytes", "disk_bytes_zip",
-    "cpu_b1_ms", "cpu_b1_p90_ms", "cpu_bN_ms", "cpu_bN_p90_ms", "cpu_b1_cl_ms", "cpu_bN_cl_ms", "batch_n",
-    "gpu_b1_ms", "gpu_bN_ms",
+    "runtime_b1", "latency_b1_ms", "floor_ratio_b1", "speedup_b1", "realization_b1",
+    "runtime_bN", "latency_bN_ms", "floor_ratio_bN", "speedup_bN", "realization_bN", "batch_n",
+    "int8_b1_ms", "gpu_b1_ms", "gpu_bN_ms",
     # quality (percent)
     "acc_mean", "acc_majority", "mA", "inst_acc", "inst_precision", "inst_recall", "inst_f1",
     "precision", "recall", "f1", "hamming_loss", "hamming_score", "ece", "ece_ts", "temperature",
-    "acc_mean_tuned", "f1_tuned", "ppp", "acc_mean_nofinetune",
+    "acc_mean_tuned", "f1_tuned", "ppp", "acc_mean_nofinetune", "acc_mean_int8", "acc_int8_delta",
     # training
     "train_seconds", "finetune_seconds", "best_epoch",
     # environment
-    "torch_version", "timm_version", "cpu_name", "threads", "device", "git_commit", "timestamp", "config_hash",
+    "torch_version", "timm_version", "onnxruntime_version", "cpu_name", "threads", "peak_gflops", "peak_library", "device",
+    "git_commit", "timestamp", "config_hash",
 )
 
 PER_ATTRIBUTE_COLUMNS = (
@@ -40,10 +42,20 @@ PER_ATTRIBUTE_COLUMNS = (
     "balanced_acc", "precision", "recall", "f1", "threshold_tuned", "acc_tuned", "f1_tuned",
 )
 
+# One row per model variant, runtime, device and batch size; `exact` runtimes keep fp32 arithmetic
+# (int8 does not). speedup/realization compare a
+# compressed variant with its base model timed interleaved in the same runtime and run:
+# speedup = base_median_ms / median_ms, realization = speedup / mac_reduction.
+LATENCY_COLUMNS = (
+    "study", "model", "variant", "seed", "runtime", "exact", "device", "batch", "threads", "median_ms", "p10_ms", "p90_ms", "iqr_ms",
+    "iterations", "blocks", "spread_pct", "load_ratio", "busy", "retimed", "macs", "floor_ms", "floor_ratio", "peak_gflops",
+    "base_median_ms", "speedup", "mac_reduction", "param_reduction", "realization", "max_abs_diff",
+)
+
 LAYER_COLUMNS = (
-    "study", "model", "variant", "seed", "layer", "kernel", "method", "rank", "new_layer_macs", "macs_before",
-    "macs_after", "theoretical_speedup", "measured_speedup", "measured_over_theoretical", "ms_before", "ms_after", "rel_error",
-    "norm_sum_als", "norm_sum_epc",
+    "study", "model", "variant", "seed", "layer", "kernel", "method", "rank", "runtime", "new_layer_macs", "macs_before",
+    "macs_after", "theoretical_speedup", "measured_speedup", "measured_over_theoretical", "ms_before", "ms_after", "busy",
+    "retimed", "confirmed", "rel_error", "norm_sum_als", "norm_sum_epc", "als_iters_run", "decompose_seconds",
 )
 
 HISTORY_COLUMNS = ("study", "model", "variant", "seed", "epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "seconds")
@@ -114,7 +126,8 @@ def read_results(path: str):
 
 TEXT_COLUMNS = {"study": str, "model": str, "variant": str, "compression": str, "input_size": str,
                 "config_hash": str, "git_commit": str, "attribute": str, "rank": str, "kernel": str, "layer": str,
-                "method": str, "new_layer_macs": str}
+                "method": str, "new_layer_macs": str, "runtime": str, "runtime_b1": str, "runtime_bN": str, "device": str,
+                "peak_library": str}
 
 
 def read_csv_table(path: str):
@@ -173,11 +186,13 @@ def load_records(results_dir: str, study: str) -> list[dict]:
 
 
 def write_tables(results_dir: str, study: str) -> str:
-    """Rebuild ``results.csv``, ``per_attribute.csv``, ``history.csv`` and ``layers.csv`` from the records; return the study folder."""
+    """Rebuild ``results.csv``, ``per_attribute.csv``, ``history.csv``, ``layers.csv`` and ``latency.csv`` from
+    the records; return the study folder."""
     records = load_records(results_dir, study)
     folder = study_dir(results_dir, study)
     write_csv_atomic(os.path.join(folder, "results.csv"), RESULT_COLUMNS, [r["row"] for r in records])
     write_csv_atomic(os.path.join(folder, "per_attribute.csv"), PER_ATTRIBUTE_COLUMNS, [p for r in records for p in r["per_attribute"]])
     write_csv_atomic(os.path.join(folder, "history.csv"), HISTORY_COLUMNS, [h for r in records for h in r["history"]])
     write_csv_atomic(os.path.join(folder, "layers.csv"), LAYER_COLUMNS, [x for r in records for x in r.get("layers", [])])
+    write_csv_atomic(os.path.join(folder, "latency.csv"), LATENCY_COLUMNS, [x for r in records for x in r.get("latency", [])])
     return folder

@@ -1,27 +1,44 @@
-"""Per-layer speed-up table (LWALM Table 1 layout): theoretical (MACs) against measured CPU time."""
+"""Per-layer speed-up table (LWALM Table 1 layout): theoretical (MACs) against measured time, per runtime.
+
+Each compressed layer and its replacement are built alone in each runtime (ONNX Runtime: each
+exported on its own), fed the activation shape they see in the real forward pass, and timed
+interleaved. A measured speed-up more than ``confirm_factor`` times the theoretical one is
+suspicious (load, caches), so it is retimed with twice the blocks; the row says whether it was
+retimed and whether the retime confirmed it.
+"""
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 
-from bench.profile import measure_latency
-from compress.layers import get_module, input_shape_of, per_layer_macs, record_output_shapes
+import deploy
+from compress.layers import get_module, per_layer_macs, record_shapes
+
+
+def _timed(before: deploy.Deployed, after: deploy.Deployed, x_before, x_after, blocks, min_iters, min_seconds, probe):
+    return deploy.compare({"before": (before.run, before.prepare(x_before), before.sync),
+                           "after": (after.run, after.prepare(x_after), after.sync)}, blocks, min_iters, min_seconds, probe=probe)
 
 
 def layer_speedup_table(original: nn.Module, compressed: nn.Module, report_rows: list[dict], example_input: torch.Tensor,
-                        min_iters: int = 30, min_seconds: float = 0.3, threads: int | None = None) -> list[dict]:
-    """Return one row per compressed layer: ``layer, kernel, method, rank, new_layer_macs, macs_before,
-    macs_after, theoretical_speedup, measured_speedup, measured_over_theoretical, ms_before, ms_after,
-    rel_error, norm_sum_als, norm_sum_epc`` (the norm sums only for CP / CPD-EPC layers).
+                        runtimes=("eager", "onnxruntime"), blocks: int = 3, min_iters: int = 5, min_seconds: float = 0.05,
+                        threads: int | None = None, probe: deploy.LoadProbe | None = None, confirm_factor: float = 1.5) -> list[dict]:
+    """Return one row per compressed layer and runtime: ``layer, kernel, method, rank, runtime,
+    new_layer_macs, macs_before, macs_after, theoretical_speedup, measured_speedup,
+    measured_over_theoretical, ms_before, ms_after, busy, retimed, confirmed, rel_error`` and the CP
+    columns (``norm_sum_als``, ``norm_sum_epc``, ``als_iters_run``, ``decompose_seconds``) when present.
 
-    Each layer is timed in isolation (batch 1, eval, inference mode) on the activation shape it
-    sees in the real forward pass of ``example_input``; the replacement is timed the same way on
-    its own input shape (which differs after pruning). Medians of ``measure_latency``.
+    Timings are batch 1 on ``threads`` threads; the replacement of a factorized layer takes the
+    original's input, a pruned layer its own (fewer channels).
+
+    Raises:
+        deploy.RuntimeParityError: a layer's runtime build broke parity with eager PyTorch.
     """
     batch = example_input[:1]
-    before_shapes = record_output_shapes(original, batch)
-    after_shapes = record_output_shapes(compressed, batch)
-    previous_threads = torch.get_num_threads()
+    before_inputs, _ = record_shapes(original, batch)
+    after_inputs, _ = record_shapes(compressed, batch)
+    previous = torch.get_num_threads()
     if threads:
         torch.set_num_threads(int(threads))
     rows = []
@@ -30,24 +47,36 @@ def layer_speedup_table(original: nn.Module, compressed: nn.Module, report_rows:
             if row["status"] != "compressed":
                 continue
             name = row["layer"]
-            old = get_module(original, name)
-            new = get_module(compressed, name)
-            old_input = input_shape_of(old, before_shapes[name])
-            # A factorized replacement takes the original input; a pruned layer sees fewer channels.
-            new_input = old_input if isinstance(new, nn.Sequential) else input_shape_of(new, after_shapes[name])
-            before = measure_latency(old, old_input[1:], 1, "cpu", min_iters, min_seconds, warmup=3)["median_ms"]
-            after = measure_latency(new, new_input[1:], 1, "cpu", min_iters, min_seconds, warmup=3)["median_ms"]
-            new_macs = per_layer_macs(new, new_input)
+            old, new = get_module(original, name), get_module(compressed, name)
+            old_shape = before_inputs[name]
+            new_shape = old_shape if isinstance(new, nn.Sequential) else after_inputs[name]
+            rng = np.random.default_rng(0)
+            x_old = rng.standard_normal(old_shape).astype(np.float32)
+            x_new = x_old if new_shape == old_shape else rng.standard_normal(new_shape).astype(np.float32)
+            new_macs = per_layer_macs(new, new_shape)
             theoretical = row["macs_before"] / max(sum(new_macs), 1)
-            measured = before / after if after > 0 else float("nan")
-            rows.append({
-                "layer": name, "kernel": row["kernel"], "method": row["method"], "rank": row.get("rank", ""),
-                "new_layer_macs": " + ".join(str(m) for m in new_macs), "macs_before": row["macs_before"],
-                "macs_after": sum(new_macs), "theoretical_speedup": theoretical, "measured_speedup": measured,
-                "measured_over_theoretical": measured / theoretical if theoretical else float("nan"),
-                "ms_before": before, "ms_after": after, "rel_error": row.get("rel_error", ""),
-                "norm_sum_als": row.get("norm_sum_als", ""), "norm_sum_epc": row.get("norm_sum_epc", ""),
-            })
+            for runtime in runtimes:
+                try:
+                    before = deploy.deploy(old, runtime, x_old, threads=threads)
+                    after = deploy.deploy(new, runtime, x_new, threads=threads)
+                except deploy.RuntimeUnavailable:
+                    continue
+                timings = _timed(before, after, x_old, x_new, blocks, min_iters, min_seconds, probe)
+                measured = timings["before"].median_ms / timings["after"].median_ms
+                retimed = confirmed = False
+                if measured > confirm_factor * theoretical:
+                    timings = _timed(before, after, x_old, x_new, 2 * blocks, min_iters, min_seconds, probe)
+                    measured = timings["before"].median_ms / timings["after"].median_ms
+                    retimed, confirmed = True, measured > confirm_factor * theoretical
+                rows.append({
+                    "layer": name, "kernel": row["kernel"], "method": row["method"], "rank": row.get("rank", ""), "runtime": runtime,
+                    "new_layer_macs": " + ".join(str(m) for m in new_macs), "macs_before": row["macs_before"],
+                    "macs_after": sum(new_macs), "theoretical_speedup": theoretical, "measured_speedup": measured,
+                    "measured_over_theoretical": measured / theoretical if theoretical else float("nan"),
+                    "ms_before": timings["before"].median_ms, "ms_after": timings["after"].median_ms,
+                    "busy": timings["before"].busy, "retimed": retimed, "confirmed": confirmed, "rel_error": row.get("rel_error", ""),
+                    **{k: row[k] for k in ("norm_sum_als", "norm_sum_epc", "als_iters_run", "decompose_seconds") if k in row},
+                })
     finally:
-        torch.set_num_threads(previous_threads)
+        torch.set_num_threads(previous)
     return rows

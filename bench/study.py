@@ -21,33 +21,49 @@ from typing import Callable, Iterable, Iterator
 import numpy as np
 import torch
 
+import deploy
 import models
 from bench.config import expand_cells
 from bench.data import load_data
 from bench.environment import environment
-from bench.evaluate import evaluate_cell_model, evaluate_majority, pse_mask_record
+from bench.evaluate import evaluate_cell_model, evaluate_majority, model_inputs, pse_mask_record, runtime_accuracy
 from bench.profile import profile_model
-from bench.schema import (HISTORY_COLUMNS, LAYER_COLUMNS, MAJORITY, RESULT_COLUMNS, config_hash, identity, load_records,
+from bench.schema import (LATENCY_COLUMNS, LAYER_COLUMNS, MAJORITY, RESULT_COLUMNS, config_hash, identity, load_records,
                           make_row, record_path, study_dir, write_tables, write_text_atomic)
 from bench.train import TrainConfig, resolve_device, seed_everything, torch_threads, train_model
 from bench.variants import compress_and_finetune, variant_label
 
 
-def run_cell(cell: dict, checkpoint_dir: str | None = None, progress=None) -> dict:
-    """Compute one cell and return its record (``row``, ``per_attribute``, ``history``, ``reliability``, ``layers``).
+def _latency_rows(cell: dict, rows: list[dict]) -> list[dict]:
+    return [make_row(LATENCY_COLUMNS, {**identity(cell), **row}) for row in rows]
+
+
+def run_cell(cell: dict, checkpoint_dir: str | None = None, progress=None, machine: dict | None = None) -> dict:
+    """Compute one cell and return its record (``row``, ``per_attribute``, ``history``, ``reliability``,
+    ``layers``, ``latency``).
+
+    ``machine`` holds the study's timing references (:func:`measure_machine`): the compute peak,
+    which gives every latency row its floor, and the load probe's idle time, against which every
+    timing block is checked for load.
 
     Raises:
-        whatever data loading, model creation or training raises (clear messages, see those).
+        whatever data loading, model creation, training or a runtime's parity check raises (clear
+        messages, see those).
     """
+    machine = machine or {}
     data = load_data(cell["data"], progress)
-    base = {**identity(cell), "dataset": data.name, **data.split_sizes(), "config_hash": config_hash(cell), **environment()}
+    base = {**identity(cell), "dataset": data.name, **data.split_sizes(), "config_hash": config_hash(cell), **environment(),
+            "peak_gflops": machine.get("peak_gflops"), "peak_library": machine.get("peak_library")}
     if cell["model"] == MAJORITY:
         evaluation = evaluate_majority(cell, data)
         row = make_row(RESULT_COLUMNS, {**base, **evaluation.values, "params": 0, "macs": 0, "threads": ""})
-        return {"cell": cell, "row": row, "per_attribute": evaluation.per_attribute, "history": [], "reliability": {}, "layers": []}
+        return {"cell": cell, "row": row, "per_attribute": evaluation.per_attribute, "history": [], "reliability": {},
+                "layers": [], "latency": []}
 
     config = TrainConfig(**cell["train"])
+    profile = cell.get("profile", {})
     compressed = None
+    probe = deploy.LoadProbe(profile.get("threads"), reference_ms=machine.get("probe_ms")) if profile.get("latency", True) else None
     with torch_threads(cell.get("threads")):
         seed_everything(config.seed)  # the seed must also fix the initial weights, drawn here
         model = models.create_model(cell["model"], pretrained=cell.get("pretrained", False),
@@ -56,34 +72,58 @@ def run_cell(cell: dict, checkpoint_dir: str | None = None, progress=None) -> di
         base_dir = (os.path.join(os.path.dirname(checkpoint_dir), cell["base_hash"])
                     if checkpoint_dir and cell.get("compression") else checkpoint_dir)
         result = train_model(model, data, config, checkpoint_dir=base_dir, progress=progress)
+        base_model = None
         if cell.get("compression"):
-            profile = cell.get("profile", {})
-            timing = {"min_iters": int(profile.get("layer_min_iters", 20)), "min_seconds": float(profile.get("layer_min_seconds", 0.2)),
-                      "threads": profile.get("threads")}
-            compressed = compress_and_finetune(model, data, cell["compression"], cell.get("finetune", {}), config, progress, timing)
+            base_model = model.cpu().to(memory_format=torch.contiguous_format).eval()
+            compressed = compress_and_finetune(model, data, cell["compression"], cell.get("finetune", {}), config, progress,
+                                               layer_timing(profile, probe))
             model = compressed.model
         evaluation = evaluate_cell_model(cell, model, data)
-        model = model.cpu().to(memory_format=torch.contiguous_format)
+        model = model.cpu().to(memory_format=torch.contiguous_format).eval()
         masks = pse_mask_record(model, data)
-        cost = profile_model(model, model.data_config["input_size"], cell.get("profile", {}), config.device)
-    params_m = cost["params"] / 1e6
+        data_config = model.data_config
+        example = model_inputs(data, "val", 2, data_config)
+        calibration = model_inputs(data, "train", int(profile.get("int8_calibration_images", 64)), data_config)
+        cost = profile_model(model, data_config["input_size"], profile, example, calibration, machine.get("peak_gflops"),
+                             base_model, str(resolve_device(config.device)), probe)
+        if "onnxruntime_int8" in cost.deployed:
+            int8_accuracy = runtime_accuracy(cost.deployed["onnxruntime_int8"], data, data_config, "test", config.eval_batch_size)
+            evaluation.values.update({"acc_mean_int8": int8_accuracy, "acc_int8_delta": int8_accuracy - evaluation.values["acc_mean"]})
+    params_m = cost.columns["params"] / 1e6
     row = make_row(RESULT_COLUMNS, {
-        **base, **evaluation.values, **cost,
+        **base, **evaluation.values, **cost.columns,
         "compression": variant_label(cell["compression"]) if cell.get("compression") else "",
         "nonzero_params": int(sum(int(torch.count_nonzero(p)) for p in model.parameters())),
         "acc_mean_nofinetune": compressed.acc_mean_nofinetune if compressed else None,
         "finetune_seconds": compressed.finetune_seconds if compressed else None,
-        "input_size": list(model.data_config["input_size"]),
+        "input_size": list(data_config["input_size"]),
         "epochs": config.epochs, "batch_size": config.batch_size, "lr": config.lr,
         "ppp": evaluation.values["mA"] / params_m if params_m > 0 else None,
         "train_seconds": result.train_seconds, "best_epoch": result.best_epoch,
         "device": str(resolve_device(config.device)),
-        "threads": cost.get("threads", torch.get_num_threads()),
+        "threads": cost.columns.get("threads", torch.get_num_threads()),
     })
     history = [{**identity(cell), **h} for h in (compressed.history if compressed else result.history)]
     layers = [make_row(LAYER_COLUMNS, {**identity(cell), **r}) for r in (compressed.layer_rows if compressed else [])]
     return {"cell": cell, "row": row, "per_attribute": evaluation.per_attribute, "history": history,
-            "reliability": evaluation.reliability, "layers": layers, "pse_masks": masks}
+            "reliability": evaluation.reliability, "layers": layers, "latency": _latency_rows(cell, cost.latency),
+            "skipped_runtimes": cost.skipped, "pse_masks": masks}
+
+
+def measure_machine(threads: int | None = None) -> dict:
+    """Return the study-wide timing references: the fp32 peak (``peak_gflops``, ``peak_library``,
+    ``per_library``) and the load probe's idle time (``probe_ms``), measured once before any cell."""
+    with torch_threads(threads):
+        machine = deploy.peak_gflops()
+        machine["probe_ms"] = deploy.LoadProbe(threads, calibration_rounds=20).best_ms
+    return machine
+
+
+def layer_timing(profile: dict, probe=None) -> dict:
+    """Return the per-layer timer's settings from a study's ``profile`` section (``layer_*`` keys)."""
+    return {"runtimes": tuple(profile.get("layer_runtimes", ("eager", "onnxruntime"))), "blocks": int(profile.get("layer_blocks", 3)),
+            "min_iters": int(profile.get("layer_min_iters", 5)), "min_seconds": float(profile.get("layer_min_seconds", 0.05)),
+            "threads": profile.get("threads"), "probe": probe}
 
 
 class SequentialExecutor:
@@ -101,7 +141,9 @@ def run_study(config: dict, results_dir: str = "results", force: bool = False, e
 
     ``on_event(kind, cell)`` is told ``'skip'`` (cached), ``'start'`` and ``'done'`` for each cell.
     Records are written as soon as a cell finishes and the CSV tables rebuilt, so killing the
-    run loses at most the cell in progress (which resumes from its last epoch).
+    run loses at most the cell in progress (which resumes from its last epoch). When any pending
+    cell times latency, this machine's fp32 peak is measured once first (``deploy.peak_gflops``)
+    and handed to every cell for its compute floor.
 
     Raises:
         StudyConfigError: an invalid config (before any work starts).
@@ -115,6 +157,9 @@ def run_study(config: dict, results_dir: str = "results", force: bool = False, e
             on_event("skip", cell)
         else:
             pending.append(cell)
+    machine = {}
+    if any(c["model"] != MAJORITY and c.get("profile", {}).get("latency", True) for c in pending):
+        machine = measure_machine(config.get("profile", {}).get("threads") or config.get("threads"))
 
     def compute(cell: dict) -> dict:
         on_event("start", cell)
@@ -123,7 +168,7 @@ def run_study(config: dict, results_dir: str = "results", force: bool = False, e
             for name in ("last.pt", "best.pt"):
                 if os.path.isfile(os.path.join(checkpoint_dir, name)):
                     os.unlink(os.path.join(checkpoint_dir, name))
-        record = run_cell(cell, checkpoint_dir, progress)
+        record = run_cell(cell, checkpoint_dir, progress, machine)
         write_text_atomic(record_path(results_dir, cell), json.dumps(record, indent=1, default=_json_default))
         write_tables(results_dir, cell["study"])
         on_event("done", {**cell, "row": record["row"]})

@@ -25,17 +25,20 @@ def set_module(model: nn.Module, name: str, new: nn.Module) -> None:
     setattr(get_module(model, parent_name), child, new)
 
 
-def record_output_shapes(model: nn.Module, example_input: torch.Tensor) -> dict[str, tuple[int, ...]]:
-    """Return ``{module name: output shape}`` of every Conv2d and Linear in one forward pass.
+def record_shapes(model: nn.Module, example_input: torch.Tensor) -> tuple[dict[str, tuple[int, ...]], dict[str, tuple[int, ...]]]:
+    """Return ``({name: input shape}, {name: output shape})`` of every Conv2d and Linear in one forward pass.
 
-    The model runs in eval mode under ``torch.no_grad``; its mode is restored afterwards.
+    The shapes are the ones the layers really see (recorded by forward hooks). The model runs in
+    eval mode under ``torch.no_grad``; its mode is restored afterwards.
     """
-    shapes: dict[str, tuple[int, ...]] = {}
-    handles = []
-    for name, module in model.named_modules():
-        if isinstance(module, (nn.Conv2d, nn.Linear)):
-            handles.append(module.register_forward_hook(
-                lambda mod, inputs, output, name=name: shapes.__setitem__(name, tuple(output.shape))))
+    inputs: dict[str, tuple[int, ...]] = {}
+    outputs: dict[str, tuple[int, ...]] = {}
+
+    def hook(module, args, output, name):
+        inputs[name], outputs[name] = tuple(args[0].shape), tuple(output.shape)
+
+    handles = [module.register_forward_hook(lambda m, a, o, name=name: hook(m, a, o, name))
+               for name, module in model.named_modules() if isinstance(module, (nn.Conv2d, nn.Linear))]
     was_training = model.training
     try:
         with torch.no_grad():
@@ -44,7 +47,12 @@ def record_output_shapes(model: nn.Module, example_input: torch.Tensor) -> dict[
         for handle in handles:
             handle.remove()
         model.train(was_training)
-    return shapes
+    return inputs, outputs
+
+
+def record_output_shapes(model: nn.Module, example_input: torch.Tensor) -> dict[str, tuple[int, ...]]:
+    """Return ``{module name: output shape}`` of every Conv2d and Linear in one forward pass (see :func:`record_shapes`)."""
+    return record_shapes(model, example_input)[1]
 
 
 def layer_macs(module: nn.Module, output_shape) -> int:
@@ -83,16 +91,6 @@ def per_layer_macs(module: nn.Module, input_shape) -> list[int]:
 def sequence_macs(sequence: nn.Sequential, input_shape) -> int:
     """Return the total MACs of a chain of layers on ``input_shape`` (see :func:`per_layer_macs`)."""
     return sum(per_layer_macs(sequence, input_shape))
-
-
-def input_shape_of(module: nn.Module, output_shape) -> tuple[int, ...]:
-    """Return the input shape a Conv2d/Linear had, given its output shape (inverting the conv arithmetic)."""
-    if isinstance(module, nn.Linear):
-        return tuple(output_shape[:-1]) + (module.in_features,)
-    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = module.kernel_size, module.stride, module.padding, module.dilation
-    height = (output_shape[-2] - 1) * sh - 2 * ph + dh * (kh - 1) + 1
-    width = (output_shape[-1] - 1) * sw - 2 * pw + dw * (kw - 1) + 1
-    return (output_shape[0], module.in_channels, height, width)
 
 
 def classifier_names(model: nn.Module) -> set[str]:

@@ -17,8 +17,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from compress import factorize
-from compress.layers import (classifier_names, input_shape_of, kernel_text, layer_macs, record_output_shapes,
-                             select_layers, sequence_macs, set_module)
+from compress.layers import (classifier_names, kernel_text, layer_macs, record_output_shapes, record_shapes, select_layers,
+                             sequence_macs, set_module)
 from compress.rank import rank_by_ratio, select_rank
 
 
@@ -298,7 +298,7 @@ def factorize_model(model: nn.Module, example_input: torch.Tensor, method: str, 
         ValueError: an invalid rank or option value.
     """
     how = FACTORIZATIONS[method]
-    shapes = record_output_shapes(model, example_input)
+    input_shapes, shapes = record_shapes(model, example_input)
     report = CompressionReport(method, dict(options), params_before=_params(model))
     fixed_ranks = options.get("ranks") or {}
     candidates = list(select_layers(model, options.get("layers"), options.get("exclude"), options.get("kernel_sizes"),
@@ -320,7 +320,7 @@ def factorize_model(model: nn.Module, example_input: torch.Tensor, method: str, 
         sequence.train(module.training)
         params_after = _params(sequence)
         row.update({"rank": "x".join(map(str, rank)) if isinstance(rank, tuple) else int(rank), "params_after": params_after,
-                    "macs_after": sequence_macs(sequence, input_shape_of(module, shapes[name])), **info})
+                    "macs_after": sequence_macs(sequence, input_shapes[name]), **info})
         if options.get("skip_if_larger", True) and params_after >= row["params_before"]:
             row.update({"reason": f"factorized form has {params_after} params >= {row['params_before']}",
                         "params_after": row["params_before"], "macs_after": row["macs_before"]})

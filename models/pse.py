@@ -121,17 +121,14 @@ class SlimNetPSE(SlimNet):
         spatial = None
         if excitation == "fc":
             spatial = _slim_last_map_size(kwargs.get("initial_conv", (96, 7, 2)), len(kwargs.get("filter_count_values", (16, 32, 48, 64))))
-        self.pse = PSE(self.num_features, excitation, spatial)
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.max_pool1(self.conv1(x))
-        last = self.num_slim_modules
-        for index in range(1, last + 1):
-            out = getattr(self, f"slim{index}")(out)
-            if index == last:
-                out = self.pse(out)
-            out = getattr(self, f"max_pool{index + 1}")(out)
-        return out
+        # Re-register the children with PSE right after the last Slim module: the order is the forward pass.
+        children = list(self.named_children())
+        for name, _ in children:
+            delattr(self, name)
+        for name, module in children:
+            self.add_module(name, module)
+            if name == f"slim{self.num_slim_modules}":
+                self.add_module("pse", PSE(self.num_features, excitation, spatial))
 
 
 def _pool(size: int) -> int:
@@ -149,22 +146,17 @@ def _slim_last_map_size(initial_conv, n_modules: int, input_size=(218, 178)) -> 
     return tuple(sizes)
 
 
-class SlimTrunk(nn.Module):
+class SlimTrunk(nn.Sequential):
     """Slim-Net's stem and its first ``n_modules`` Slim modules (each followed by its max-pool)."""
 
     def __init__(self, slimnet: SlimNet, n_modules: int):
         super().__init__()
-        self.conv1, self.max_pool1 = slimnet.conv1, slimnet.max_pool1
         self.n_modules = n_modules
+        names = ["conv1", "max_pool1"]
         for index in range(1, n_modules + 1):
-            self.add_module(f"slim{index}", getattr(slimnet, f"slim{index}"))
-            self.add_module(f"max_pool{index + 1}", getattr(slimnet, f"max_pool{index + 1}"))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.max_pool1(self.conv1(x))
-        for index in range(1, self.n_modules + 1):
-            out = getattr(self, f"max_pool{index + 1}")(getattr(self, f"slim{index}")(out))
-        return out
+            names += [f"slim{index}", f"max_pool{index + 1}"]
+        for name in names:
+            self.add_module(name, slimnet.get_submodule(name))
 
 
 def _slimnet_dmtl(use_pse: bool, num_classes: int, width: int = 64, excitation: str = "conv", **kwargs) -> DMTLNet:

@@ -80,8 +80,12 @@ class SlimModule(nn.Module):
         return self.expand3_dw(out)
 
 
-class SlimNet(nn.Module):
+class SlimNet(nn.Sequential):
     """Slim-Net: stem conv + max-pool, N Slim modules each followed by max-pool 3/2, GAP, linear.
+
+    An ``nn.Sequential`` of ``conv1, max_pool1, slim1, max_pool2, ..., slimN, max_pool{N+1},
+    global_pool, flatten, fc``: the reference's module names (so its checkpoints load as they
+    are) in a form ``torch.jit.script`` compiles.
 
     Args:
         filter_count_values: filter count f of each Slim module (their number sets the depth).
@@ -113,29 +117,28 @@ class SlimNet(nn.Module):
             "depth_multiplier": int(depth_multiplier),
         }
         self.num_classes = num_classes
-        self.conv1 = conv_bn_relu(in_chans, initial_conv[0], initial_conv[1], stride=initial_conv[2])
-        self.max_pool1 = nn.MaxPool2d(3, 2)
+        self.add_module("conv1", conv_bn_relu(in_chans, initial_conv[0], initial_conv[1], stride=initial_conv[2]))
+        self.add_module("max_pool1", nn.MaxPool2d(3, 2))
         in_channels = initial_conv[0]
         self.num_slim_modules = len(filter_count_values)
         for index, filter_count in enumerate(filter_count_values, start=1):
             self.add_module(f"slim{index}", SlimModule(in_channels, filter_count, depth_multiplier))
             self.add_module(f"max_pool{index + 1}", nn.MaxPool2d(3, 2))
             in_channels = 3 * filter_count
-        self.global_pool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(in_channels, num_classes)
+        self.add_module("global_pool", nn.AdaptiveAvgPool2d(1))
+        self.add_module("flatten", nn.Flatten(1))
+        self.add_module("fc", nn.Linear(in_channels, num_classes))
         self.num_features = in_channels
         self.data_config = dict(SLIMNET_DATA_CONFIG)
         self.apply(_init_weights)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Return the feature map after the last Slim module and its max-pool (before GAP)."""
-        out = self.max_pool1(self.conv1(x))
-        for index in range(1, self.num_slim_modules + 1):
-            out = getattr(self, f"max_pool{index + 1}")(getattr(self, f"slim{index}")(out))
-        return out
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(torch.flatten(self.global_pool(self.forward_features(x)), 1))
+        for name, module in self.named_children():
+            if name == "global_pool":
+                break
+            x = module(x)
+        return x
 
 
 def _init_weights(module: nn.Module) -> None:

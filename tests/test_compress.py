@@ -133,7 +133,7 @@ def test_apply_leaves_the_input_untouched_and_skips_with_reasons(slimnet_and_inp
     assert reasons["conv1.0"] == "7x7 conv: use tucker2 or cp"
     assert report.params_after < report.params_before == 571_304
     assert new_model.data_config == model.data_config
-    assert all(isinstance(m, (nn.Conv2d, nn.Linear, nn.BatchNorm2d, nn.ReLU, nn.MaxPool2d, nn.AdaptiveAvgPool2d,
+    assert all(isinstance(m, (nn.Conv2d, nn.Linear, nn.BatchNorm2d, nn.ReLU, nn.MaxPool2d, nn.AdaptiveAvgPool2d, nn.Flatten,
                               nn.Sequential, models.SlimNet)) or type(m).__module__ == "models.slimnet" for m in new_model.modules())
 
 

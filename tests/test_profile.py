@@ -6,7 +6,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 import models
-from bench.profile import count_macs, count_params, disk_bytes, measure_latency
+from bench.profile import count_macs, count_params, disk_bytes
 
 
 def _flop_counter_macs(model, input_size):
@@ -36,19 +36,3 @@ def test_disk_bytes_match_a_saved_file():
     torch.save(model.state_dict(), buffer)
     assert raw == len(buffer.getvalue())
     assert zipped == len(zlib.compress(buffer.getvalue(), 9))
-
-
-def test_latency_honours_min_iters_and_leaves_model_untouched():
-    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU()).train()
-    result = measure_latency(model, (3, 16, 16), batch_size=2, min_iters=7, min_seconds=0.0, warmup=1)
-    assert result["iters"] == 7
-    assert 0 < result["min_ms"] <= result["median_ms"] <= result["p90_ms"]
-    assert model.training
-
-
-def test_latency_spread_rows():
-    from bench.profile import latency_spread
-
-    rows = latency_spread(torch.nn.Conv2d(3, 4, 3), (3, 16, 16), batch_sizes=(1, 2), repeats=3, min_iters=2, min_seconds=0.0, warmup=1)
-    assert [r["batch"] for r in rows] == [1, 2] and all(len(r["medians_ms"]) == 3 for r in rows)
-    assert all(r["spread_pct"] >= 0 and min(r["medians_ms"]) <= r["median_ms"] <= max(r["medians_ms"]) for r in rows)

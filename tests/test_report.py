@@ -15,8 +15,8 @@ def test_pareto_front():
 def _frame():
     rows = [
         make_row(RESULT_COLUMNS, {"model": "majority", "variant": "", "params": 0, "macs": 0, "acc_mean": 80.0, "mA": 50.0}),
-        make_row(RESULT_COLUMNS, {"model": "a", "variant": "", "params": 1_000_000, "macs": 2e8, "acc_mean": 90.0, "mA": 70.0, "ppp": 70.0, "cpu_b1_ms": 5.0}),
-        make_row(RESULT_COLUMNS, {"model": "b", "variant": "", "params": 4_000_000, "macs": 1e8, "acc_mean": 91.0, "mA": 60.0, "ppp": 15.0, "cpu_b1_ms": 9.0}),
+        make_row(RESULT_COLUMNS, {"model": "a", "variant": "", "params": 1_000_000, "macs": 2e8, "acc_mean": 90.0, "mA": 70.0, "ppp": 70.0, "latency_b1_ms": 5.0, "runtime_b1": "onnxruntime", "floor_ratio_b1": 1.125}),
+        make_row(RESULT_COLUMNS, {"model": "b", "variant": "", "params": 4_000_000, "macs": 1e8, "acc_mean": 91.0, "mA": 60.0, "ppp": 15.0, "latency_b1_ms": 9.0, "runtime_b1": "eager_cl", "floor_ratio_b1": 3.0}),
     ]
     return pd.DataFrame(rows).replace("", np.nan)
 
@@ -26,11 +26,12 @@ def test_summary_table_bolds_best_model_per_column_never_majority():
     assert rows[0][0] == "majority class" and rows[1][0] == "a"
     acc = headers.index("Acc")
     ma = headers.index("mA")
-    cpu = headers.index("CPU b1 (ms)")
+    cpu = headers.index("b1 (ms)")
     assert bold[2][acc] and not bold[1][acc] and not bold[0][acc]
     assert bold[1][ma] and bold[1][cpu]
     assert rows[1][headers.index("#P (M)")] == "1.000"
     assert rows[0][headers.index("GPU b1 (ms)")] == ""  # not measured stays empty, never 0
+    assert rows[1][headers.index("Runtime")] == "onnxruntime" and rows[1][headers.index("b1 / floor")] == "1.12x"
 
 
 def test_markdown_and_latex_rendering():

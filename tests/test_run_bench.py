@@ -18,7 +18,8 @@ models:
 seeds: [0]
 train: {epochs: 1, batch_size: 16, lr: 0.001}
 finetune: {epochs: 1, limit_train: 16}
-profile: {batch_n: 2, min_iters: 3, min_seconds: 0.0, layer_min_iters: 2, layer_min_seconds: 0.0}
+profile: {batch_n: 2, blocks: 2, min_iters: 2, min_seconds: 0.0, layer_blocks: 1, layer_min_iters: 2, layer_min_seconds: 0.0,
+          int8_calibration_images: 8}
 """
 
 
@@ -40,11 +41,25 @@ def test_main_job_end_to_end(tmp_path, cache_dir, capsys):
     assert compressed["acc_mean_nofinetune"].notna().all() and compressed["finetune_seconds"].notna().all()
     layers = pd.read_csv(results / "e2e" / "layers.csv")
     assert len(layers) > 0 and (layers["method"] == "svd").all() and layers["measured_speedup"].notna().all()
+    assert set(layers["runtime"]) == {"eager", "onnxruntime"}
+    assert len(layers[layers["runtime"] == "eager"]) == len(layers[layers["runtime"] == "onnxruntime"])
+
+    latency = pd.read_csv(results / "e2e" / "latency.csv")
+    import deploy
+    expected = set(deploy.list_runtimes(available_only=True))
+    assert set(latency["runtime"]) == expected and set(latency["batch"]) == {1, 2}
+    assert len(latency) == 3 * len(expected) * 2  # slimnet, its svd variant, mobilenet x runtimes x 2 batch sizes
+    assert latency["floor_ratio"].notna().all() and (latency["floor_ratio"] > 0).all()
+    assert latency["max_abs_diff"].notna().all()
+    variant = latency[latency["variant"] == "svd:rank_ratio=0.5"]
+    assert variant["speedup"].notna().all() and variant["realization"].notna().all()
+    assert latency[latency["variant"] != "svd:rank_ratio=0.5"]["speedup"].isna().all()
     models = table[table["model"] != "majority"]
     for column in ("params", "macs", "disk_bytes", "disk_bytes_zip", "acc_mean", "acc_majority", "mA", "inst_acc",
-                   "precision", "recall", "f1", "hamming_loss", "ece", "ece_ts", "temperature", "ppp", "cpu_b1_ms",
-                   "cpu_b1_p90_ms", "cpu_bN_ms", "batch_n", "train_seconds", "epochs", "n_train", "n_val", "n_test",
-                   "seed", "torch_version", "cpu_name", "threads", "timestamp", "config_hash"):
+                   "precision", "recall", "f1", "hamming_loss", "ece", "ece_ts", "temperature", "ppp", "runtime_b1",
+                   "latency_b1_ms", "floor_ratio_b1", "latency_bN_ms", "runtime_bN", "batch_n", "int8_b1_ms", "acc_mean_int8",
+                   "acc_int8_delta", "train_seconds", "epochs", "n_train", "n_val", "n_test", "seed", "torch_version",
+                   "onnxruntime_version", "cpu_name", "threads", "peak_gflops", "peak_library", "timestamp", "config_hash"):
         assert models[column].notna().all(), column
     assert models["gpu_b1_ms"].isna().all() or os.environ.get("CUDA_VISIBLE_DEVICES")
     assert (table["n_train"] == 48).all() and (table["acc_majority"] == table["acc_majority"].iloc[0]).all()
@@ -53,8 +68,13 @@ def test_main_job_end_to_end(tmp_path, cache_dir, capsys):
     assert list(per_attribute.columns) == list(PER_ATTRIBUTE_COLUMNS)
     assert len(per_attribute) == 4 * 40 and per_attribute["attribute"].iloc[0] == "5_o_Clock_Shadow"
 
+    assert compressed["speedup_b1"].notna().all() and compressed["realization_b1"].notna().all()
+    latency_md = (reports / "e2e" / "latency.md").read_text()
+    assert "## Compute floor" in latency_md and "slimnet, batch 1: fastest exact runtime" in latency_md
+    assert "## Realized speed-up of compressed variants" in latency_md
     for name in ("summary.md", "summary.tex", "summary.csv", "per_attribute.md", "per_attribute.tex", "layers.md", "layers.tex",
-                 "acc_vs_params.png", "acc_vs_params.pdf", "acc_vs_macs.png", "acc_vs_cpu_latency.png",
+                 "latency.md", "latency.tex", "realization.tex", "acc_vs_params.png", "acc_vs_params.pdf", "acc_vs_macs.png",
+                 "acc_vs_latency.png", "acc_vs_latency_per_runtime.png", "floor_ratio.png",
                  "per_attribute_accuracy.png", "reliability.png", "training_curves.png"):
         assert (reports / "e2e" / name).is_file(), name
 
@@ -82,7 +102,10 @@ def test_models_command(capsys):
 
 
 def test_profile_command(capsys):
-    argv = ["profile", "--models", "slimnet", "--batch-sizes", "1", "--repeats", "2", "--min-iters", "2", "--min-seconds", "0"]
+    argv = ["profile", "--models", "slimnet", "--runtimes", "eager,onnxruntime", "--batch-sizes", "1", "--repeats", "2",
+            "--min-iters", "2", "--min-seconds", "0"]
     assert run_bench.main(argv) == 0
     out = capsys.readouterr().out
-    assert "| slimnet | 571,304 | 0.246 | 1 |" in out and "spread" in out
+    assert "fp32 peak" in out and "| slimnet | 0.246 | eager | 1 |" in out and "| slimnet | 0.246 | onnxruntime | 1 |" in out
+    import re
+    assert re.search(r"\| \d+\.\d\dx \|", out)  # the floor ratio, written like 1.12x

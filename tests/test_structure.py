@@ -1,4 +1,4 @@
-"""The layering the code relies on: models <- compress <- bench, and reports render from results alone."""
+"""The layering the code relies on: models, deploy <- compress <- bench, and reports render from results alone."""
 import ast
 import subprocess
 import sys
@@ -20,7 +20,8 @@ def _imported_packages(path: Path) -> set[str]:
     return names
 
 
-@pytest.mark.parametrize("package, forbidden", [("models", {"bench", "compress"}), ("compress", {"bench"})])
+@pytest.mark.parametrize("package, forbidden", [("models", {"bench", "compress", "deploy"}), ("deploy", {"bench", "compress", "models"}),
+                                                ("compress", {"bench"})])
 def test_imports_run_one_way(package, forbidden):
     offenders = {str(p.relative_to(REPO)): sorted(_imported_packages(p) & forbidden) for p in (REPO / package).glob("*.py")}
     assert {k: v for k, v in offenders.items() if v} == {}

@@ -1,0 +1,15 @@
+"""Where models are deployed: a registry of runtimes and timings that can be trusted.
+
+    deployed = deploy.deploy(model, "onnxruntime", example)     # parity with eager checked
+    timings = deploy.compare({"a": (deployed.run, deployed.prepare(x), deployed.sync), ...})
+    peak = deploy.peak_gflops()["peak_gflops"]                   # the compute floor's denominator
+
+Below ``compress`` and ``bench`` (both use it) and above ``models`` only: it imports neither.
+"""
+from deploy.runtimes import (RUNTIMES, Deployed, RuntimeParityError, RuntimeUnavailable, deploy, export_onnx, list_runtimes,
+                             quantize_int8, unavailable_reason)
+from deploy.timing import LoadProbe, Timing, compare, floor_ms, peak_gflops, steady_allocator, time_calls
+
+__all__ = ["RUNTIMES", "Deployed", "LoadProbe", "RuntimeParityError", "RuntimeUnavailable", "Timing", "compare", "deploy",
+           "export_onnx", "floor_ms", "list_runtimes", "peak_gflops", "quantize_int8", "steady_allocator", "time_calls",
+           "unavailable_reason"]

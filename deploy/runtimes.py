@@ -1,0 +1,299 @@
+"""The runtimes a trained model is deployed with: one registry, one signature.
+
+Each entry turns an ``nn.Module`` into a :class:`Deployed` callable on a float32 NCHW batch::
+
+    deployed = deploy.deploy(model, "onnxruntime", example)   # parity with eager checked here
+    logits = deployed(images)                                   # numpy in, numpy out
+
+A runtime is one ``build(model, example, threads, device, calibration) -> Deployed`` function and
+one :data:`RUNTIMES` entry (its description, the packages it needs, its parity tolerance). Every
+build is checked against eager PyTorch on the example batch: the largest absolute logit
+difference is kept in ``Deployed.max_abs_diff``, and a runtime beyond its tolerance raises
+:class:`RuntimeParityError` instead of producing numbers nobody should trust.
+"""
+from __future__ import annotations
+
+import copy
+import importlib.util
+import io
+import os
+import tempfile
+import warnings
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+
+class RuntimeUnavailable(RuntimeError):
+    """A runtime cannot be used here (a package is missing, or no GPU for a GPU runtime); the message says why."""
+
+
+class RuntimeParityError(RuntimeError):
+    """A runtime's outputs differ from eager PyTorch's by more than its stated tolerance."""
+
+
+@dataclass
+class Deployed:
+    """A model in one runtime: ``prepare`` turns a float32 NCHW numpy batch into the runtime's input
+    (done once, outside any timing), ``run`` computes the logits, ``sync`` waits for a GPU to finish.
+
+    Calling it (``deployed(x)``) prepares, runs and returns float32 numpy logits.
+    """
+
+    runtime: str
+    prepare: Callable[[np.ndarray], Any]
+    run: Callable[[Any], Any]
+    device: str = "cpu"
+    sync: Callable[[], None] = lambda: None
+    max_abs_diff: float = float("nan")
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        out = self.run(self.prepare(np.ascontiguousarray(x, dtype=np.float32)))
+        if isinstance(out, torch.Tensor):
+            out = out.detach().float().cpu().numpy()
+        return np.asarray(out, dtype=np.float32)
+
+
+# ---- helpers -----------------------------------------------------------------------------------
+
+def _eval_copy(model: nn.Module, device: str) -> nn.Module:
+    return copy.deepcopy(model).to(device).to(memory_format=torch.contiguous_format).eval()
+
+
+def _torch_sync(device: str) -> Callable[[], None]:
+    if torch.device(device).type == "cuda":
+        return lambda: torch.cuda.synchronize(device)
+    return lambda: None
+
+
+def export_onnx(model: nn.Module, example: np.ndarray) -> bytes:
+    """Return ``model`` exported to ONNX (opset 17, dynamic batch dimension) as bytes.
+
+    TorchScript-based exporter: it takes a fraction of a second where the dynamo exporter takes
+    seconds, which matters when every layer of a model is exported on its own.
+    """
+    probe = _eval_copy(model, "cpu")
+    buffer = io.BytesIO()
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # the exporter's deprecation notice; the export itself is checked by parity
+        torch.onnx.export(probe, (torch.from_numpy(np.ascontiguousarray(example, dtype=np.float32)),), buffer,
+                          dynamo=False, opset_version=17, input_names=["input"], output_names=["logits"],
+                          dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
+    return buffer.getvalue()
+
+
+def _ort_session(onnx_model: bytes, threads: int | None, device: str):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.intra_op_num_threads = int(threads or torch.get_num_threads())
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.log_severity_level = 3
+    providers = ["CPUExecutionProvider"]
+    if torch.device(device).type == "cuda":
+        if "CUDAExecutionProvider" not in ort.get_available_providers():
+            raise RuntimeUnavailable("onnxruntime has no CUDAExecutionProvider here (install onnxruntime-gpu)")
+        providers = ["CUDAExecutionProvider"] + providers
+    return ort.InferenceSession(onnx_model, options, providers=providers)
+
+
+def _ort_deployed(name: str, session, device: str) -> Deployed:
+    input_name = session.get_inputs()[0].name
+    return Deployed(name, prepare=lambda x: x, run=lambda x: session.run(None, {input_name: x})[0], device=device)
+
+
+# ---- the runtimes ------------------------------------------------------------------------------
+
+def build_eager(model, example, threads=None, device="cpu", calibration=None) -> Deployed:
+    """Return eager PyTorch (eval, inference mode, NCHW): the reference every other runtime is checked against."""
+    probe = _eval_copy(model, device)
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():
+            return probe(x)
+
+    return Deployed("eager", prepare=lambda x: torch.from_numpy(x).to(device), run=run, device=device, sync=_torch_sync(device))
+
+
+def build_eager_cl(model, example, threads=None, device="cpu", calibration=None) -> Deployed:
+    """Return eager PyTorch with model and input in the channels_last memory format."""
+    probe = _eval_copy(model, device).to(memory_format=torch.channels_last)
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():
+            return probe(x)
+
+    return Deployed("eager_cl", prepare=lambda x: torch.from_numpy(x).to(device).contiguous(memory_format=torch.channels_last),
+                    run=run, device=device, sync=_torch_sync(device))
+
+
+def build_torchscript(model, example, threads=None, device="cpu", calibration=None) -> Deployed:
+    """Return the traced and frozen TorchScript module (freezing folds BatchNorm into the convs)."""
+    probe = _eval_copy(model, device)
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # torch.jit's deprecation notice
+        frozen = torch.jit.freeze(torch.jit.trace(probe, torch.from_numpy(example).to(device)))
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():
+            return frozen(x)
+
+    return Deployed("torchscript", prepare=lambda x: torch.from_numpy(x).to(device), run=run, device=device, sync=_torch_sync(device))
+
+
+def build_onnxruntime(model, example, threads=None, device="cpu", calibration=None) -> Deployed:
+    """Return an ONNX Runtime session (fp32; CPU execution provider, CUDA's on a GPU device)."""
+    return _ort_deployed("onnxruntime", _ort_session(export_onnx(model, example), threads, device), device)
+
+
+def quantize_int8(onnx_model: bytes, calibration: np.ndarray, batch_size: int = 16) -> bytes:
+    """Return ``onnx_model`` statically quantized to int8 (QDQ; uint8 activations, per-channel int8 weights).
+
+    Activation ranges are calibrated (min-max) on ``calibration``, float32 NCHW images that should
+    come from the training split. The model is pre-processed first (shape inference, graph
+    optimisation), as ONNX Runtime's quantization guide recommends.
+
+    Raises:
+        ValueError: no calibration images.
+    """
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quant_pre_process, quantize_static
+
+    if calibration is None or len(calibration) == 0:
+        raise ValueError("int8 quantization needs calibration images (float32 NCHW, from the training split)")
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.batches = iter(np.array_split(np.ascontiguousarray(calibration, dtype=np.float32),
+                                               max(1, len(calibration) // batch_size)))
+
+        def get_next(self):
+            batch = next(self.batches, None)
+            return None if batch is None else {"input": batch}
+
+    with tempfile.TemporaryDirectory(prefix="slimbench-int8-") as folder:
+        fp32, prepared, int8 = (os.path.join(folder, name) for name in ("fp32.onnx", "prepared.onnx", "int8.onnx"))
+        with open(fp32, "wb") as handle:
+            handle.write(onnx_model)
+        quant_pre_process(fp32, prepared, skip_symbolic_shape=True)
+        quantize_static(prepared, int8, Reader(), quant_format=QuantFormat.QDQ, activation_type=QuantType.QUInt8,
+                        weight_type=QuantType.QInt8, per_channel=True)
+        with open(int8, "rb") as handle:
+            return handle.read()
+
+
+def build_onnxruntime_int8(model, example, threads=None, device="cpu", calibration=None) -> Deployed:
+    """Return an ONNX Runtime session of the statically int8-quantized model (see :func:`quantize_int8`)."""
+    session = _ort_session(quantize_int8(export_onnx(model, example), calibration), threads, device)
+    return _ort_deployed("onnxruntime_int8", session, device)
+
+
+def build_openvino(model, example, threads=None, device="cpu", calibration=None) -> Deployed:
+    """Return OpenVINO's CPU plugin at fp32 precision, compiled once per batch size (static shapes run faster)."""
+    import openvino as ov
+
+    if torch.device(device).type != "cpu":
+        raise RuntimeUnavailable("the openvino runtime here runs on the CPU only")
+    core = ov.Core()
+    with tempfile.TemporaryDirectory(prefix="slimbench-ov-") as folder:
+        path = os.path.join(folder, "model.onnx")
+        with open(path, "wb") as handle:
+            handle.write(export_onnx(model, example))
+        source = core.read_model(path)
+    config = {"INFERENCE_NUM_THREADS": int(threads or torch.get_num_threads()), "PERFORMANCE_HINT": "LATENCY",
+              "INFERENCE_PRECISION_HINT": "f32"}
+    compiled: dict[tuple, Any] = {}
+
+    def run(x: np.ndarray) -> np.ndarray:
+        if x.shape not in compiled:
+            shaped = source.clone()
+            shaped.reshape({shaped.inputs[0]: list(x.shape)})
+            compiled[x.shape] = core.compile_model(shaped, "CPU", config).create_infer_request()
+        request = compiled[x.shape]
+        request.infer({0: x})
+        return request.get_output_tensor(0).data.copy()
+
+    return Deployed("openvino", prepare=lambda x: x, run=run, device=device)
+
+
+@dataclass(frozen=True)
+class RuntimeEntry:
+    """A registered runtime: its build function, what it is, the packages it needs, and its parity
+    tolerance (largest |logit - eager logit| allowed, times max(1, largest |eager logit|)).
+    ``exact`` runtimes keep fp32 arithmetic: their accuracy is the eager model's."""
+
+    name: str
+    build: Callable[..., Deployed]
+    description: str
+    requires: tuple[str, ...] = ()
+    tolerance: float = 1e-3
+    exact: bool = True
+
+
+RUNTIMES: dict[str, RuntimeEntry] = {
+    "eager": RuntimeEntry("eager", build_eager, "eager PyTorch, NCHW"),
+    "eager_cl": RuntimeEntry("eager_cl", build_eager_cl, "eager PyTorch, channels_last"),
+    "torchscript": RuntimeEntry("torchscript", build_torchscript, "TorchScript, traced and frozen (BatchNorm folded)"),
+    "onnxruntime": RuntimeEntry("onnxruntime", build_onnxruntime, "ONNX Runtime fp32 (CPU / CUDA provider)", ("onnx", "onnxruntime")),
+    "onnxruntime_int8": RuntimeEntry("onnxruntime_int8", build_onnxruntime_int8,
+                                     "ONNX Runtime int8, static post-training quantization (QDQ, per-channel)",
+                                     ("onnx", "onnxruntime"), tolerance=0.5, exact=False),
+    "openvino": RuntimeEntry("openvino", build_openvino, "OpenVINO CPU plugin, fp32", ("onnx", "openvino")),
+}
+
+
+def list_runtimes(available_only: bool = False) -> list[str]:
+    """Return the registered runtime names (only those usable here with ``available_only``)."""
+    return [name for name in RUNTIMES if not available_only or unavailable_reason(name) is None]
+
+
+def unavailable_reason(name: str) -> str | None:
+    """Return why runtime ``name`` cannot run here (a missing package), or None if it can.
+
+    Raises:
+        KeyError: unknown runtime (the message lists the known ones).
+    """
+    if name not in RUNTIMES:
+        raise KeyError(f"unknown runtime {name!r}; known: {', '.join(RUNTIMES)}")
+    missing = [package for package in RUNTIMES[name].requires if importlib.util.find_spec(package) is None]
+    return f"{name} needs the package(s) {missing} (pip install {' '.join(missing)})" if missing else None
+
+
+def max_abs_difference(deployed: Deployed, reference: np.ndarray, x: np.ndarray) -> float:
+    """Return the largest absolute difference between ``deployed(x)`` and the ``reference`` logits."""
+    return float(np.max(np.abs(deployed(x) - reference))) if reference.size else 0.0
+
+
+def deploy(model: nn.Module, runtime: str, example: np.ndarray | torch.Tensor, threads: int | None = None, device: str = "cpu",
+           calibration: np.ndarray | None = None) -> Deployed:
+    """Return ``model`` built for ``runtime``, with its parity against eager PyTorch on ``example`` checked.
+
+    ``example`` is a float32 NCHW batch at the model's input size (real images give a sharper
+    parity check than noise); ``calibration`` images are needed by the int8 runtime. The caller's
+    model is not modified.
+
+    Raises:
+        KeyError: unknown runtime.
+        RuntimeUnavailable: a package the runtime needs is missing, or it cannot use ``device``.
+        RuntimeParityError: the runtime's logits differ from eager's beyond its tolerance.
+        ValueError: int8 without calibration images.
+    """
+    reason = unavailable_reason(runtime)
+    if reason:
+        raise RuntimeUnavailable(reason)
+    example = np.ascontiguousarray(example.detach().cpu().numpy() if isinstance(example, torch.Tensor) else example, dtype=np.float32)
+    entry = RUNTIMES[runtime]
+    deployed = entry.build(model, example, threads=threads, device=device, calibration=calibration)
+    reference = build_eager(model, example, device=device)(example)
+    deployed.max_abs_diff = max_abs_difference(deployed, reference, example)
+    allowed = entry.tolerance * max(1.0, float(np.max(np.abs(reference))) if reference.size else 1.0)
+    if not deployed.max_abs_diff <= allowed:  # NaN fails too
+        raise RuntimeParityError(
+            f"{runtime}: logits differ from eager PyTorch by up to {deployed.max_abs_diff:.3g} on the example batch, "
+            f"beyond the tolerance {allowed:.3g} ({entry.tolerance:g} x max(1, max |logit|)); its timings and accuracy "
+            f"would not describe this model")
+    return deployed
