@@ -17,7 +17,7 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_CONFIG_PATH = os.path.join(HERE, "configs", "default.yaml")
-COMMANDS = ("run", "report", "models", "profile")
+COMMANDS = ("run", "report", "models", "profile", "sensitivity")
 
 
 def _positive_int(text: str) -> int:
@@ -77,6 +77,18 @@ def build_parser() -> argparse.ArgumentParser:
     profile.add_argument("--threads", type=_positive_int)
     profile.add_argument("--min-iters", type=_positive_int, default=3, help="calls per runtime and block, at least")
     profile.add_argument("--min-seconds", type=float, default=0.2, help="seconds per runtime and block, at least")
+    sensitivity = commands.add_parser("sensitivity", help="accuracy drop of compressing each layer / coupled group alone")
+    sensitivity.add_argument("--checkpoint", required=True, help="a trained model (e.g. results/<study>/checkpoints/<hash>/model.pt)")
+    sensitivity.add_argument("--method", default="prune", help="prune, or a factorization (svd, tucker2, cp)")
+    sensitivity.add_argument("--ratio", type=float, default=0.5, help="pruning ratio, or rank ratio of a factorization")
+    sensitivity.add_argument("--config", default=DEFAULT_CONFIG_PATH, help="the study YAML whose data section names the data")
+    sensitivity.add_argument("--data-dir", help="CelebA root; absent: the config's data")
+    sensitivity.add_argument("--split", default="val", choices=("val", "test"))
+    sensitivity.add_argument("--study", default="sensitivity", help="folder under results/ and reports/")
+    sensitivity.add_argument("--results-dir", default="results")
+    sensitivity.add_argument("--reports-dir", default="reports")
+    sensitivity.add_argument("--no-plots", action="store_true")
+    sensitivity.add_argument("-q", "--quiet", action="store_true")
     return parser
 
 
@@ -203,6 +215,34 @@ def command_profile(args) -> int:
     return 0
 
 
+def command_sensitivity(args) -> int:
+    import pandas as pd
+    from tqdm.auto import tqdm
+
+    import models
+    from bench.config import load_config
+    from bench.data import load_data
+    from bench.report import render_sensitivity
+    from bench.schema import SENSITIVITY_ATTRIBUTE_COLUMNS, SENSITIVITY_COLUMNS, write_csv_atomic
+    from bench.sensitivity import sensitivity
+
+    data_config = load_config(args.config)["data"]
+    if args.data_dir:
+        data_config["data_dir"] = os.path.expanduser(args.data_dir)
+    progress = None if args.quiet else (lambda total=None, desc=None: tqdm(total=total, desc=desc, leave=False, disable=None))
+    model = models.load_model(args.checkpoint)
+    units, attributes = sensitivity(model, load_data(data_config, progress), args.method, args.ratio, args.split, progress=progress)
+    name = f"sensitivity_{args.method}_{args.ratio:g}"
+    folder = os.path.join(args.results_dir, args.study)
+    write_csv_atomic(os.path.join(folder, f"{name}.csv"), SENSITIVITY_COLUMNS, units)
+    write_csv_atomic(os.path.join(folder, f"{name}_attributes.csv"), SENSITIVITY_ATTRIBUTE_COLUMNS, attributes)
+    written = render_sensitivity(pd.DataFrame(units), pd.DataFrame(attributes), os.path.join(args.reports_dir, args.study), name,
+                                 plots=not args.no_plots)
+    print(open(written[f"{name}.md"], encoding="utf-8").read())
+    print(f"results: {folder}/{name}.csv, {name}_attributes.csv; reports: {os.path.join(args.reports_dir, args.study)}/")
+    return 0
+
+
 def command_report(args) -> int:
     from bench.report import render_report
 
@@ -270,6 +310,8 @@ def main(argv=None) -> int:
             return command_report(args)
         if args.command == "profile":
             return command_profile(args)
+        if args.command == "sensitivity":
+            return command_sensitivity(args)
         return command_run(args)
     except (FileNotFoundError, ValueError, KeyError, RuntimeError) as exc:
         # Bad input gets one clear line, not a traceback wall; finished cells are already on disk.

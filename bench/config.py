@@ -13,7 +13,7 @@ import models
 from bench.profile import resolve_runtimes
 from bench.schema import MAJORITY, config_hash
 from bench.train import TrainConfig
-from bench.variants import FINETUNE_FIELDS, VariantSpecError, parse_variant, variant_label
+from bench.variants import VariantSpecError, parse_variant, validate_finetune, variant_label
 
 DEFAULT_CONFIG = {
     "study": "default",
@@ -138,9 +138,10 @@ def expand_cells(config: dict) -> list[dict]:
                 label = variant_label(steps)
                 name = variant.get("name") if isinstance(variant, dict) else None
                 finetune = {**config.get("finetune", {}), **(variant.get("finetune", {}) if isinstance(variant, dict) else {})}
-                unknown = sorted(set(finetune) - FINETUNE_FIELDS)
-                if unknown:
-                    raise StudyConfigError(f"finetune settings: unknown fields {unknown}; known: {sorted(FINETUNE_FIELDS)}")
+                try:
+                    validate_finetune(finetune)
+                except ValueError as exc:
+                    raise StudyConfigError(str(exc)) from None
                 cells.append({**base, "variant": name or label, "compression": steps, "finetune": finetune,
                               "base_hash": config_hash(base)})
     return cells

@@ -193,6 +193,21 @@ def floor_ratio_plot(latency, frame, folder: str) -> dict[str, str]:
     return _save(fig, folder, "floor_ratio")
 
 
+def sensitivity_heatmap(attributes, unit_order: list[str], folder: str, name: str) -> dict[str, str]:
+    """Plot the accuracy drop of each attribute (columns) when each unit (rows, in ``unit_order``) is
+    compressed alone; return paths."""
+    table = attributes.pivot_table(index="unit", columns="attribute", values="drop", sort=False).reindex(unit_order)
+    fig, ax = plt.subplots(figsize=(2 * COLUMN_WIDTH_IN, 0.9 + 0.16 * len(table)))
+    limit = float(np.nanmax(np.abs(table.values))) if table.size else 1.0
+    sns.heatmap(table, cmap="RdBu_r", center=0, vmin=-limit, vmax=limit, ax=ax, cbar_kws={"label": "accuracy drop (points)"},
+                xticklabels=True, yticklabels=True)
+    ax.tick_params(axis="x", rotation=90, labelsize=5)
+    ax.tick_params(axis="y", labelsize=5)
+    ax.set_xlabel("")
+    ax.set_ylabel("")
+    return _save(fig, folder, name)
+
+
 def render_plots(frame, per_attribute, history, records, folder: str, latency=None) -> dict[str, str]:
     """Write every plot of a study into ``folder``; return artefact name -> path."""
     sns.set_theme(style="whitegrid", context="paper", font_scale=0.8)

@@ -300,6 +300,26 @@ def render_report(results_dir: str, study: str, reports_dir: str = "reports", pl
     return written
 
 
+def render_sensitivity(units, attributes, folder: str, name: str, plots: bool = True) -> dict[str, str]:
+    """Write ``<name>.md`` (units by accuracy drop, largest first) and, with ``plots``, ``<name>.png/.pdf``
+    (a unit x attribute heat map of the drops) into ``folder``; return artefact name -> path.
+    ``units``/``attributes`` are the tables of ``bench.sensitivity.sensitivity`` as DataFrames."""
+    os.makedirs(folder, exist_ok=True)
+    ordered = units.sort_values("drop", ascending=False)
+    headers = ["Unit", "Layers", "Params removed", "MACs removed", "Acc", "Drop (pt)"]
+    rows = [[str(r["unit"]), str(len(str(r["members"]).split("|"))), f"{int(r['params_removed']):,}", f"{int(r['macs_removed']):,}",
+             f"{r['acc_mean']:.2f}", f"{r['drop']:.2f}"] for _, r in ordered.iterrows()]
+    method, ratio = units["method"].iloc[0], units["ratio"].iloc[0]
+    title = (f"# Sensitivity: {method} at {ratio:g}, one unit at a time\n\nEach unit (a layer; for pruning, the group of layers "
+             f"coupled with its root) compressed alone; drop = points of mean accuracy lost on the evaluation split.\n\n")
+    written = {f"{name}.md": _write(folder, f"{name}.md", title + to_markdown(headers, rows))}
+    if plots:
+        from bench import plots as plotting
+
+        written.update(plotting.sensitivity_heatmap(attributes, ordered["unit"].tolist(), folder, name))
+    return written
+
+
 def _write(folder: str, name: str, text: str) -> str:
     path = os.path.join(folder, name)
     write_text_atomic(path, text)

@@ -58,6 +58,9 @@ LAYER_COLUMNS = (
     "retimed", "confirmed", "rel_error", "norm_sum_als", "norm_sum_epc", "als_iters_run", "decompose_seconds",
 )
 
+SENSITIVITY_COLUMNS = ("unit", "members", "method", "ratio", "params_removed", "macs_removed", "acc_mean", "drop")
+SENSITIVITY_ATTRIBUTE_COLUMNS = ("unit", "attribute", "acc", "drop")
+
 HISTORY_COLUMNS = ("study", "model", "variant", "seed", "epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "seconds")
 
 
@@ -127,7 +130,7 @@ def read_results(path: str):
 TEXT_COLUMNS = {"study": str, "model": str, "variant": str, "compression": str, "input_size": str,
                 "config_hash": str, "git_commit": str, "attribute": str, "rank": str, "kernel": str, "layer": str,
                 "method": str, "new_layer_macs": str, "runtime": str, "runtime_b1": str, "runtime_bN": str, "device": str,
-                "peak_library": str}
+                "peak_library": str, "unit": str, "members": str}
 
 
 def read_csv_table(path: str):

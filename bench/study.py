@@ -5,6 +5,8 @@ Layout under ``<results_dir>/<study>/``:
 * ``cells/<model>-<hash>.json``: one record per finished cell (row, per-attribute rows, history,
   reliability data, full cell config, environment), written atomically as soon as it finishes;
 * ``checkpoints/<hash>/{last,best}.pt``: training state, so a killed cell resumes mid-training;
+  ``checkpoints/<hash>/model.pt``: the cell's final model (compressed variants too), which
+  ``models.load_model`` rebuilds from the file alone;
 * ``results.csv``, ``per_attribute.csv``, ``history.csv``, ``layers.csv``: rebuilt from the records
   after each cell (``bench.schema.write_tables``).
 
@@ -80,6 +82,8 @@ def run_cell(cell: dict, checkpoint_dir: str | None = None, progress=None, machi
             model = compressed.model
         evaluation = evaluate_cell_model(cell, model, data)
         model = model.cpu().to(memory_format=torch.contiguous_format).eval()
+        if checkpoint_dir:  # the final (trained, or compressed and fine-tuned) model, rebuildable by models.load_model
+            models.save_model(model, os.path.join(checkpoint_dir, "model.pt"), config_hash=config_hash(cell))
         masks = pse_mask_record(model, data)
         data_config = model.data_config
         example = model_inputs(data, "val", 2, data_config)

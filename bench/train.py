@@ -20,6 +20,7 @@ from torch import nn
 from bench.data import FaceAttributeData, iterate_batches, to_model_input
 from bench.metrics import per_attribute_accuracy
 from bench.progress import null_progress
+from models import checkpoint_header
 
 _logger = logging.getLogger(__name__)
 
@@ -137,6 +138,9 @@ def train_model(
     checkpoint_dir: str | None = None,
     progress=None,
     extra_loss=None,
+    teacher: nn.Module | None = None,
+    distill: float = 0.0,
+    temperature: float = 1.0,
 ) -> TrainResult:
     """Train ``model`` in place on ``data``'s train split, validating each epoch.
 
@@ -145,6 +149,9 @@ def train_model(
     is resumed from. Both store ``arch`` so :func:`models.load_model` rebuilds the model from the
     file alone. At the end the model holds the best epoch's weights. ``extra_loss(model)``, if
     given, is added to the BCE loss (e.g. a norm penalty for fine-tuning compressed layers).
+    With a ``teacher`` and ``distill`` = alpha > 0 the loss is knowledge distillation per attribute:
+    (1 - alpha) * BCE(logits, labels) + alpha * T^2 * BCE(logits / T, sigmoid(teacher logits / T)),
+    T = ``temperature`` (the T^2 keeps the soft term's gradients on the hard term's scale).
 
     Returns:
         TrainResult with one history dict per epoch (``epoch, lr, train_loss, train_acc,
@@ -159,6 +166,10 @@ def train_model(
     device = resolve_device(config.device)
     seed_everything(config.seed)
     model.to(device)
+    if teacher is not None:
+        teacher = teacher.to(device).eval()
+        if config.channels_last:
+            teacher.to(memory_format=torch.channels_last)
     if config.channels_last:
         model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
@@ -189,6 +200,7 @@ def train_model(
 
     started = time.perf_counter()
     n_train = len(data.splits["train"])
+    header = checkpoint_header(model) if checkpoint_dir and getattr(model, "arch", None) else {"arch": None}
     for epoch in range(start_epoch, config.epochs):
         epoch_start = time.perf_counter()
         frozen = epoch < config.freeze_backbone_epochs
@@ -206,6 +218,11 @@ def train_model(
             y = torch.from_numpy(labels).to(device)
             logits = model(x)
             loss = F.binary_cross_entropy_with_logits(logits, y, pos_weight=pos_weight)
+            if teacher is not None and distill > 0:
+                with torch.no_grad():
+                    soft = torch.sigmoid(teacher(x) / temperature)
+                soft_loss = F.binary_cross_entropy_with_logits(logits / temperature, soft) * temperature ** 2
+                loss = (1.0 - distill) * loss + distill * soft_loss
             if extra_loss is not None:
                 loss = loss + extra_loss(model)
             optimizer.zero_grad(set_to_none=True)
@@ -238,7 +255,7 @@ def train_model(
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         _logger.info("epoch %d: %s", epoch + 1, result.history[-1])
         if checkpoint_dir:
-            common = {"arch": getattr(model, "arch", None), "train_config": asdict(config), "history": result.history}
+            common = {**header, "train_config": asdict(config), "history": result.history}
             if improved:
                 _save_atomically({**common, "model_state_dict": model.state_dict(), "epoch": epoch}, best_path)
             _save_atomically({

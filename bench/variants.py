@@ -12,6 +12,7 @@ In YAML a variant may also be a mapping ``{steps: [{method: svd, rank_ratio: 0.5
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 from dataclasses import dataclass, field
 
@@ -25,7 +26,34 @@ from bench.metrics import per_attribute_accuracy
 from bench.train import TrainConfig, TrainResult, predict_probs, train_model
 from compress.methods import DATA_DRIVEN_SELECTORS, Option
 
-FINETUNE_FIELDS = {"epochs", "lr", "norm_lambda", "limit_train", "batch_size"}
+FINETUNE_OPTIONS = {
+    "epochs": Option("fine-tuning epochs after compression (0: none)", "int", 0, None),
+    "lr": Option("learning rate", "float", 0, None, "(]"),
+    "norm_lambda": Option("weight of LWALM's factor-norm penalty", "float", 0, None),
+    "limit_train": Option("fine-tune on the first N training images", "int", 1, None),
+    "batch_size": Option("batch size", "int", 1, None),
+    "distill": Option("knowledge-distillation weight alpha: the uncompressed model teaches", "float", 0, 1),
+    "temperature": Option("distillation temperature (default 2)", "float", 0, None, "(]"),
+    "hflip": Option("random horizontal flips", "bool"),
+    "lr_step_epochs": Option("StepLR step in epochs (0: constant)", "int", 0, None),
+}
+FINETUNE_FIELDS = set(FINETUNE_OPTIONS)
+
+
+def validate_finetune(finetune: dict) -> dict:
+    """Return ``finetune`` after checking its field names and values.
+
+    Raises:
+        ValueError: an unknown field or a value out of range (both named).
+    """
+    unknown = sorted(set(finetune) - FINETUNE_FIELDS)
+    if unknown:
+        raise ValueError(f"finetune: unknown fields {unknown}; known: {sorted(FINETUNE_FIELDS)}")
+    for name, value in finetune.items():
+        problem = FINETUNE_OPTIONS[name].problem(value) if value is not None else None
+        if problem:
+            raise ValueError(f"finetune: {name} {problem}")
+    return finetune
 SEARCH_OPTIONS = ("search_batches", "candidate_ratios", "max_drop", "search_eval_images")
 # Options of a pipeline step that the pipeline itself handles, beside the method's own.
 PIPELINE_OPTIONS = {"prune": {"iterations": Option("prune in N equal steps with a fine-tune after each", "int", 1, None)}}
@@ -164,13 +192,16 @@ def _searched_ranks(model, method: str, example, data: FaceAttributeData, option
     return {**rest, "ranks": ranks, "layers": sorted(ranks) or ["<none chosen>"]}
 
 
-def _finetune(model, data, finetune: dict, train_config: TrainConfig, factor_groups, progress) -> TrainResult:
+def _finetune(model, data, finetune: dict, train_config: TrainConfig, factor_groups, progress, teacher=None) -> TrainResult:
     config = dataclasses.replace(
         train_config, epochs=int(finetune.get("epochs", 1)), lr=float(finetune.get("lr", train_config.lr)),
-        batch_size=int(finetune.get("batch_size", train_config.batch_size)), lr_step_epochs=0, freeze_backbone_epochs=0,
+        batch_size=int(finetune.get("batch_size", train_config.batch_size)), lr_step_epochs=int(finetune.get("lr_step_epochs", 0)),
+        freeze_backbone_epochs=0, hflip=bool(finetune.get("hflip", train_config.hflip)),
     )
     extra = compress.norm_penalty(model, factor_groups, float(finetune.get("norm_lambda", 0.0)))
-    return train_model(model, _subset_train(data, finetune.get("limit_train")), config, progress=progress, extra_loss=extra)
+    distill = float(finetune.get("distill", 0.0))
+    return train_model(model, _subset_train(data, finetune.get("limit_train")), config, progress=progress, extra_loss=extra,
+                       teacher=teacher if distill > 0 else None, distill=distill, temperature=float(finetune.get("temperature", 2.0)))
 
 
 @dataclass
@@ -201,20 +232,21 @@ def compress_and_finetune(model, data: FaceAttributeData, steps: list[dict], fin
     pipeline is fine-tuned at the end (``finetune.epochs`` 0 skips it). A factorization step leaves
     the factor layers of earlier steps alone (e.g. SVD after Tucker-2 does not split Tucker's 1x1
     factors). The norm constraint (``finetune.norm_lambda``) covers every factor layer created by
-    the pipeline. ``timing`` passes ``min_iters``/``min_seconds``/``threads`` to the per-layer timer.
+    the pipeline. With ``finetune.distill`` = alpha > 0 every fine-tune distils from the uncompressed
+    ``model`` (temperature ``finetune.temperature``, default 2). ``timing`` passes its settings to
+    the per-layer timer.
 
     Raises:
         ValueError: an invalid step option or fine-tune field (named in the message).
     """
     from bench.speedup import layer_speedup_table
 
-    unknown = sorted(set(finetune) - FINETUNE_FIELDS)
-    if unknown:
-        raise ValueError(f"finetune: unknown fields {unknown}; known: {sorted(FINETUNE_FIELDS)}")
+    validate_finetune(finetune)
     timing = timing or {}
     input_size = model.data_config["input_size"]
     example = torch.zeros(1, *input_size)
     current = model.cpu().to(memory_format=torch.contiguous_format).eval()
+    teacher = copy.deepcopy(current) if float(finetune.get("distill", 0.0)) > 0 else None
     result = CompressionResult(current)
     for step in steps:
         options = {k: v for k, v in step.items() if k not in ["method", *PIPELINE_OPTIONS.get(step["method"], {})]}
@@ -238,7 +270,7 @@ def compress_and_finetune(model, data: FaceAttributeData, steps: list[dict], fin
             step_reports.append(report)
             result.factor_groups += report.factor_groups
             if iterations > 1 and iteration < iterations - 1 and int(finetune.get("epochs", 1)) > 0:
-                tuned = _finetune(current, data, finetune, train_config, result.factor_groups, progress)
+                tuned = _finetune(current, data, finetune, train_config, result.factor_groups, progress, teacher)
                 result.history += tuned.history
                 result.finetune_seconds += tuned.train_seconds
                 current = current.cpu().to(memory_format=torch.contiguous_format)
@@ -254,7 +286,7 @@ def compress_and_finetune(model, data: FaceAttributeData, steps: list[dict], fin
     probs = predict_probs(current, data, "test", train_config.eval_batch_size, train_config.device)
     result.acc_mean_nofinetune = float(per_attribute_accuracy(data.labels[data.splits["test"]], probs).mean())
     if int(finetune.get("epochs", 1)) > 0:
-        tuned = _finetune(current, data, finetune, train_config, result.factor_groups, progress)
+        tuned = _finetune(current, data, finetune, train_config, result.factor_groups, progress, teacher)
         result.history += tuned.history
         result.finetune_seconds += tuned.train_seconds
     result.model = current.cpu().to(memory_format=torch.contiguous_format).eval()

@@ -76,11 +76,12 @@ def layer_macs(module: nn.Module, output_shape) -> int:
 
 def per_layer_macs(module: nn.Module, input_shape) -> list[int]:
     """Return the MACs of each Conv2d/Linear in ``module`` (a chain, or one layer) run on ``input_shape``;
-    other layers (BN, ReLU, pooling) cost none."""
+    other layers (BN, ReLU, pooling) cost none. ``module`` may live on the meta device."""
     layers = list(module) if isinstance(module, nn.Sequential) else [module]
     macs = []
+    device = next(module.parameters()).device  # a skeleton on the meta device costs nothing to run
     with torch.no_grad():
-        x = torch.zeros(input_shape)
+        x = torch.zeros(input_shape, device=device)
         for layer in layers:
             x = layer(x)
             if isinstance(layer, (nn.Conv2d, nn.Linear)):

@@ -9,6 +9,7 @@ Adding a factorization is one decomposition function and one row here.
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -16,9 +17,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+import deploy
 from compress import factorize
-from compress.layers import (classifier_names, kernel_text, layer_macs, record_output_shapes, record_shapes, select_layers,
-                             sequence_macs, set_module)
+from compress.layers import (classifier_names, kernel_text, layer_macs, per_layer_macs, record_output_shapes, record_shapes,
+                             select_layers, sequence_macs, set_module)
 from compress.rank import rank_by_ratio, select_rank
 
 
@@ -29,7 +31,8 @@ class CompressionReport:
     ``layers`` rows hold: ``layer, method, kernel, status ('compressed' | 'skipped'), reason,
     rank, params_before, params_after, macs_before, macs_after, rel_error`` (and method-specific
     keys such as ``norm_sum_als``/``norm_sum_epc``). ``factor_groups`` lists, per factorized
-    layer, the names of its new layers (for the norm-constrained fine-tuning).
+    layer, the names of its new layers (for the norm-constrained fine-tuning); ``notes`` says
+    what was decided beyond the rows (a target met, a bound raised).
     """
 
     method: str
@@ -38,6 +41,7 @@ class CompressionReport:
     factor_groups: list[list[str]] = field(default_factory=list)
     params_before: int = 0
     params_after: int = 0
+    notes: list[str] = field(default_factory=list)
 
     def compressed(self) -> list[dict]:
         """Return the rows of the layers that were changed."""
@@ -135,18 +139,27 @@ FACTORIZATION_OPTIONS = {
     "candidate_ratios": Option("rank ratios grad_align tries per layer", "floats", 0, 1, "(]"),
     "max_drop": Option("largest accuracy drop (points) binary_search accepts per layer", "float", 0, None),
     "search_eval_images": Option("validation images binary_search scores candidates on", "int", 1, None),
+    "target_macs": Option("fraction of the model's conv/linear MACs to keep; ranks chosen globally", "float", 0, 1, "(]"),
+    "target_params": Option("fraction of the model's parameters to keep; ranks chosen globally", "float", 0, 1, "(]"),
+    "target_latency": Option("fraction of the model's latency in `runtime` to keep (MAC budget bisected on timings)",
+                             "float", 0, 1, "(]"),
+    "runtime": Option("a deploy runtime: layers whose factorized form is slower there stay whole; target_latency's runtime",
+                      "str", choices=tuple(deploy.RUNTIMES)),
+    "latency_batch": Option("batch size target_latency is measured at (default 1)", "int", 1, None),
 }
 CP_OPTIONS = {
     **FACTORIZATION_OPTIONS,
-    "als_iters": Option("largest number of ALS sweeps", "int", 1, None),
+    "als_iters": Option("largest number of ALS sweeps (default 500)", "int", 1, None),
+    "tol": Option("ALS stops once a sweep lowers the relative error by less than tol times itself (default 1e-8)",
+                  "float", 0, None, "[]"),
 }
 CP_EPC_OPTIONS = {
     **CP_OPTIONS,
     "delta": Option("EPC error bound, relative to ||W|| (absolute with delta_relative=false); default: the ALS error",
                     "float", 0, None, "(]"),
     "delta_relative": Option("delta is relative to ||W||", "bool"),
-    "epc_iters": Option("EPC sweeps per penalty trial and polishing sweeps", "int", 1, None),
-    "epc_steps": Option("penalty trials of the EPC path", "int", 1, None),
+    "epc_iters": Option("largest number of EPC polishing sweeps (default 100)", "int", 1, None),
+    "epc_steps": Option("penalty trials of the EPC path (default 12)", "int", 1, None),
 }
 PRUNE_OPTIONS = {
     "pruning_ratio": Option("fraction of channels removed per layer (uniform) or overall (global)", "float", 0, 1, "()"),
@@ -155,9 +168,13 @@ PRUNE_OPTIONS = {
     "target_macs": Option("fraction of the original MACs to keep (prunes in small steps until reached)", "float", 0, 1, "(]"),
     "target_params": Option("fraction of the original parameters to keep", "float", 0, 1, "(]"),
     "max_pruning_ratio": Option("largest fraction of one layer's channels removed", "float", 0, 1, "()"),
-    "round_to": Option("keep channel counts a multiple of this", "int", 1, None),
+    "round_to": Option("keep channel counts a multiple of this (default 8: runtimes' kernels want it)", "int", 1, None),
     "calibration": Option("(images, labels) batch the 'taylor' importance takes gradients on", "object"),
     "exclude": Option("name patterns of layers never pruned", "names"),
+    "target_latency": Option("fraction of the model's latency in `runtime` to keep (pruning ratio bisected on timings)",
+                             "float", 0, 1, "(]"),
+    "runtime": Option("the deploy runtime target_latency is measured in (default onnxruntime)", "str", choices=tuple(deploy.RUNTIMES)),
+    "latency_batch": Option("batch size target_latency is measured at (default 1)", "int", 1, None),
 }
 SPARSITY_OPTIONS = {
     "amount": Option("fraction of the selected weights set to zero (global magnitude)", "float", 0, 1, "()"),
@@ -179,7 +196,8 @@ class Factorization:
     ``applies_to(module)`` returns why it cannot factorize ``module`` (None if it can);
     ``full_rank(module)`` is what ``rank_ratio=1`` means; ``rank_of(module, r)`` turns a scalar rank
     r in [1, full_rank] into this method's rank; ``select_rank(module, options)`` picks a rank by
-    the weight-only selectors; ``decompose(module, rank, options)`` returns ``(nn.Sequential
+    the weight-only selectors; ``layers(module, rank)`` builds the replacement's structure (no
+    weights: its cost); ``decompose(module, rank, options)`` returns ``(nn.Sequential
     replacement, info)`` where ``info`` holds ``rel_error`` and any method-specific columns.
     """
 
@@ -187,6 +205,7 @@ class Factorization:
     full_rank: Callable[[nn.Module], int]
     rank_of: Callable[[nn.Module, int], Rank]
     select_rank: Callable[[nn.Module, dict], Rank]
+    layers: Callable[[nn.Module, Rank], nn.Sequential]
     decompose: Callable[[nn.Module, Rank, dict], tuple[nn.Sequential, dict]]
 
 
@@ -266,8 +285,9 @@ def _tucker2_decompose(module: nn.Module, rank: tuple[int, int], options: dict) 
 def _cp_decompose(epc: bool):
     def decompose(module: nn.Module, rank: int, options: dict) -> tuple[nn.Sequential, dict]:
         iterations = {k: int(options[k]) for k in ("als_iters", "epc_iters", "epc_steps") if k in options}
+        tolerance = {"tol": float(options["tol"])} if "tol" in options else {}
         return factorize.cp_sequence(module, int(rank), int(options.get("seed", 0)), epc=epc, delta=options.get("delta"),
-                                     delta_relative=bool(options.get("delta_relative", True)), **iterations)
+                                     delta_relative=bool(options.get("delta_relative", True)), **iterations, **tolerance)
 
     return decompose
 
@@ -277,53 +297,98 @@ def _matrix_full_rank(module: nn.Module) -> int:
 
 
 FACTORIZATIONS: dict[str, Factorization] = {
-    "svd": Factorization(_pointwise_only, _matrix_full_rank, lambda m, r: r, _svd_rank, _svd_decompose),
+    "svd": Factorization(_pointwise_only, _matrix_full_rank, lambda m, r: r, _svd_rank, factorize.svd_layers, _svd_decompose),
     "tucker2": Factorization(_spatial_only, lambda m: min(m.out_channels, m.in_channels),
                              lambda m, r: (max(1, min(m.out_channels, r)), max(1, min(m.in_channels, r))),
-                             _tucker2_rank, _tucker2_decompose),
-    "cp": Factorization(_spatial_only, factorize.cp_full_rank, lambda m, r: r, _cp_rank, _cp_decompose(epc=False)),
-    "cp_epc": Factorization(_spatial_only, factorize.cp_full_rank, lambda m, r: r, _cp_rank, _cp_decompose(epc=True)),
+                             _tucker2_rank, factorize.tucker2_layers, _tucker2_decompose),
+    "cp": Factorization(_spatial_only, factorize.cp_full_rank, lambda m, r: r, _cp_rank, factorize.cp_layers, _cp_decompose(epc=False)),
+    "cp_epc": Factorization(_spatial_only, factorize.cp_full_rank, lambda m, r: r, _cp_rank, factorize.cp_layers,
+                            _cp_decompose(epc=True)),
 }
 
 
-def factorize_model(model: nn.Module, example_input: torch.Tensor, method: str, **options) -> CompressionReport:
-    """Factorize every selected layer of ``model`` in place with the factorization ``method``.
+def replacement_cost(method: str, module: nn.Module, rank, input_shape) -> tuple[int, int]:
+    """Return ``(params, MACs)`` of the layers factorization ``method`` replaces ``module`` with at ``rank``,
+    on ``input_shape`` (one example), without decomposing anything (the structure is built on the meta device)."""
+    with torch.device("meta"):
+        skeleton = FACTORIZATIONS[method].layers(module, rank)
+    return _params(skeleton), sum(per_layer_macs(skeleton, (1, *input_shape[1:])))
 
-    ``ranks`` ({layer name: rank}) fixes ranks per layer and overrides the selector. With
-    ``skip_if_larger`` (default True) a layer whose factorized form would not have fewer
-    parameters is left alone and reported as skipped.
+
+def _applicable_layers(model: nn.Module, how: Factorization, options: dict, shapes: dict):
+    """Yield ``(name, module, reason)`` for every conv/linear layer; ``reason`` is None when ``how`` will factorize it."""
+    for name, module, reason in select_layers(model, options.get("layers"), options.get("exclude"), options.get("kernel_sizes"),
+                                              bool(options.get("include_classifier", False))):
+        if name not in shapes:
+            reason = reason or "not used in the forward pass"
+        yield name, module, reason or how.applies_to(module)
+
+
+def _target_ranks(model: nn.Module, method: str, options: dict, input_shapes: dict, shapes: dict) -> dict:
+    """Return ``{layer: rank}`` meeting ``target_macs`` or ``target_params`` (see :func:`compress.targets.global_ranks`)."""
+    from compress.targets import global_ranks
+
+    cost, budget = ("macs", options["target_macs"]) if options.get("target_macs") is not None else ("params", options["target_params"])
+    candidates = [(name, module, input_shapes[name], shapes[name]) for name, module, reason in
+                  _applicable_layers(model, FACTORIZATIONS[method], options, shapes) if reason is None]
+    total = (sum(layer_macs(m, shapes[n]) for n, m in model.named_modules() if n in shapes) if cost == "macs" else _params(model))
+    return global_ranks(method, candidates, total, float(budget), cost)
+
+
+def factorize_model(model: nn.Module, example_input: torch.Tensor, method: str, **options) -> CompressionReport:
+    """Factorize the selected layers of ``model`` in place with the factorization ``method``.
+
+    Ranks come from, in order of precedence: ``ranks`` ({layer name: rank}); a budget for the
+    whole model, ``target_macs`` / ``target_params`` (fractions to keep; per-layer ranks chosen
+    globally by :func:`compress.targets.global_ranks`, other layers left whole);
+    ``target_latency`` (fraction of the original's latency in ``runtime``, batch
+    ``latency_batch``: the MAC budget is bisected against real timings); else the selector
+    (``rank_selection``). With ``skip_if_larger`` (default True) a layer whose factorized form
+    would not have fewer parameters is left whole; with ``runtime`` set, so is any layer whose
+    factorized form runs slower than itself in that runtime (each timed alone on its real input).
+    Skipped layers are reported with the reason.
 
     Raises:
         KeyError: ``method`` is not a factorization.
-        ValueError: an invalid rank or option value.
+        ValueError: an invalid rank or option value, or a target out of reach.
     """
+    if options.get("target_latency") is not None:
+        return _factorize_to_latency(model, example_input, method, options)
     how = FACTORIZATIONS[method]
     input_shapes, shapes = record_shapes(model, example_input)
     report = CompressionReport(method, dict(options), params_before=_params(model))
-    fixed_ranks = options.get("ranks") or {}
-    candidates = list(select_layers(model, options.get("layers"), options.get("exclude"), options.get("kernel_sizes"),
-                                    bool(options.get("include_classifier", False))))
-    for name, module, reason in candidates:
+    by_target = options.get("target_macs") is not None or options.get("target_params") is not None
+    fixed_ranks = options.get("ranks") or (_target_ranks(model, method, options, input_shapes, shapes) if by_target else {})
+    runtime = options.get("runtime")
+    for name, module, reason in list(_applicable_layers(model, how, options, shapes)):
         row = {"layer": name, "method": method, "kernel": kernel_text(module), "status": "skipped", "reason": reason or "",
                "rank": "", "params_before": _params(module), "params_after": _params(module), "rel_error": 0.0}
-        if name not in shapes:
-            reason = reason or "not used in the forward pass"
         row["macs_before"] = row["macs_after"] = layer_macs(module, shapes[name]) if name in shapes else 0
-        reason = reason or how.applies_to(module)
+        if not reason and by_target and name not in fixed_ranks:
+            reason = "left whole: the budget is met without it"
         if reason:
             row["reason"] = reason
             report.layers.append(row)
             continue
         rank = fixed_ranks.get(name) or how.select_rank(module, options)
         rank = tuple(rank) if isinstance(rank, list) else rank
+        started = time.perf_counter()
         sequence, info = how.decompose(module, rank, options)
+        info["decompose_seconds"] = time.perf_counter() - started
         sequence.train(module.training)
         params_after = _params(sequence)
         row.update({"rank": "x".join(map(str, rank)) if isinstance(rank, tuple) else int(rank), "params_after": params_after,
                     "macs_after": sequence_macs(sequence, input_shapes[name]), **info})
         if options.get("skip_if_larger", True) and params_after >= row["params_before"]:
-            row.update({"reason": f"factorized form has {params_after} params >= {row['params_before']}",
-                        "params_after": row["params_before"], "macs_after": row["macs_before"]})
+            row["reason"] = f"factorized form has {params_after} params >= {row['params_before']}"
+        elif runtime:
+            from compress.targets import slower_in_runtime
+
+            slower, before_ms, after_ms = slower_in_runtime(module.eval(), sequence.eval(), input_shapes[name], runtime)
+            if slower:
+                row["reason"] = f"factorized form is slower in {runtime}: {after_ms:.3f} ms vs {before_ms:.3f} ms"
+        if row["reason"]:
+            row.update({"params_after": row["params_before"], "macs_after": row["macs_before"]})
             report.layers.append(row)
             continue
         set_module(model, name, sequence)
@@ -332,6 +397,63 @@ def factorize_model(model: nn.Module, example_input: torch.Tensor, method: str, 
         report.factor_groups.append([f"{name}.{i}" for i, layer in enumerate(sequence) if isinstance(layer, (nn.Conv2d, nn.Linear))])
     report.params_after = _params(model)
     return report
+
+
+def _factorize_to_latency(model: nn.Module, example_input: torch.Tensor, method: str, options: dict) -> CompressionReport:
+    """Factorize ``model`` in place to ``target_latency`` of its latency in ``runtime`` (see :func:`factorize_model`).
+
+    Each selected layer is first timed once in the runtime against its factorization at the
+    selector's rank; slower ones are left whole (with the reason). The MAC budget for the others is
+    then bisected on measured whole-model speed-ups.
+    """
+    import copy
+
+    from compress.targets import bisect_for_latency, slower_in_runtime
+
+    runtime = options.get("runtime", "onnxruntime")
+    base = {k: v for k, v in options.items() if k not in ("target_latency", "latency_batch", "runtime")}
+    original = copy.deepcopy(model).eval()
+    how = FACTORIZATIONS[method]
+    input_shapes, shapes = record_shapes(original, example_input)
+    slower = {}
+    for name, module, reason in list(_applicable_layers(original, how, base, shapes)):
+        if reason is None:
+            sequence, _ = how.decompose(module, how.select_rank(module, base), base)
+            is_slower, before_ms, after_ms = slower_in_runtime(module.eval(), sequence.eval(), input_shapes[name], runtime)
+            if is_slower:
+                slower[name] = f"factorized form is slower in {runtime}: {after_ms:.3f} ms vs {before_ms:.3f} ms"
+    base["exclude"] = list(base.get("exclude") or []) + sorted(slower)
+    reports = {}
+
+    def build(fraction: float) -> nn.Module:
+        candidate = copy.deepcopy(original)
+        reports[fraction] = factorize_model(candidate, example_input, method, **{**base, "target_macs": fraction})
+        return candidate
+
+    least = _least_mac_fraction(original, example_input, method, base)
+    fraction, best, speedup = bisect_for_latency(build, original, runtime, example_input, float(options["target_latency"]),
+                                                 least, 1.0, int(options.get("latency_batch", 1)))
+    report = reports[fraction]
+    for row in report.layers:
+        row["reason"] = slower.get(row["layer"], row["reason"])
+    for row in report.compressed():
+        set_module(model, row["layer"], best.get_submodule(row["layer"]))
+    report.options = dict(options)
+    report.notes.append(f"target_latency {options['target_latency']:g} in {runtime}: MAC budget {fraction:.3f}, "
+                        f"measured {speedup:.2f}x faster than the original")
+    report.params_after = _params(model)
+    return report
+
+
+def _least_mac_fraction(model: nn.Module, example_input: torch.Tensor, method: str, options: dict) -> float:
+    """Return the smallest fraction of the model's conv/linear MACs factorizing its selected layers can reach."""
+    from compress.targets import least_budget, rank_ladders
+
+    input_shapes, shapes = record_shapes(model, example_input)
+    total = sum(layer_macs(m, shapes[n]) for n, m in model.named_modules() if n in shapes)
+    candidates = [(name, module, input_shapes[name], shapes[name]) for name, module, reason in
+                  _applicable_layers(model, FACTORIZATIONS[method], options, shapes) if reason is None]
+    return least_budget(rank_ladders(method, candidates, "macs"), total)
 
 
 def _importance(name: str):
@@ -348,6 +470,31 @@ def _importance(name: str):
     return importances[name]()
 
 
+def _prune_to_latency(model: nn.Module, example_input: torch.Tensor, options: dict) -> CompressionReport:
+    """Prune ``model`` in place to ``target_latency`` of its latency in ``runtime`` (see :func:`prune_model`)."""
+    import copy
+
+    from compress.targets import bisect_for_latency
+
+    runtime = options.get("runtime", "onnxruntime")
+    base = {k: v for k, v in options.items() if k not in ("target_latency", "runtime", "latency_batch", "pruning_ratio")}
+    original = copy.deepcopy(model).eval()
+    most = float(options.get("max_pruning_ratio", 0.9))
+
+    def build(kept: float) -> nn.Module:
+        candidate = copy.deepcopy(original)
+        prune_model(candidate, example_input, **base, pruning_ratio=min(most, 1.0 - kept))
+        return candidate
+
+    kept, _, speedup = bisect_for_latency(build, original, runtime, example_input, float(options["target_latency"]),
+                                          1.0 - most, 0.98, int(options.get("latency_batch", 1)))
+    report = prune_model(model, example_input, **base, pruning_ratio=min(most, 1.0 - kept))
+    report.options = {k: v for k, v in options.items() if k != "calibration"}
+    report.notes.append(f"target_latency {options['target_latency']:g} in {runtime}: pruning ratio {1.0 - kept:.3f}, "
+                        f"measured {speedup:.2f}x faster than the original")
+    return report
+
+
 def _conv_linear_rows(model: nn.Module, shapes: dict) -> dict[str, dict]:
     return {name: {"kernel": kernel_text(m), "params": _params(m), "macs": layer_macs(m, shapes[name]) if name in shapes else 0}
             for name, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))}
@@ -359,9 +506,12 @@ def prune_model(model: nn.Module, example_input: torch.Tensor, **options) -> Com
     Options: ``pruning_ratio`` (fraction of channels removed, default 0.5), ``importance``
     ('l1' | 'l2' | 'taylor' | 'bn_scale'), ``global_pruning`` (default False: uniform per layer),
     ``target_macs`` / ``target_params`` (fraction of the original to keep: pruning proceeds in
-    small steps until reached, instead of a fixed ratio), ``max_pruning_ratio``, ``round_to``,
-    ``calibration`` ((images, labels) batch, required by 'taylor'), ``exclude`` (name patterns
-    of layers never pruned). The classifier's outputs are never pruned.
+    small steps until reached, instead of a fixed ratio), ``target_latency`` (fraction of the
+    original's latency in ``runtime``, default onnxruntime, at batch ``latency_batch``: the
+    pruning ratio is bisected against real timings), ``max_pruning_ratio``, ``round_to`` (default
+    8: channel counts that are multiples of 8 suit the runtimes' kernels), ``calibration``
+    ((images, labels) batch, required by 'taylor'), ``exclude`` (name patterns of layers never
+    pruned). The classifier's outputs are never pruned.
 
     Raises:
         ValueError: an unknown option or importance, 'taylor' without calibration, or a
@@ -371,6 +521,8 @@ def prune_model(model: nn.Module, example_input: torch.Tensor, **options) -> Com
 
     import torch_pruning as tp
 
+    if options.get("target_latency") is not None:
+        return _prune_to_latency(model, example_input, options)
     importance_name = options.get("importance", "l1")
     importance = _importance(importance_name)
     calibration = options.get("calibration")
@@ -397,7 +549,7 @@ def prune_model(model: nn.Module, example_input: torch.Tensor, **options) -> Com
         model, example_input, importance=importance, global_pruning=bool(options.get("global_pruning", False)),
         pruning_ratio=ratio, iterative_steps=steps, ignored_layers=ignored,
         max_pruning_ratio=float(options.get("max_pruning_ratio", 1.0 if not by_target else 0.95)),
-        round_to=options.get("round_to"),
+        round_to=int(options.get("round_to", 8)),
     )
     reached = not by_target
     for _ in range(steps):

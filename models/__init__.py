@@ -1,6 +1,12 @@
 """Model zoo: one registry (``create_model``, ``list_models``) over Slim-Net and the baselines."""
+import os
+
+import torch
+from torch import nn
+
 from models._checkpoint import extract_state_dict, load_checkpoint_into, read_checkpoint
 from models._registry import PretrainedWeightsError, classifier_of, create_model, is_model, list_models, register_model
+from models._structure import describe_structure, rebuild
 from models import slimnet as _slimnet  # noqa: F401  (registers entries)
 from models import baselines as _baselines  # noqa: F401
 from models import course as _course  # noqa: F401
@@ -10,11 +16,39 @@ from models.pse import PSE, pse_masks
 from models.slimnet import SlimNet, slimnet_kwargs_from_reference
 
 
+def checkpoint_header(model: nn.Module) -> dict:
+    """Return what a checkpoint needs beside the weights to rebuild ``model``: ``arch``, ``structure``
+    (factor chains and layer shapes, see ``models._structure``) and ``data_config``; plain types only.
+
+    Raises:
+        ValueError: the model was not built by :func:`create_model` (no ``arch``).
+    """
+    return {"arch": dict(model.arch) if getattr(model, "arch", None) else None, "structure": describe_structure(model),
+            "data_config": {k: list(v) if isinstance(v, tuple) else v for k, v in getattr(model, "data_config", {}).items()}}
+
+
+def save_model(model: nn.Module, path: str | os.PathLike, **extra) -> None:
+    """Write ``model`` (plain, pruned, factorized or a pipeline of both) so :func:`load_model` rebuilds it.
+
+    The file holds :func:`checkpoint_header`, ``model_state_dict`` and any ``extra`` plain values;
+    it loads with ``torch.load(weights_only=True)`` (no pickled code). Written atomically.
+
+    Raises:
+        ValueError: the model was not built by :func:`create_model`.
+    """
+    path = os.fspath(path)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    partial = f"{path}.partial-{os.getpid()}"
+    torch.save({**extra, **checkpoint_header(model), "model_state_dict": model.state_dict()}, partial)
+    os.replace(partial, path)
+
+
 def load_model(path):
     """Rebuild a model from a checkpoint file alone and load its weights.
 
-    Understands checkpoints written by ``bench.train`` (key ``arch``) and by the Slim-CNN
-    reference implementation (keys ``hyper_params`` and ``model_state_dict``).
+    Understands files written by :func:`save_model` and ``bench.train`` (keys ``arch`` and, for
+    compressed models, ``structure``) and by the Slim-CNN reference implementation (keys
+    ``hyper_params`` and ``model_state_dict``).
 
     Returns:
         The model, in eval mode.
@@ -24,17 +58,21 @@ def load_model(path):
     """
     checkpoint = read_checkpoint(path)
     state = extract_state_dict(checkpoint, str(path))
-    if "arch" in checkpoint:
-        arch = dict(checkpoint["arch"])
-        model = create_model(arch.pop("name"), **arch)
+    if checkpoint.get("arch"):
+        model = rebuild(checkpoint["arch"], checkpoint.get("structure"))
+        if checkpoint.get("data_config"):
+            model.data_config = {k: tuple(v) if isinstance(v, list) else v for k, v in checkpoint["data_config"].items()}
     elif "hyper_params" in checkpoint:
         model = create_model("slimnet", **slimnet_kwargs_from_reference(checkpoint["hyper_params"], state))
     else:
         raise ValueError(
             f"checkpoint {str(path)!r} does not say which architecture it holds: expected a key "
-            f"'arch' (run_bench.py) or 'hyper_params' (Slim-CNN reference); found {sorted(checkpoint)[:8]}"
+            f"'arch' (run_bench.py, models.save_model) or 'hyper_params' (Slim-CNN reference); found {sorted(checkpoint)[:8]}"
         )
-    model.load_state_dict(state)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        raise ValueError(f"checkpoint {str(path)!r}: its weights do not fit the model it describes: {str(exc)[:500]}") from None
     return model.eval()
 
 
@@ -46,6 +84,8 @@ __all__ = [
     "SlimNet",
     "classifier_of",
     "create_model",
+    "checkpoint_header",
+    "describe_structure",
     "extract_state_dict",
     "is_model",
     "list_models",
@@ -54,5 +94,6 @@ __all__ = [
     "pse_masks",
     "read_checkpoint",
     "register_model",
+    "save_model",
     "slimnet_kwargs_from_reference",
 ]

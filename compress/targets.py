@@ -1,0 +1,187 @@
+"""Compression to a target instead of a ratio: "a third of the parameters", "half the latency".
+
+* :func:`global_ranks` picks per-layer ranks for a factorization under a MAC or parameter budget
+  for the whole model: every layer starts whole and the budget is met by the moves (one step
+  down a layer's rank ladder) that add the least squared relative weight error per unit of cost
+  saved, so layers whose spectrum decays fast give up most.
+* :func:`measured_speedup` times a compressed model against its original in a runtime of the
+  ``deploy`` registry, interleaved; :func:`bisect_for_latency` searches a one-number knob (a MAC
+  budget, a pruning ratio) for the cheapest compression that reaches a latency target there.
+* :func:`slower_in_runtime` says whether a layer's replacement runs slower than the layer itself
+  in a runtime (each timed alone on its real input), so it can be left whole.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+import deploy
+from compress.layers import layer_macs
+
+_logger = logging.getLogger(__name__)
+
+LEVELS = tuple(np.round(np.arange(1, 33) / 32, 5))  # rank ratios each layer's ladder steps through
+
+
+def _truncation_errors(matrix: np.ndarray) -> np.ndarray:
+    """Return e[r] = relative Frobenius error of the best rank-r approximation of ``matrix``, r = 0..min(shape)."""
+    singular = np.linalg.svd(np.asarray(matrix, dtype=np.float64), compute_uv=False)
+    total = float(np.sum(singular ** 2))
+    if total == 0:
+        return np.zeros(len(singular) + 1)
+    tail = np.concatenate([np.cumsum((singular ** 2)[::-1])[::-1], [0.0]])
+    return np.sqrt(tail / total)
+
+
+def error_function(method: str, module: nn.Module) -> Callable[[object], float]:
+    """Return ``rank -> relative weight error`` of factorizing ``module`` with ``method``, from spectra alone
+    (computed once here, so every rung of a ladder costs a lookup).
+
+    SVD: exact (the dropped singular values). Tucker-2: sqrt(e_out^2 + e_in^2) of the two truncated
+    unfoldings, the HOSVD bound. CP: the largest truncation error of the three unfoldings at
+    min(rank, mode size), a lower bound (a CP of rank R has every multilinear rank <= R).
+    """
+    weight = module.weight.detach().double().cpu().numpy()
+    if method == "svd":
+        errors = _truncation_errors(weight.reshape(weight.shape[0], -1))
+        return lambda rank: float(errors[int(rank)])
+    t, s = weight.shape[:2]
+    out_errors = _truncation_errors(weight.reshape(t, -1))
+    in_errors = _truncation_errors(weight.transpose(1, 0, 2, 3).reshape(s, -1))
+    if method == "tucker2":
+        return lambda rank: float(np.hypot(out_errors[rank[0]], in_errors[rank[1]]))
+    k = weight.shape[2] * weight.shape[3]
+    k_errors = _truncation_errors(weight.reshape(t, s, k).transpose(2, 0, 1).reshape(k, -1))
+    return lambda rank: float(max(e[min(int(rank), len(e) - 1)] for e in (out_errors, in_errors, k_errors)))
+
+
+def weight_error(method: str, module: nn.Module, rank) -> float:
+    """Return the relative weight error a factorization at ``rank`` will have, from spectra alone (see :func:`error_function`)."""
+    return error_function(method, module)(rank)
+
+
+def rank_ladders(method: str, candidates: list[tuple[str, nn.Module, tuple, tuple]], cost: str = "macs") -> dict:
+    """Return ``{layer: {'own': its cost, 'rungs': [(rank, cost, squared error), ...]}}``, rungs by falling cost.
+
+    ``candidates`` are ``(name, module, input_shape, output_shape)`` of the layers the method may
+    factorize; ``cost`` is 'macs' or 'params'. A layer's rungs are the ranks ``rank_ratio`` in
+    :data:`LEVELS` gives, kept only where the replacement costs less than the layer.
+    """
+    from compress.methods import FACTORIZATIONS, replacement_cost
+
+    how = FACTORIZATIONS[method]
+    index = 1 if cost == "macs" else 0
+    ladders = {}
+    for name, module, input_shape, output_shape in candidates:
+        own = layer_macs(module, output_shape) if cost == "macs" else sum(p.numel() for p in module.parameters())
+        error = error_function(method, module)
+        rungs, seen = [], set()
+        for level in sorted(LEVELS, reverse=True):
+            rank = how.select_rank(module, {"rank_selection": "ratio", "rank_ratio": float(level)})
+            key = tuple(rank) if isinstance(rank, (list, tuple)) else int(rank)
+            if key in seen:
+                continue
+            seen.add(key)
+            spent = replacement_cost(method, module, rank, input_shape)[index]
+            if spent < own:
+                rungs.append((rank, spent, error(rank) ** 2))
+        if rungs:
+            ladders[name] = {"own": own, "rungs": rungs}
+    return ladders
+
+
+def least_budget(ladders: dict, total_cost: float) -> float:
+    """Return the smallest fraction of ``total_cost`` the ladders reach, every layer at its lowest rung."""
+    return (total_cost - sum(ladder["own"] - ladder["rungs"][-1][1] for ladder in ladders.values())) / total_cost
+
+
+def global_ranks(method: str, candidates: list[tuple[str, nn.Module, tuple, tuple]], total_cost: int, budget: float,
+                 cost: str = "macs") -> dict:
+    """Return ``{layer: rank}`` meeting ``budget`` (a fraction of ``total_cost``) with the least added error.
+
+    ``candidates`` and ``cost`` are as for :func:`rank_ladders`; ``total_cost`` is the model's MACs
+    (conv and linear layers) or parameters. Greedy: starting from every layer whole, the step
+    down a ladder that adds the least squared relative error per unit of cost saved goes first.
+
+    Raises:
+        ValueError: the budget cannot be met even with every ladder at its lowest rung (the
+            message gives the least reachable fraction).
+    """
+    ladders = rank_ladders(method, candidates, cost)
+    if budget * total_cost < least_budget(ladders, total_cost) * total_cost - 1e-9:
+        raise ValueError(f"{method}: a {cost} budget of {budget:g} cannot be reached by factorizing the selected layers; "
+                         f"the least reachable is {least_budget(ladders, total_cost):.3f} of the model's {cost}")
+    at = {name: -1 for name in ladders}
+    current_cost, target, chosen = float(total_cost), budget * total_cost, {}
+
+    def step(name):
+        ladder, position = ladders[name], at[name]
+        before_cost = ladder["own"] if position < 0 else ladder["rungs"][position][1]
+        before_error = 0.0 if position < 0 else ladder["rungs"][position][2]
+        rank, after_cost, after_error = ladder["rungs"][position + 1]
+        return rank, before_cost - after_cost, after_error - before_error
+
+    while current_cost > target:
+        movable = [name for name in ladders if at[name] + 1 < len(ladders[name]["rungs"])]
+        best = min(movable, key=lambda name: step(name)[2] / max(step(name)[1], 1e-30))
+        rank, saved, _ = step(best)
+        at[best] += 1
+        current_cost -= saved
+        chosen[best] = rank
+    return chosen
+
+
+def measured_speedup(original: nn.Module, compressed: nn.Module, runtime: str, example: torch.Tensor, batch: int = 1,
+                     blocks: int = 3) -> float:
+    """Return latency(original) / latency(compressed) in ``runtime``, both built from the registry and timed
+    interleaved on one random batch of ``batch`` at ``example``'s size.
+
+    Raises:
+        deploy.RuntimeUnavailable / deploy.RuntimeParityError: as :func:`deploy.deploy`.
+    """
+    x = np.random.default_rng(0).standard_normal((batch, *example.shape[1:])).astype(np.float32)
+    built = {"original": deploy.deploy(original, runtime, x[:1]), "compressed": deploy.deploy(compressed, runtime, x[:1])}
+    timings = deploy.compare({k: (d.run, d.prepare(x), d.sync) for k, d in built.items()}, blocks, min_iters=5, min_seconds=0.1)
+    return timings["original"].median_ms / timings["compressed"].median_ms
+
+
+def bisect_for_latency(build: Callable[[float], nn.Module], original: nn.Module, runtime: str, example: torch.Tensor,
+                       target_latency: float, low: float, high: float, batch: int = 1, steps: int = 6) -> tuple[float, nn.Module, float]:
+    """Return ``(knob, compressed model, measured speed-up)`` for the knob in [``low``, ``high``] (more
+    compression as it falls) whose model keeps at most ``target_latency`` of the original's latency
+    in ``runtime``, found by bisection (``steps`` builds); the least compressed that meets the target.
+
+    Raises:
+        ValueError: even ``low`` does not reach the target (the measured speed-up is named).
+    """
+    needed = 1.0 / target_latency
+    model = build(low)
+    speedup = measured_speedup(original, model, runtime, example, batch)
+    if speedup < needed:
+        raise ValueError(f"target_latency={target_latency:g} in {runtime} is out of reach: the most compressed model tried runs "
+                         f"{speedup:.2f}x faster than the original, {needed:.2f}x is needed")
+    best = (low, model, speedup)
+    for _ in range(steps):
+        middle = 0.5 * (low + high)
+        model = build(middle)
+        speedup = measured_speedup(original, model, runtime, example, batch)
+        _logger.info("latency target: knob %.4f -> %.2fx in %s", middle, speedup, runtime)
+        if speedup >= needed:
+            best, low = (middle, model, speedup), middle
+        else:
+            high = middle
+    return best
+
+
+def slower_in_runtime(layer: nn.Module, replacement: nn.Module, input_shape, runtime: str, blocks: int = 3) -> tuple[bool, float, float]:
+    """Return ``(slower, layer ms, replacement ms)``: ``layer`` and its ``replacement`` each built alone in
+    ``runtime`` and timed interleaved at batch 1 on ``input_shape``."""
+    x = np.random.default_rng(0).standard_normal((1, *input_shape[1:])).astype(np.float32)
+    built = {"layer": deploy.deploy(layer, runtime, x), "replacement": deploy.deploy(replacement, runtime, x)}
+    timings = deploy.compare({k: (d.run, d.prepare(x), d.sync) for k, d in built.items()}, blocks, min_iters=10, min_seconds=0.05)
+    before, after = timings["layer"].median_ms, timings["replacement"].median_ms
+    return after > before, before, after

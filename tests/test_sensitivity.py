@@ -1,0 +1,68 @@
+"""Sensitivity analysis and knowledge distillation."""
+import copy
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import models
+from bench.sensitivity import factorization_units, pruning_units, sensitivity
+from bench.train import TrainConfig, train_model
+
+SMALL = dict(filter_count_values=[8, 8, 8, 8], initial_conv=[16, 7, 2])
+
+
+def test_pruning_units_are_the_coupled_groups():
+    model = models.create_model("slimnet", **SMALL).eval()
+    units = pruning_units(model, torch.zeros(1, 3, 218, 178))
+    by_root = {u.name: set(u.members) for u in units}
+    # A Slim module's skip projection prunes with everything that adds to it and reads the sum.
+    assert by_root["slim1.skip_projection.0"] == {"slim1.skip_projection.0", "slim1.sse1.expand1.0", "slim1.sse1.expand3_dw.3",
+                                                  "slim1.sse2.squeeze.0"}
+    assert "fc" not in by_root  # the classifier's outputs are never pruned
+    layers = factorization_units(model, "svd", torch.zeros(1, 3, 218, 178))
+    assert len(layers) == 32 and all(u.members == (u.name,) for u in layers)
+
+
+def test_sensitivity_rows_per_unit_and_attribute(tiny_synthetic):
+    torch.manual_seed(0)
+    model = models.create_model("slimnet", **SMALL)
+    train_model(model, tiny_synthetic, TrainConfig(epochs=1, batch_size=16, lr=1e-3))
+    units, attributes = sensitivity(model, tiny_synthetic, "prune", 0.5)
+    assert len(units) == 21 and len(attributes) == 21 * 40
+    assert all(u["params_removed"] > 0 and u["macs_removed"] > 0 for u in units)
+    frame = pd.DataFrame(attributes)
+    for unit in units:  # the mean drop is the mean of the attribute drops
+        assert frame[frame["unit"] == unit["unit"]]["drop"].mean() == pytest.approx(unit["drop"], abs=1e-9)
+    with pytest.raises(ValueError, match="ratio must be in"):
+        sensitivity(model, tiny_synthetic, "prune", 1.5)
+
+
+def test_sensitivity_command(tmp_path, tiny_synthetic, capsys):
+    import run_bench
+
+    model = models.create_model("slimnet", **SMALL)
+    models.save_model(model, tmp_path / "model.pt")
+    config = tmp_path / "data.yaml"
+    config.write_text("data: {synthetic_images: 60}\n")
+    argv = ["sensitivity", "--checkpoint", str(tmp_path / "model.pt"), "--method", "svd", "--ratio", "0.25", "--config", str(config),
+            "--results-dir", str(tmp_path / "r"), "--reports-dir", str(tmp_path / "p"), "-q"]
+    assert run_bench.main(argv) == 0
+    assert "| Unit | Layers |" in capsys.readouterr().out
+    assert len(pd.read_csv(tmp_path / "r" / "sensitivity" / "sensitivity_svd_0.25.csv")) == 32
+    assert (tmp_path / "p" / "sensitivity" / "sensitivity_svd_0.25.png").is_file()
+
+
+def test_distillation_from_an_identical_teacher_leaves_the_student_unchanged(tiny_synthetic):
+    # With alpha = 1 the loss is BCE(student / T, sigmoid(teacher / T)), whose gradient sigmoid(z / T) - p vanishes
+    # when the student is the teacher: Adam then moves nothing. Without distillation the same step does move it.
+    torch.manual_seed(0)
+    student = models.create_model("course_cnn", dropout=0.0)
+    teacher = copy.deepcopy(student).eval()
+    config = TrainConfig(epochs=1, batch_size=16, lr=1e-2, weight_decay=0.0, channels_last=False)
+    before = {k: v.clone() for k, v in student.state_dict().items()}
+    train_model(student, tiny_synthetic, config, teacher=teacher, distill=1.0, temperature=2.0)
+    assert all(torch.allclose(before[k], v, atol=1e-6) for k, v in student.state_dict().items())
+    train_model(student, tiny_synthetic, config)
+    assert not all(torch.allclose(before[k], v, atol=1e-6) for k, v in student.state_dict().items())
