@@ -34,7 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--config", default=DEFAULT_CONFIG_PATH, help="study YAML (default: configs/default.yaml)")
     run.add_argument("--data-dir", help="CelebA root (official, torchvision or Kaggle layout); absent: synthetic set")
     run.add_argument("--synthetic-images", type=_positive_int, help="size of the built-in synthetic set")
-    run.add_argument("--models", help="comma-separated model names (see `run_bench.py models`)")
+    run.add_argument("--models", help="comma-separated model names (see `run_bench.py models`); a name the config lists keeps "
+                                      "its settings (compressions, input size), others use their defaults")
     run.add_argument("--epochs", type=_positive_int)
     run.add_argument("--batch-size", type=_positive_int)
     run.add_argument("--lr", type=float)
@@ -106,7 +107,9 @@ def config_from_args(args) -> dict:
         if getattr(args, f"limit_{split}"):
             data[f"limit_{split}"] = getattr(args, f"limit_{split}")
     if args.models:
-        config["models"] = [m.strip() for m in args.models.split(",") if m.strip()]
+        # A name the config already lists keeps its entry (kwargs, compressions, training); others come with defaults.
+        entries = {(m["name"] if isinstance(m, dict) else m): m for m in config["models"]}
+        config["models"] = [entries.get(name, name) for name in (m.strip() for m in args.models.split(",")) if name]
     train = config["train"]
     for key in ("epochs", "batch_size", "lr"):
         if getattr(args, key) is not None:
@@ -281,6 +284,8 @@ def command_run(args) -> int:
             else:
                 timing = ""
             print(f"  done: acc_mean {float(row['acc_mean']):.2f} %, {row['params']} params{timing}", flush=True)
+            for runtime, reason in sorted(cell.get("skipped_runtimes", {}).items()):
+                print(f"  not measured in {runtime}: {reason}", flush=True)
 
     print(f"study {config['study']!r}: {len(cells)} cells, data: "
           + (config["data"]["data_dir"] or f"synthetic ({config['data']['synthetic_images']} images)"), flush=True)

@@ -36,12 +36,22 @@ def _sigmoid(z):
 
 @dataclass
 class Evaluation:
-    """A model's test-split evaluation: metric columns of its result row, per-attribute rows and
-    reliability-diagram data (``{'before'|'after': {'frequency', 'confidence', 'count'}}``)."""
+    """A model's test-split evaluation: metric columns of its result row (with 95 % bootstrap
+    intervals as ``*_lo``/``*_hi``), per-attribute rows, reliability-diagram data
+    (``{'before'|'after': {'frequency', 'confidence', 'count'}}``) and the 0/1 test predictions
+    (N, A), which paired comparisons between models need."""
 
     values: dict
     per_attribute: list[dict] = field(default_factory=list)
     reliability: dict = field(default_factory=dict)
+    predictions: np.ndarray | None = None
+
+
+def with_intervals(values: dict, labels: np.ndarray, predictions: np.ndarray) -> dict:
+    """Return ``values`` with the 95 % bootstrap interval (1,000 resamples of the test images) of
+    ``acc_mean``, ``mA`` and ``f1`` as ``<metric>_lo`` / ``<metric>_hi``."""
+    intervals = metrics.bootstrap_intervals(labels, predictions)
+    return {**values, **{f"{name}_{end}": bound for name, (low, high) in intervals.items() for end, bound in (("lo", low), ("hi", high))}}
 
 
 def evaluate_cell_model(cell: dict, model, data: FaceAttributeData) -> Evaluation:
@@ -50,8 +60,10 @@ def evaluate_cell_model(cell: dict, model, data: FaceAttributeData) -> Evaluatio
     Temperature and per-attribute F1 thresholds are fitted on the validation split only.
     """
     train_cfg = cell["train"]
-    test_logits = predict_logits(model, data, "test", train_cfg.get("eval_batch_size", 64), train_cfg.get("device", "auto"))
-    val_logits = predict_logits(model, data, "val", train_cfg.get("eval_batch_size", 64), train_cfg.get("device", "auto"))
+    # The training's memory format: channels_last evaluates Slim-Net 2.4x faster on the CPU (same logits to 1e-6).
+    batch, device, channels_last = train_cfg.get("eval_batch_size", 64), train_cfg.get("device", "auto"), train_cfg.get("channels_last", True)
+    test_logits = predict_logits(model, data, "test", batch, device, channels_last)
+    val_logits = predict_logits(model, data, "val", batch, device, channels_last)
     test_labels, val_labels = data.labels[data.splits["test"]], data.labels[data.splits["val"]]
     train_labels = data.labels[data.splits["train"]]
     probs = _sigmoid(test_logits)
@@ -72,7 +84,8 @@ def evaluate_cell_model(cell: dict, model, data: FaceAttributeData) -> Evaluatio
         freq, conf, counts = metrics.reliability_diagram(test_labels, p)
         reliability[key] = {"frequency": freq.tolist(), "confidence": conf.tolist(), "count": counts.tolist()}
     per_attribute = _per_attribute_rows(cell, data, test_labels, probs, thresholds, tuned_acc, tuned_f1)
-    return Evaluation(values, per_attribute, reliability)
+    predictions = metrics.binarize(probs)
+    return Evaluation(with_intervals(values, test_labels, predictions), per_attribute, reliability, predictions)
 
 
 def evaluate_majority(cell: dict, data: FaceAttributeData) -> Evaluation:
@@ -86,7 +99,8 @@ def evaluate_majority(cell: dict, data: FaceAttributeData) -> Evaluation:
     default_thresholds = np.full(len(data.attr_names), 0.5)
     per_attribute = _per_attribute_rows(cell, data, test_labels, probs, default_thresholds,
                                         metrics.per_attribute_accuracy(test_labels, probs), metrics.per_attribute_prf(test_labels, probs)[2])
-    return Evaluation(values, per_attribute)
+    predictions = metrics.binarize(probs)
+    return Evaluation(with_intervals(values, test_labels, predictions), per_attribute, predictions=predictions)
 
 
 def model_inputs(data: FaceAttributeData, split: str, n_images: int, data_config: dict) -> np.ndarray:

@@ -199,3 +199,105 @@ def tune_thresholds(labels, probs, grid=None) -> np.ndarray:
         scores = [per_attribute_prf(labels[:, [j]], probs[:, [j]], grid[k])[2][0] for k in order]
         thresholds[j] = grid[order[int(np.argmax(scores))]]
     return thresholds
+
+
+# ---- uncertainty: bootstrap over test images ----------------------------------------------------
+
+def bootstrap_counts(n: int, resamples: int = 1000, seed: int = 0) -> np.ndarray:
+    """Return a (resamples, n) matrix: how often each of ``n`` examples is drawn in each bootstrap resample
+    (``n`` draws with replacement). Row 0 is not special; every row sums to ``n``."""
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, n, size=(resamples, n))
+    counts = np.zeros((resamples, n), dtype=np.float64)
+    np.add.at(counts, (np.arange(resamples)[:, None], draws), 1.0)
+    return counts
+
+
+def _weighted_headline(labels: np.ndarray, predictions: np.ndarray, weights: np.ndarray) -> dict[str, np.ndarray]:
+    """Return {'acc_mean', 'mA', 'f1'} (percent) for each row of example ``weights`` (W x N), from weighted
+    confusion counts, with the conventions of :func:`summary_metrics` (one-class attributes in mA use the
+    present class; undefined F1 counts 0)."""
+    tp = weights @ (predictions * labels)
+    fp = weights @ (predictions * (1 - labels))
+    fn = weights @ ((1 - predictions) * labels)
+    tn = weights @ ((1 - predictions) * (1 - labels))
+    total = weights.sum(axis=1, keepdims=True)
+    accuracy = (tp + tn) / total
+    with np.errstate(invalid="ignore", divide="ignore"):
+        tpr = np.where(tp + fn > 0, tp / np.where(tp + fn > 0, tp + fn, 1), np.nan)
+        tnr = np.where(tn + fp > 0, tn / np.where(tn + fp > 0, tn + fp, 1), np.nan)
+        balanced = np.nanmean(np.stack([tpr, tnr]), axis=0)
+    f1 = np.where(2 * tp + fp + fn > 0, 2 * tp / np.where(2 * tp + fp + fn > 0, 2 * tp + fp + fn, 1), 0.0)
+    return {"acc_mean": 100.0 * accuracy.mean(axis=1), "mA": 100.0 * balanced.mean(axis=1), "f1": 100.0 * f1.mean(axis=1)}
+
+
+def _interval(samples: np.ndarray, level: float) -> tuple[float, float]:
+    tail = 50.0 * (1.0 - level)
+    low, high = np.percentile(samples, [tail, 100.0 - tail])
+    return float(low), float(high)
+
+
+def bootstrap_intervals(labels, predictions, resamples: int = 1000, seed: int = 0, level: float = 0.95) -> dict[str, tuple[float, float]]:
+    """Return percentile bootstrap intervals over test examples, ``{'acc_mean' | 'mA' | 'f1': (low, high)}`` in percent.
+
+    ``predictions`` are 0/1 (N, A). The resamples draw whole examples, so the correlation between
+    a face's 40 attributes is kept.
+
+    Raises:
+        ValueError: shapes differ or are not 2-D, or there are no examples.
+    """
+    labels, predictions = _as_arrays(labels, predictions)
+    if len(labels) == 0:
+        raise ValueError("bootstrap intervals need at least one example")
+    values = _weighted_headline(labels, predictions, bootstrap_counts(len(labels), resamples, seed))
+    return {name: _interval(samples, level) for name, samples in values.items()}
+
+
+def paired_bootstrap(labels, predictions_a, predictions_b, resamples: int = 1000, seed: int = 0,
+                     level: float = 0.95) -> dict[str, tuple[float, float, float]]:
+    """Return ``{'acc_mean' | 'mA' | 'f1': (difference, low, high)}``: metric(A) - metric(B) in points on the
+    same test examples, with a percentile interval from resampling the examples both were scored on
+    (the pairing removes the examples' own difficulty from the spread). Identical predictors give
+    exactly 0 with a zero-width interval.
+
+    Raises:
+        ValueError: shapes differ or are not 2-D.
+    """
+    labels, a = _as_arrays(labels, predictions_a)
+    _, b = _as_arrays(labels, predictions_b)
+    counts = bootstrap_counts(len(labels), resamples, seed)
+    full = np.ones((1, len(labels)))
+    point_a, point_b = _weighted_headline(labels, a, full), _weighted_headline(labels, b, full)
+    boot_a, boot_b = _weighted_headline(labels, a, counts), _weighted_headline(labels, b, counts)
+    return {name: (float(point_a[name][0] - point_b[name][0]), *_interval(boot_a[name] - boot_b[name], level)) for name in boot_a}
+
+
+def paired_attribute_bootstrap(labels, predictions_a, predictions_b, resamples: int = 1000, seed: int = 0,
+                               level: float = 0.95) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Return per-attribute accuracy differences A - B in points and their paired bootstrap interval,
+    ``(difference, low, high)``, each (A,).
+
+    Raises:
+        ValueError: shapes differ or are not 2-D.
+    """
+    labels, a = _as_arrays(labels, predictions_a)
+    _, b = _as_arrays(labels, predictions_b)
+    counts = bootstrap_counts(len(labels), resamples, seed)
+    # Each example adds (correct_a - correct_b) per attribute; a resample's difference is its weighted mean.
+    gain = (a == labels).astype(np.float64) - (b == labels).astype(np.float64)
+    samples = 100.0 * (counts @ gain) / counts.sum(axis=1, keepdims=True)
+    tail = 50.0 * (1.0 - level)
+    low, high = np.percentile(samples, [tail, 100.0 - tail], axis=0)
+    return 100.0 * gain.mean(axis=0), low, high
+
+
+def pack_bits(matrix) -> list[str]:
+    """Return a 0/1 (N, A) matrix as N strings of A characters '0'/'1' (compact in a JSON record)."""
+    return ["".join("1" if v else "0" for v in row) for row in np.asarray(matrix) > 0.5]
+
+
+def unpack_bits(rows: list[str]) -> np.ndarray:
+    """Return the (N, A) float 0/1 matrix that :func:`pack_bits` packed."""
+    if not rows:
+        return np.zeros((0, 0))
+    return (np.frombuffer("".join(rows).encode(), dtype=np.uint8).reshape(len(rows), -1) == ord("1")).astype(np.float64)

@@ -37,13 +37,15 @@ def _save(fig, folder: str, name: str) -> dict[str, str]:
 
 
 def _labels(frame):
+    if "label" in frame:
+        return list(frame["label"])
     return [m if not isinstance(v, str) or not v else f"{m} [{v}]" for m, v in zip(frame["model"], frame["variant"])]
 
 
 def tradeoff_plot(frame, cost_column: str, cost_label: str, folder: str, name: str, log_x: bool = True) -> dict[str, str]:
     """Plot test acc_mean against a cost column with the Pareto front and the majority line; return paths."""
     models = frame[(frame["model"] != MAJORITY) & frame[cost_column].notna()]
-    models = models.groupby(["model", "variant"], sort=False).mean(numeric_only=True).reset_index()
+    models = models.groupby("label", sort=False).mean(numeric_only=True).reset_index()
     fig, ax = plt.subplots(figsize=(COLUMN_WIDTH_IN, 2.6))
     if len(models):
         ax.scatter(models[cost_column], models["acc_mean"], s=22, zorder=3)
@@ -75,7 +77,7 @@ def per_attribute_plot(per_attribute, folder: str) -> dict[str, str]:
     return _save(fig, folder, "per_attribute_accuracy")
 
 
-def reliability_plot(records, folder: str) -> dict[str, str]:
+def reliability_plot(records, folder: str, labels: dict[str, str]) -> dict[str, str]:
     """Plot reliability diagrams before/after temperature scaling for every model; return paths."""
     records = [r for r in records if r.get("reliability")]
     if not records:
@@ -88,7 +90,7 @@ def reliability_plot(records, folder: str) -> dict[str, str]:
             conf = np.asarray(data["confidence"], dtype=float)
             freq = np.asarray(data["frequency"], dtype=float)
             keep = ~np.isnan(conf)
-            label = record["row"]["model"] + (f" [{record['row']['variant']}]" if record["row"].get("variant") else "")
+            label = labels.get(record["row"]["config_hash"], record["row"]["model"]) + f" s{record['row']['seed']}"
             ax.plot(conf[keep], freq[keep], marker="o", ms=2, lw=1, label=label)
         ax.set_title(title, fontsize=8)
         ax.set_xlabel("predicted probability")
@@ -138,10 +140,10 @@ def pse_mask_plot(record: dict, folder: str, name: str) -> dict[str, str]:
 
 def _with_accuracy(latency, frame):
     """Return latency rows at batch 1 on the CPU with the accuracy of their model variant (int8: its own)."""
-    accuracy = frame.groupby(["model", "variant"], sort=False)[["acc_mean", "acc_mean_int8"]].mean().reset_index()
+    accuracy = frame.groupby("label", sort=False)[["acc_mean", "acc_mean_int8"]].mean().reset_index()
     rows = latency[(latency["batch"] == 1) & (latency["device"] == "cpu")]
-    rows = rows.groupby(["model", "variant", "runtime"], sort=False)[["median_ms", "floor_ratio"]].median().reset_index()
-    rows = rows.merge(accuracy, on=["model", "variant"], how="left")
+    rows = rows.groupby(["label", "runtime"], sort=False)[["median_ms", "floor_ratio"]].median().reset_index()
+    rows = rows.merge(accuracy, on="label", how="left")
     rows["accuracy"] = np.where(rows["runtime"] == "onnxruntime_int8", rows["acc_mean_int8"], rows["acc_mean"])
     return rows
 
@@ -208,7 +210,7 @@ def sensitivity_heatmap(attributes, unit_order: list[str], folder: str, name: st
     return _save(fig, folder, name)
 
 
-def render_plots(frame, per_attribute, history, records, folder: str, latency=None) -> dict[str, str]:
+def render_plots(frame, per_attribute, history, records, folder: str, latency=None, labels: dict[str, str] | None = None) -> dict[str, str]:
     """Write every plot of a study into ``folder``; return artefact name -> path."""
     sns.set_theme(style="whitegrid", context="paper", font_scale=0.8)
     written = {}
@@ -222,11 +224,11 @@ def render_plots(frame, per_attribute, history, records, folder: str, latency=No
             written.update(floor_ratio_plot(latency, frame, folder))
     if per_attribute is not None and len(per_attribute):
         written.update(per_attribute_plot(per_attribute, folder))
-    written.update(reliability_plot(records, folder))
+    written.update(reliability_plot(records, folder, labels or {}))
     written.update(training_curves_plot(history, folder))
     for record in records:
         if record.get("pse_masks"):
             row = record["row"]
-            label = row["model"] + (f"_{row['variant']}" if row.get("variant") else "") + f"_seed{row['seed']}"
+            label = (labels or {}).get(row["config_hash"], row["model"]) + f"_seed{row['seed']}"
             written.update(pse_mask_plot(record, folder, "pse_masks_" + "".join(c if c.isalnum() or c in "-_" else "_" for c in label)))
     return written

@@ -26,19 +26,19 @@ RESULT_COLUMNS = (
     "runtime_b1", "latency_b1_ms", "floor_ratio_b1", "speedup_b1", "realization_b1",
     "runtime_bN", "latency_bN_ms", "floor_ratio_bN", "speedup_bN", "realization_bN", "batch_n",
     "int8_b1_ms", "gpu_b1_ms", "gpu_bN_ms",
-    # quality (percent)
-    "acc_mean", "acc_majority", "mA", "inst_acc", "inst_precision", "inst_recall", "inst_f1",
-    "precision", "recall", "f1", "hamming_loss", "hamming_score", "ece", "ece_ts", "temperature",
+    # quality (percent); *_lo / *_hi: 95 % bootstrap interval over test images
+    "acc_mean", "acc_mean_lo", "acc_mean_hi", "acc_majority", "mA", "mA_lo", "mA_hi", "inst_acc", "inst_precision", "inst_recall", "inst_f1",
+    "precision", "recall", "f1", "f1_lo", "f1_hi", "hamming_loss", "hamming_score", "ece", "ece_ts", "temperature",
     "acc_mean_tuned", "f1_tuned", "ppp", "acc_mean_nofinetune", "acc_mean_int8", "acc_int8_delta",
     # training
     "train_seconds", "finetune_seconds", "best_epoch",
     # environment
     "torch_version", "timm_version", "onnxruntime_version", "cpu_name", "threads", "peak_gflops", "peak_library", "device",
-    "git_commit", "timestamp", "config_hash",
+    "git_commit", "timestamp", "config_hash", "group_hash",
 )
 
 PER_ATTRIBUTE_COLUMNS = (
-    "study", "model", "variant", "seed", "attribute", "positive_rate", "acc", "acc_majority",
+    "study", "model", "variant", "seed", "config_hash", "attribute", "positive_rate", "acc", "acc_majority",
     "balanced_acc", "precision", "recall", "f1", "threshold_tuned", "acc_tuned", "f1_tuned",
 )
 
@@ -47,13 +47,13 @@ PER_ATTRIBUTE_COLUMNS = (
 # compressed variant with its base model timed interleaved in the same runtime and run:
 # speedup = base_median_ms / median_ms, realization = speedup / mac_reduction.
 LATENCY_COLUMNS = (
-    "study", "model", "variant", "seed", "runtime", "exact", "device", "batch", "threads", "median_ms", "p10_ms", "p90_ms", "iqr_ms",
+    "study", "model", "variant", "seed", "config_hash", "runtime", "exact", "device", "batch", "threads", "median_ms", "p10_ms", "p90_ms", "iqr_ms",
     "iterations", "blocks", "spread_pct", "load_ratio", "busy", "retimed", "macs", "floor_ms", "floor_ratio", "peak_gflops",
     "base_median_ms", "speedup", "mac_reduction", "param_reduction", "realization", "max_abs_diff",
 )
 
 LAYER_COLUMNS = (
-    "study", "model", "variant", "seed", "layer", "kernel", "method", "rank", "runtime", "new_layer_macs", "macs_before",
+    "study", "model", "variant", "seed", "config_hash", "layer", "kernel", "method", "rank", "runtime", "new_layer_macs", "macs_before",
     "macs_after", "theoretical_speedup", "measured_speedup", "measured_over_theoretical", "ms_before", "ms_after", "busy",
     "retimed", "confirmed", "rel_error", "norm_sum_als", "norm_sum_epc", "als_iters_run", "decompose_seconds",
 )
@@ -61,7 +61,7 @@ LAYER_COLUMNS = (
 SENSITIVITY_COLUMNS = ("unit", "members", "method", "ratio", "params_removed", "macs_removed", "acc_mean", "drop")
 SENSITIVITY_ATTRIBUTE_COLUMNS = ("unit", "attribute", "acc", "drop")
 
-HISTORY_COLUMNS = ("study", "model", "variant", "seed", "epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "seconds")
+HISTORY_COLUMNS = ("study", "model", "variant", "seed", "config_hash", "epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "seconds")
 
 
 def make_row(columns, values: dict) -> dict:
@@ -128,7 +128,7 @@ def read_results(path: str):
 
 
 TEXT_COLUMNS = {"study": str, "model": str, "variant": str, "compression": str, "input_size": str,
-                "config_hash": str, "git_commit": str, "attribute": str, "rank": str, "kernel": str, "layer": str,
+                "config_hash": str, "group_hash": str, "git_commit": str, "attribute": str, "rank": str, "kernel": str, "layer": str,
                 "method": str, "new_layer_macs": str, "runtime": str, "runtime_b1": str, "runtime_bN": str, "device": str,
                 "peak_library": str, "unit": str, "members": str}
 
@@ -157,8 +157,23 @@ def config_hash(cell: dict) -> str:
 
 
 def identity(cell: dict) -> dict:
-    """Return the columns that identify a cell's rows in every table: study, model, variant, seed."""
-    return {"study": cell["study"], "model": cell["model"], "variant": cell.get("variant", ""), "seed": cell["seed"]}
+    """Return the columns that identify a cell's rows in every table: study, model, variant, seed and the
+    config hash (which tells apart runs of one model and variant that differ in anything else)."""
+    return {"study": cell["study"], "model": cell["model"], "variant": cell.get("variant", ""), "seed": cell["seed"],
+            "config_hash": config_hash(cell)}
+
+
+def seedless(cell: dict) -> dict:
+    """Return ``cell`` without its seed (top level and training): what runs of one experiment share."""
+    stripped = {k: v for k, v in cell.items() if k != "seed"}
+    if isinstance(stripped.get("train"), dict):
+        stripped["train"] = {k: v for k, v in stripped["train"].items() if k != "seed"}
+    return stripped
+
+
+def group_hash(cell: dict) -> str:
+    """Return the hash of a cell's config without its seed: rows with equal group hashes are seeds of one experiment."""
+    return config_hash(seedless(cell))
 
 
 def study_dir(results_dir: str, study: str) -> str:
@@ -179,7 +194,7 @@ def load_records(results_dir: str, study: str) -> list[dict]:
     """
     folder = os.path.join(study_dir(results_dir, study), "cells")
     if not os.path.isdir(folder) or not any(n.endswith(".json") for n in os.listdir(folder)):
-        raise FileNotFoundError(f"no finished cells under {folder!r}; run the study {study!r} first")
+        raise FileNotFoundError(f"no finished cells under {folder!r}; run the study first (study {study!r})")
     records = []
     for name in sorted(os.listdir(folder)):
         if name.endswith(".json"):

@@ -24,7 +24,8 @@ def _timed(before: deploy.Deployed, after: deploy.Deployed, x_before, x_after, b
 def layer_speedup_table(original: nn.Module, compressed: nn.Module, report_rows: list[dict], example_input: torch.Tensor,
                         runtimes=("eager", "onnxruntime"), blocks: int = 3, min_iters: int = 5, min_seconds: float = 0.05,
                         threads: int | None = None, probe: deploy.LoadProbe | None = None, confirm_factor: float = 1.5) -> list[dict]:
-    """Return one row per compressed layer and runtime: ``layer, kernel, method, rank, runtime,
+    """Return one row per compressed layer and runtime (one row with an empty runtime and no measured
+    columns when ``runtimes`` is empty): ``layer, kernel, method, rank, runtime,
     new_layer_macs, macs_before, macs_after, theoretical_speedup, measured_speedup,
     measured_over_theoretical, ms_before, ms_after, busy, retimed, confirmed, rel_error`` and the CP
     columns (``norm_sum_als``, ``norm_sum_epc``, ``als_iters_run``, ``decompose_seconds``) when present.
@@ -55,6 +56,12 @@ def layer_speedup_table(original: nn.Module, compressed: nn.Module, report_rows:
             x_new = x_old if new_shape == old_shape else rng.standard_normal(new_shape).astype(np.float32)
             new_macs = per_layer_macs(new, new_shape)
             theoretical = row["macs_before"] / max(sum(new_macs), 1)
+            common = {"layer": name, "kernel": row["kernel"], "method": row["method"], "rank": row.get("rank", ""),
+                      "new_layer_macs": " + ".join(str(m) for m in new_macs), "macs_before": row["macs_before"],
+                      "macs_after": sum(new_macs), "theoretical_speedup": theoretical, "rel_error": row.get("rel_error", ""),
+                      **{k: row[k] for k in ("norm_sum_als", "norm_sum_epc", "als_iters_run", "decompose_seconds") if k in row}}
+            if not runtimes:
+                rows.append({**common, "runtime": ""})
             for runtime in runtimes:
                 try:
                     before = deploy.deploy(old, runtime, x_old, threads=threads)
@@ -69,13 +76,10 @@ def layer_speedup_table(original: nn.Module, compressed: nn.Module, report_rows:
                     measured = timings["before"].median_ms / timings["after"].median_ms
                     retimed, confirmed = True, measured > confirm_factor * theoretical
                 rows.append({
-                    "layer": name, "kernel": row["kernel"], "method": row["method"], "rank": row.get("rank", ""), "runtime": runtime,
-                    "new_layer_macs": " + ".join(str(m) for m in new_macs), "macs_before": row["macs_before"],
-                    "macs_after": sum(new_macs), "theoretical_speedup": theoretical, "measured_speedup": measured,
+                    **common, "runtime": runtime, "measured_speedup": measured,
                     "measured_over_theoretical": measured / theoretical if theoretical else float("nan"),
                     "ms_before": timings["before"].median_ms, "ms_after": timings["after"].median_ms,
-                    "busy": timings["before"].busy, "retimed": retimed, "confirmed": confirmed, "rel_error": row.get("rel_error", ""),
-                    **{k: row[k] for k in ("norm_sum_als", "norm_sum_epc", "als_iters_run", "decompose_seconds") if k in row},
+                    "busy": timings["before"].busy, "retimed": retimed, "confirmed": confirmed,
                 })
     finally:
         torch.set_num_threads(previous)

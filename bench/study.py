@@ -25,12 +25,13 @@ import torch
 
 import deploy
 import models
+from bench import metrics
 from bench.config import expand_cells
 from bench.data import load_data
 from bench.environment import environment
 from bench.evaluate import evaluate_cell_model, evaluate_majority, model_inputs, pse_mask_record, runtime_accuracy
 from bench.profile import profile_model
-from bench.schema import (LATENCY_COLUMNS, LAYER_COLUMNS, MAJORITY, RESULT_COLUMNS, config_hash, identity, load_records,
+from bench.schema import (LATENCY_COLUMNS, LAYER_COLUMNS, MAJORITY, RESULT_COLUMNS, config_hash, group_hash, identity, load_records,
                           make_row, record_path, study_dir, write_tables, write_text_atomic)
 from bench.train import TrainConfig, resolve_device, seed_everything, torch_threads, train_model
 from bench.variants import compress_and_finetune, variant_label
@@ -54,13 +55,14 @@ def run_cell(cell: dict, checkpoint_dir: str | None = None, progress=None, machi
     """
     machine = machine or {}
     data = load_data(cell["data"], progress)
-    base = {**identity(cell), "dataset": data.name, **data.split_sizes(), "config_hash": config_hash(cell), **environment(),
+    base = {**identity(cell), "dataset": data.name, **data.split_sizes(), "config_hash": config_hash(cell),
+            "group_hash": group_hash(cell), **environment(),
             "peak_gflops": machine.get("peak_gflops"), "peak_library": machine.get("peak_library")}
     if cell["model"] == MAJORITY:
         evaluation = evaluate_majority(cell, data)
         row = make_row(RESULT_COLUMNS, {**base, **evaluation.values, "params": 0, "macs": 0, "threads": ""})
         return {"cell": cell, "row": row, "per_attribute": evaluation.per_attribute, "history": [], "reliability": {},
-                "layers": [], "latency": []}
+                "layers": [], "latency": [], **_test_bits(data, evaluation)}
 
     config = TrainConfig(**cell["train"])
     profile = cell.get("profile", {})
@@ -111,7 +113,12 @@ def run_cell(cell: dict, checkpoint_dir: str | None = None, progress=None, machi
     layers = [make_row(LAYER_COLUMNS, {**identity(cell), **r}) for r in (compressed.layer_rows if compressed else [])]
     return {"cell": cell, "row": row, "per_attribute": evaluation.per_attribute, "history": history,
             "reliability": evaluation.reliability, "layers": layers, "latency": _latency_rows(cell, cost.latency),
-            "skipped_runtimes": cost.skipped, "pse_masks": masks}
+            "skipped_runtimes": cost.skipped, "pse_masks": masks, **_test_bits(data, evaluation)}
+
+
+def _test_bits(data, evaluation) -> dict:
+    """Return the test labels and 0/1 predictions, packed, for paired comparisons at report time."""
+    return {"test_labels": metrics.pack_bits(data.labels[data.splits["test"]]), "test_predictions": metrics.pack_bits(evaluation.predictions)}
 
 
 def measure_machine(threads: int | None = None) -> dict:
@@ -175,7 +182,7 @@ def run_study(config: dict, results_dir: str = "results", force: bool = False, e
         record = run_cell(cell, checkpoint_dir, progress, machine)
         write_text_atomic(record_path(results_dir, cell), json.dumps(record, indent=1, default=_json_default))
         write_tables(results_dir, cell["study"])
-        on_event("done", {**cell, "row": record["row"]})
+        on_event("done", {**cell, "row": record["row"], "skipped_runtimes": record.get("skipped_runtimes", {})})
         return record
 
     for _ in executor.map(compute, pending):

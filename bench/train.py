@@ -110,18 +110,22 @@ def _save_atomically(obj: dict, path: str) -> None:
     os.replace(partial, path)
 
 
-@torch.inference_mode()
 def predict_logits(model: nn.Module, data: FaceAttributeData, split: str, batch_size: int = 64,
                    device: str = "auto", channels_last: bool = False) -> np.ndarray:
-    """Return the logits (N, A) of ``model`` on ``split``, in split order (model left in eval mode)."""
+    """Return the logits (N, A) of ``model`` on ``split``, in split order (model left in eval mode).
+
+    The model is moved (device, memory format) before inference mode is entered: a conversion
+    inside it would turn some parameters into inference tensors that training can no longer use.
+    """
     device = resolve_device(device)
     model.eval().to(device)
     if channels_last:
         model.to(memory_format=torch.channels_last)
     outputs = []
-    for images, _ in iterate_batches(data, split, batch_size):
-        x = to_model_input(images, model.data_config, device, channels_last)
-        outputs.append(model(x).float().cpu().numpy())
+    with torch.inference_mode():
+        for images, _ in iterate_batches(data, split, batch_size):
+            x = to_model_input(images, model.data_config, device, channels_last)
+            outputs.append(model(x).float().cpu().numpy())
     return np.concatenate(outputs) if outputs else np.zeros((0, data.labels.shape[1]), np.float32)
 
 

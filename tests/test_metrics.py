@@ -91,3 +91,45 @@ def test_summary_metrics_keys_and_shape_check():
     assert out["acc_majority"] == pytest.approx((50 + 50 + 100) / 3)
     with pytest.raises(ValueError, match="must both be"):
         metrics.summary_metrics(LABELS, PROBS[:, :2], LABELS)
+
+
+# ---- uncertainty ---------------------------------------------------------------------------------
+
+def test_bootstrap_interval_covers_a_known_bernoulli_mean_at_the_nominal_rate():
+    rng = np.random.default_rng(0)
+    true_rate, covered, experiments = 0.8, 0, 200
+    for experiment in range(experiments):
+        correct = (rng.random((100, 1)) < true_rate).astype(float)  # 100 draws: 1 = the prediction was right
+        low, high = metrics.bootstrap_intervals(np.ones((100, 1)), correct, resamples=1000, seed=experiment)["acc_mean"]
+        covered += low <= 100 * true_rate <= high
+    assert 0.90 <= covered / experiments <= 0.99  # nominal 95 %; binomial sd of the rate over 200 experiments is 1.5 points
+
+
+def test_paired_bootstrap_of_identical_predictors_is_exactly_zero():
+    rng = np.random.default_rng(1)
+    labels = (rng.random((50, 6)) < 0.4).astype(float)
+    predictions = (rng.random((50, 6)) < 0.5).astype(float)
+    for difference, low, high in metrics.paired_bootstrap(labels, predictions, predictions).values():
+        assert difference == low == high == 0.0
+    d, low, high = metrics.paired_attribute_bootstrap(labels, predictions, predictions)
+    assert not d.any() and not low.any() and not high.any()
+
+
+def test_bootstrap_point_metrics_match_the_summary_and_a_real_gain_is_significant():
+    rng = np.random.default_rng(2)
+    labels = (rng.random((400, 5)) < 0.3).astype(float)
+    good = np.where(rng.random((400, 5)) < 0.9, labels, 1 - labels)
+    bad = np.where(rng.random((400, 5)) < 0.7, labels, 1 - labels)
+    summary = metrics.summary_metrics(labels, good, labels)
+    compared = metrics.paired_bootstrap(labels, good, bad)
+    for name in ("acc_mean", "mA", "f1"):
+        low, high = metrics.bootstrap_intervals(labels, good)[name]
+        assert low <= summary[name] <= high
+        assert compared[name][0] == pytest.approx(summary[name] - metrics.summary_metrics(labels, bad, labels)[name])
+    assert compared["acc_mean"][1] > 0  # 90 % vs 70 % correct on 400 examples: the interval excludes 0
+
+
+def test_pack_bits_round_trip():
+    matrix = np.array([[1, 0, 1], [0, 0, 1]], dtype=float)
+    assert metrics.pack_bits(matrix) == ["101", "001"]
+    np.testing.assert_array_equal(metrics.unpack_bits(metrics.pack_bits(matrix)), matrix)

@@ -39,3 +39,14 @@ def test_markdown_and_latex_rendering():
     assert "| slim_net | **90.00** |" in to_markdown(headers, rows, bold)
     latex = to_latex(headers, rows, bold, caption="a 50% test")
     assert r"slim\_net & \textbf{90.00} \\" in latex and r"\toprule" in latex and r"50\% test" in latex
+
+
+def test_one_seed_shows_half_the_bootstrap_interval():
+    frame = _frame().assign(acc_mean_lo=[79.0, 89.0, 90.5], acc_mean_hi=[81.0, 91.0, 91.5], seed=0,
+                            config_hash=["m", "a", "b"])
+    headers, rows, _ = summary_table(frame)
+    assert rows[1][headers.index("Acc")] == "90.00 +- 1.00" and rows[2][headers.index("Acc")] == "91.00 +- 0.50"
+
+
+def test_pipes_inside_markdown_cells_are_escaped():
+    assert "| prune:exclude=conv1.*\\|*.squeeze.* | 1 |" in to_markdown(["Model", "n"], [["prune:exclude=conv1.*|*.squeeze.*", "1"]])

@@ -109,3 +109,10 @@ def test_profile_command(capsys):
     assert "fp32 peak" in out and "| slimnet | 0.246 | eager | 1 |" in out and "| slimnet | 0.246 | onnxruntime | 1 |" in out
     import re
     assert re.search(r"\| \d+\.\d\dx \|", out)  # the floor ratio, written like 1.12x
+
+
+def test_models_flag_keeps_the_configs_entries():
+    config = run_bench.config_from_args(run_bench.build_parser().parse_args(["run", "--models", "slimnet,squeezenet1_1"]))
+    slimnet, squeezenet = config["models"]
+    assert slimnet["name"] == "slimnet" and len(slimnet["compressions"]) == 4  # the YAML's entry, with its variants
+    assert squeezenet == "squeezenet1_1"

@@ -70,3 +70,30 @@ def test_killed_cell_resumes_from_its_last_epoch(tmp_path, cache_dir, monkeypatc
     assert rows[1]["best_epoch"] in (1, 2) and epochs_run == [2]  # history restored, not retrained from zero
     record = json.load(open(record_path(results, cell)))
     assert [h["epoch"] for h in record["history"]] == [1, 2]
+
+
+def test_the_summary_averages_seeds_of_one_experiment_only(tmp_path, cache_dir):
+    """Two epoch counts x two seeds: two rows of 'seeds 2', each the mean of its own pair (issue 15)."""
+    import pandas as pd
+
+    from bench.report import group_labels, summary_table
+    from bench.schema import load_records
+
+    results = str(tmp_path / "results")
+    config = _config(tmp_path)
+    config["profile"] = {"latency": False}
+    for epochs in (1, 2):
+        run_study(merge_config(config, {"seeds": [0, 1], "train": {"epochs": epochs}}), results)
+    records = load_records(results, "unit")
+    labels = group_labels(records)
+    frame = pd.read_csv(os.path.join(results, "unit", "results.csv"), dtype={"config_hash": str, "variant": str}).fillna({"variant": ""})
+    headers, rows, _ = summary_table(frame, labels)
+    by_label = {row[0]: row for row in rows}
+    assert set(by_label) == {"majority class", "slimnet (epochs 1)", "slimnet (epochs 2)"}
+    acc = headers.index("Acc")
+    for epochs in (1, 2):
+        row = by_label[f"slimnet (epochs {epochs})"]
+        assert row[-1] == "2"
+        own = frame[(frame["model"] == "slimnet") & (frame["epochs"] == epochs)]["acc_mean"]
+        assert len(own) == 2
+        assert row[acc].startswith(f"{own.mean():.2f} +- {own.std():.2f}")  # mean +- sd over its own two seeds

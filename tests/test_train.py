@@ -76,3 +76,14 @@ def test_empty_split_is_a_clear_error(tiny_synthetic):
     empty = dataclasses.replace(tiny_synthetic, splits={**tiny_synthetic.splits, "val": np.array([], dtype=int)})
     with pytest.raises(ValueError, match="the val split .* is empty"):
         train_model(models.create_model("slimnet", **TINY), empty, TrainConfig())
+
+
+def test_evaluating_in_channels_last_leaves_the_model_trainable(tiny_synthetic):
+    # Converting the memory format under inference_mode made 1-input-channel convs' weights inference tensors.
+    import compress
+
+    model = models.create_model("slimnet", **TINY)
+    predict_probs(model, tiny_synthetic, "test", channels_last=True)
+    svd, _ = compress.apply(model, "svd", torch.zeros(1, 3, 218, 178), rank_ratio=1e-6)  # rank-1 convs
+    predict_probs(svd, tiny_synthetic, "test", channels_last=True)
+    train_model(svd, tiny_synthetic, TrainConfig(epochs=1, batch_size=16))
