@@ -61,6 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--batch-n", type=_positive_int, help="the batch size timed beside batch 1")
     run.add_argument("--no-plots", action="store_true")
     run.add_argument("--force", action="store_true", help="recompute cells that already have results")
+    run.add_argument("--executor", choices=("sequential", "ray"), help="run cells here one by one (default), or as Ray tasks")
+    run.add_argument("--ray-address", help="join the Ray cluster at HOST:PORT (or 'auto'); default: start a local one")
+    run.add_argument("--cpus-per-cell", type=_positive_int, help="CPUs each Ray task asks for (default 1)")
     run.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     report = commands.add_parser("report", help="render reports from existing results")
     report.add_argument("--study", default="default")
@@ -141,6 +144,12 @@ def config_from_args(args) -> dict:
         config["profile"]["runtimes"] = [r.strip() for r in args.runtimes.split(",") if r.strip()]
     if args.batch_n:
         config["profile"]["batch_n"] = args.batch_n
+    if args.executor:
+        config["executor"] = args.executor
+    if args.ray_address:
+        config["executor"], config["ray"]["address"] = "ray", args.ray_address
+    if args.cpus_per_cell:
+        config["ray"]["cpus_per_cell"] = args.cpus_per_cell
     if args.pretrained or args.checkpoint:
         if args.checkpoint and len(config["models"]) != 1:
             raise StudyConfigError("--checkpoint needs exactly one model (--models NAME)")
@@ -262,7 +271,7 @@ def command_run(args) -> int:
 
     from bench.config import expand_cells
     from bench.report import render_report
-    from bench.study import run_study
+    from bench.study import make_executor, run_study
 
     config = config_from_args(args)
     cells = expand_cells(config)
@@ -275,6 +284,13 @@ def command_run(args) -> int:
             print(f"= {label}: cached result, skipped (use --force to recompute)", flush=True)
         elif kind == "start":
             print(f"> {label}", flush=True)
+        elif kind == "timed":
+            row = cell["row"]
+            latency = row.get("latency_b1_ms")
+            print(f"  timed {label}: " + (f"{row['runtime_b1']} b1 {float(latency):.2f} ms" if latency not in (None, "") else "no runtime measured"),
+                  flush=True)
+        elif kind == "wait":
+            print(f"~ {label}: another run of this study is computing it; waiting for its result", flush=True)
         elif kind == "done":
             row = cell["row"]
             if row.get("compression"):
@@ -284,12 +300,14 @@ def command_run(args) -> int:
             else:
                 timing = ""
             print(f"  done: acc_mean {float(row['acc_mean']):.2f} %, {row['params']} params{timing}", flush=True)
+            if row.get("diverged"):
+                print(f"  warning: training diverged: {row['diverged']}", flush=True)
             for runtime, reason in sorted(cell.get("skipped_runtimes", {}).items()):
                 print(f"  not measured in {runtime}: {reason}", flush=True)
 
     print(f"study {config['study']!r}: {len(cells)} cells, data: "
           + (config["data"]["data_dir"] or f"synthetic ({config['data']['synthetic_images']} images)"), flush=True)
-    run_study(config, args.results_dir, force=args.force, progress=progress, on_event=on_event)
+    run_study(config, args.results_dir, force=args.force, executor=make_executor(config), progress=progress, on_event=on_event)
     written = render_report(args.results_dir, config["study"], args.reports_dir, plots=not args.no_plots)
     print()
     print(open(written["summary.md"], encoding="utf-8").read())
@@ -318,10 +336,12 @@ def main(argv=None) -> int:
         if args.command == "sensitivity":
             return command_sensitivity(args)
         return command_run(args)
-    except (FileNotFoundError, ValueError, KeyError, RuntimeError) as exc:
+    except (OSError, ValueError, KeyError, RuntimeError, ImportError) as exc:
         # Bad input gets one clear line, not a traceback wall; finished cells are already on disk.
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"error: {message}", file=sys.stderr)
+        if os.environ.get("SLIMBENCH_TRACEBACK"):
+            raise
         return 2
     except KeyboardInterrupt:
         print("\ninterrupted: finished cells are saved; rerun the same command to resume", file=sys.stderr)

@@ -13,6 +13,7 @@ Labels come back as 0/1 ``uint8`` arrays (the files use -1/1); attribute names k
 from __future__ import annotations
 
 import csv
+import difflib
 import os
 from dataclasses import dataclass
 
@@ -169,7 +170,22 @@ def read_attr_csv(path: str | os.PathLike) -> AttributeTable:
     return _table(path, image_ids, attr_names, rows)
 
 
+def _check_attribute_names(path: str, attr_names: tuple[str, ...]) -> None:
+    unknown = [name for name in attr_names if name not in CELEBA_ATTRIBUTES]
+    if unknown:
+        hints = []
+        for name in unknown:
+            close = difflib.get_close_matches(name, CELEBA_ATTRIBUTES, n=1)
+            hints.append(f"{name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+        raise CelebAFormatError(f"{path}, line with the attribute names: unknown CelebA attributes {', '.join(hints)}; "
+                                f"CelebA's 40 are {', '.join(CELEBA_ATTRIBUTES)}")
+    duplicated = sorted({name for name in attr_names if attr_names.count(name) > 1})
+    if duplicated:
+        raise CelebAFormatError(f"{path}: attributes {duplicated} appear more than once in the header")
+
+
 def _table(path: str, image_ids: list[str], attr_names: tuple[str, ...], rows: list) -> AttributeTable:
+    _check_attribute_names(path, attr_names)
     if len(set(image_ids)) != len(image_ids):
         seen, duplicate = set(), None
         for image_id in image_ids:

@@ -1,13 +1,15 @@
-"""Face-attribute data for training: CelebA (real or synthetic) decoded once into a uint8 cache.
+"""Attribute data for training: any dataset ``bench.datasets`` reads (CelebA real or synthetic, a CSV/TSV
+table, PA-100K) decoded once into a uint8 cache.
 
-Images are decoded a single time into a memory-mapped ``(N, 218, 178, 3)`` uint8 ``.npy`` file,
-so full CelebA (202,599 images, 23.5 GB as uint8) need not fit in RAM and JPEG decoding does not
-dominate CPU training. Batches are sliced from that array and turned into model input
+Images are decoded a single time into a memory-mapped ``(N, H, W, 3)`` uint8 ``.npy`` file (H x W:
+the dataset's image size, 218 x 178 for aligned CelebA), so full CelebA (202,599 images, 23.5 GB as
+uint8) need not fit in RAM and JPEG decoding does not dominate CPU training. Batches are sliced from that array and turned into model input
 (resize to the model's input size, mean/std normalisation) on the fly.
 """
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 from dataclasses import dataclass
@@ -18,7 +20,9 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from bench.celeba import SPLIT_NAMES, find_celeba_files, read_attributes, read_partition, split_indices
+from bench.celeba import SPLIT_NAMES
+from bench.datasets import CSV_OPTIONS, AttributeSource, celeba_source, find_source
+from bench.files import file_lock, partial_name, remove_stale_partials
 from bench.progress import null_progress
 from bench.synthetic import HEIGHT, WIDTH, default_cache_dir, ensure_synthetic_celeba
 
@@ -34,7 +38,9 @@ class FaceAttributeData:
     """Images, 0/1 labels, attribute names and split indices of one face-attribute dataset.
 
     ``images`` is (N, H, W, 3) uint8 (usually a read-only memmap), ``labels`` (N, A) float32,
-    and ``splits`` maps 'train'/'val'/'test' to row indices into both.
+    and ``splits`` maps 'train'/'val'/'test' to row indices into both. ``fingerprint`` identifies the
+    annotation files' contents and the kept split sizes (it is part of every study cell's hash, so
+    changed files never reuse old results); ``source`` names the annotation files.
     """
 
     images: np.ndarray
@@ -42,123 +48,200 @@ class FaceAttributeData:
     attr_names: tuple[str, ...]
     splits: dict[str, np.ndarray]
     name: str
+    fingerprint: str = ""
+    source: str = ""
 
     def split_sizes(self) -> dict[str, int]:
         """Return ``{'n_train': .., 'n_val': .., 'n_test': ..}``."""
         return {f"n_{split}": int(len(indices)) for split, indices in self.splits.items()}
 
+    def check_splits(self) -> None:
+        """Check that train, val and test each hold at least one image.
 
-def _decode(path: str, attr_path: str) -> np.ndarray:
+        Raises:
+            EmptySplitError: a split is empty (named, with the files that define it).
+        """
+        empty = [split for split, indices in self.splits.items() if len(indices) == 0]
+        if empty:
+            sizes = ", ".join(f"{s} {len(i)}" for s, i in self.splits.items())
+            raise EmptySplitError(f"dataset {self.name!r} ({self.source}): the {' and '.join(empty)} split"
+                                  f"{'s are' if len(empty) > 1 else ' is'} empty ({sizes} images); a study needs images in "
+                                  "train, val and test: check the partition file and the limit_* settings")
+
+
+class EmptySplitError(ValueError):
+    """A split the study needs has no images (the message names it and the files behind it)."""
+
+
+def file_fingerprint(paths, extra=None) -> str:
+    """Return a 16-hex-digit SHA-1 over the bytes of ``paths`` and the JSON of ``extra``.
+
+    Raises:
+        FileNotFoundError: a path does not exist.
+    """
+    digest = hashlib.sha1()
+    for path in paths:
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        digest.update(b"\0")
+    digest.update(json.dumps(extra, sort_keys=True, default=str).encode())
+    return digest.hexdigest()[:16]
+
+
+def _decode(path: str, listed_in: str, size: tuple[int, int]) -> np.ndarray:
     if not os.path.isfile(path):
-        raise ImageDecodeError(f"image {path!r} is listed in {attr_path!r} but does not exist")
+        raise ImageDecodeError(f"image {path!r} is listed in {listed_in!r} but does not exist")
     try:
         with Image.open(path) as image:
             image = image.convert("RGB")
-            if image.size != (WIDTH, HEIGHT):
-                # Aligned CelebA is 178x218; other crops are resized so every row has one shape.
-                image = image.resize((WIDTH, HEIGHT), Image.BILINEAR)
+            if image.size != (size[1], size[0]):
+                # One array needs one shape: images of another size are resized to the dataset's.
+                image = image.resize((size[1], size[0]), Image.BILINEAR)
             return np.asarray(image, dtype=np.uint8)
     except (OSError, SyntaxError) as exc:
-        raise ImageDecodeError(f"image {path!r} (listed in {attr_path!r}) cannot be decoded: {exc}") from None
+        raise ImageDecodeError(f"image {path!r} (listed in {listed_in!r}) cannot be decoded: {exc}") from None
 
 
-def build_image_cache(image_dir: str, image_ids, cache_path: str, attr_path: str = "<annotations>", progress=None) -> np.ndarray:
-    """Decode ``image_ids`` from ``image_dir`` into a uint8 ``.npy`` at ``cache_path``; return it memory-mapped.
-
-    An existing cache file is reused. The file is written under a temporary name and renamed
-    when complete, so an interrupted build never leaves a truncated cache. ``progress`` is a
-    tqdm-style factory (see ``bench.progress``).
+def first_image_size(path: str, listed_in: str = "<annotations>") -> tuple[int, int]:
+    """Return ``(height, width)`` of the image at ``path``.
 
     Raises:
-        ImageDecodeError: an image is missing or unreadable (its path and the annotation file named).
+        ImageDecodeError: it is missing or unreadable.
+    """
+    if not os.path.isfile(path):
+        raise ImageDecodeError(f"image {path!r} is listed in {listed_in!r} but does not exist")
+    try:
+        with Image.open(path) as image:
+            return image.size[1], image.size[0]
+    except (OSError, SyntaxError) as exc:
+        raise ImageDecodeError(f"image {path!r} (listed in {listed_in!r}) cannot be decoded: {exc}") from None
+
+
+def build_image_cache(image_paths, cache_path: str, size: tuple[int, int], listed_in: str = "<annotations>",
+                      progress=None) -> np.ndarray:
+    """Decode ``image_paths`` into a uint8 ``.npy`` of shape (N, H, W, 3), ``size`` = (H, W), at ``cache_path``;
+    return it memory-mapped.
+
+    An existing cache file is reused. The file is written under a temporary name and renamed
+    when complete, so an interrupted build never leaves a truncated cache; partial files of killed
+    builds are removed, and concurrent builds of one cache wait for each other (a file lock).
+    ``progress`` is a tqdm-style factory (see ``bench.progress``).
+
+    Raises:
+        ImageDecodeError: an image is missing or unreadable (its path and ``listed_in`` named).
     """
     if not os.path.isfile(cache_path):
-        os.makedirs(os.path.dirname(os.path.abspath(cache_path)), exist_ok=True)
-        partial = f"{cache_path}.partial-{os.getpid()}"
-        array = np.lib.format.open_memmap(partial, mode="w+", dtype=np.uint8, shape=(len(image_ids), HEIGHT, WIDTH, 3))
-        bar = (progress or null_progress)(total=len(image_ids), desc="decoding images")
-        try:
-            for index, image_id in enumerate(image_ids):
-                array[index] = _decode(os.path.join(image_dir, image_id), attr_path)
-                bar.update(1)
-            array.flush()
-            del array
-            os.replace(partial, cache_path)
-        except BaseException:
-            del array
-            os.unlink(partial)
-            raise
-        finally:
-            bar.close()
-        _logger.info("cached %d decoded images in %s", len(image_ids), cache_path)
+        folder = os.path.dirname(os.path.abspath(cache_path))
+        os.makedirs(folder, exist_ok=True)
+        remove_stale_partials(folder)
+        with file_lock(cache_path):
+            if not os.path.isfile(cache_path):  # another process may have built it while this one waited
+                _decode_all(list(image_paths), cache_path, tuple(size), listed_in, progress)
     return np.load(cache_path, mmap_mode="r")
+
+
+def _decode_all(image_paths: list[str], cache_path: str, size: tuple[int, int], listed_in: str, progress) -> None:
+    partial = partial_name(cache_path)
+    array = np.lib.format.open_memmap(partial, mode="w+", dtype=np.uint8, shape=(len(image_paths), size[0], size[1], 3))
+    bar = (progress or null_progress)(total=len(image_paths), desc="decoding images")
+    try:
+        for index, path in enumerate(image_paths):
+            array[index] = _decode(path, listed_in, size)
+            bar.update(1)
+        array.flush()
+        array = None  # closes the memmap before the rename
+        os.replace(partial, cache_path)
+    except BaseException:
+        array = None
+        if os.path.exists(partial):
+            os.unlink(partial)
+        raise
+    finally:
+        bar.close()
+    _logger.info("cached %d decoded images in %s", len(image_paths), cache_path)
 
 
 def _limit(indices: np.ndarray, limit: int | None) -> np.ndarray:
     return indices if limit is None or limit <= 0 else indices[:limit]
 
 
-def load_celeba(
-    root: str,
-    limits: dict[str, int | None] | None = None,
-    cache_dir: str | None = None,
-    progress=None,
-    name: str = "celeba",
-) -> FaceAttributeData:
-    """Load a CelebA copy (any supported layout) into a :class:`FaceAttributeData`.
+def load_source(source: AttributeSource, limits: dict[str, int | None] | None = None, cache_dir: str | None = None,
+                image_size=None, progress=None) -> FaceAttributeData:
+    """Decode a dataset (:class:`bench.datasets.AttributeSource`) into a :class:`FaceAttributeData`.
 
     ``limits`` maps 'train'/'val'/'test' to the number of leading images of that split to keep
-    (None or 0 keeps all); only the kept images are decoded.
+    (None or 0 keeps all); only the kept images are decoded, at ``image_size`` = (H, W) (default:
+    the first kept image's size; every image is resized to it). Models are fed their own input size.
+
+    Raises:
+        ImageDecodeError: a listed image is missing or unreadable.
+        ValueError: ``image_size`` is not two positive ints.
+    """
+    limits = limits or {}
+    kept = {split: _limit(idx, limits.get(split)) for split, idx in source.split_indices().items()}
+    rows = np.concatenate([kept[s] for s in SPLIT_NAMES.values()])
+    paths = [source.image_paths[i] for i in rows]
+    listed_in = source.files[0]
+    if image_size is not None:
+        if len(image_size) != 2 or min(int(v) for v in image_size) < 1:
+            raise ValueError(f"data.image_size: expected [height, width] of positive ints, got {image_size!r}")
+        size = (int(image_size[0]), int(image_size[1]))
+    else:
+        size = first_image_size(paths[0], listed_in) if paths else (HEIGHT, WIDTH)
+    key = hashlib.sha1("\n".join([f"{size[0]}x{size[1]}", *map(os.path.abspath, paths)]).encode()).hexdigest()[:16]
+    cache_path = os.path.join(cache_dir or default_cache_dir(), "decoded", f"{source.name}-{len(paths)}-{key}.npy")
+    images = build_image_cache(paths, cache_path, size, listed_in, progress)
+    offsets = np.cumsum([0] + [len(kept[s]) for s in SPLIT_NAMES.values()])
+    new_splits = {s: np.arange(offsets[k], offsets[k + 1]) for k, s in enumerate(SPLIT_NAMES.values())}
+    fingerprint = file_fingerprint(source.files, {"splits": {s: len(kept[s]) for s in kept}, "image_size": size})
+    return FaceAttributeData(images, source.labels[rows].astype(np.float32), source.attr_names, new_splits, source.name,
+                             fingerprint, ", ".join(source.files))
+
+
+def load_celeba(root: str, limits: dict[str, int | None] | None = None, cache_dir: str | None = None, progress=None,
+                name: str = "celeba") -> FaceAttributeData:
+    """Load a CelebA copy (any supported layout) into a :class:`FaceAttributeData` (see :func:`load_source`).
 
     Raises:
         FileNotFoundError: no CelebA layout under ``root``.
         bench.celeba.CelebAFormatError: malformed annotation files (file and line named).
         ImageDecodeError: a listed image is missing or unreadable.
     """
-    files = find_celeba_files(root)
-    table = read_attributes(files.attr_path)
-    splits = split_indices(table, read_partition(files.partition_path), files.partition_path)
-    limits = limits or {}
-    kept = {split: _limit(idx, limits.get(split)) for split, idx in splits.items()}
-    rows = np.concatenate([kept[s] for s in SPLIT_NAMES.values()])
-    image_ids = [table.image_ids[i] for i in rows]
-    key = hashlib.sha1(("\n".join([os.path.abspath(files.image_dir), *image_ids])).encode()).hexdigest()[:16]
-    cache_path = os.path.join(cache_dir or default_cache_dir(), "decoded", f"{name}-{len(image_ids)}-{key}.npy")
-    images = build_image_cache(files.image_dir, image_ids, cache_path, files.attr_path, progress)
-    offsets = np.cumsum([0] + [len(kept[s]) for s in SPLIT_NAMES.values()])
-    new_splits = {s: np.arange(offsets[k], offsets[k + 1]) for k, s in enumerate(SPLIT_NAMES.values())}
-    labels = table.labels[rows].astype(np.float32)
-    return FaceAttributeData(images, labels, table.attr_names, new_splits, name)
-
-
-def load_dataset(
-    data_dir: str | None = None,
-    synthetic_images: int = 3000,
-    synthetic_seed: int = 0,
-    limits: dict[str, int | None] | None = None,
-    cache_dir: str | None = None,
-    progress=None,
-) -> FaceAttributeData:
-    """Load real CelebA from ``data_dir``, or the built-in synthetic set when ``data_dir`` is None.
-
-    Raises:
-        as :func:`load_celeba`; ValueError for ``synthetic_images`` < 10.
-    """
-    if data_dir is None:
-        root = ensure_synthetic_celeba(synthetic_images, synthetic_seed, cache_dir, progress=progress)
-        return load_celeba(root, limits, cache_dir, progress, name=f"synthetic{synthetic_images}s{synthetic_seed}")
-    return load_celeba(data_dir, limits, cache_dir, progress, name="celeba")
+    return load_source(celeba_source(root, name), limits, cache_dir, None, progress)
 
 
 def load_data(data: dict, progress=None) -> FaceAttributeData:
-    """Return the dataset a study's ``data`` section names (``data_dir`` or the synthetic set, limits, cache).
+    """Return the dataset a study's ``data`` section names: ``data_dir`` (CelebA, a CSV/TSV table or
+    PA-100K, see :func:`bench.datasets.find_source`; ``format`` and the csv options choose the reader) or,
+    without one, the built-in synthetic set; ``limit_*``, ``image_size`` and ``cache_dir`` as in :func:`load_source`.
 
     Raises:
-        as :func:`load_dataset`.
+        FileNotFoundError, DatasetFormatError, CelebAFormatError, ImageDecodeError: see the readers;
+        ValueError for ``synthetic_images`` < 10 or a bad ``format``/``image_size``.
     """
     limits = {"train": data.get("limit_train"), "val": data.get("limit_val"), "test": data.get("limit_test")}
-    return load_dataset(data.get("data_dir"), int(data.get("synthetic_images", 3000)), int(data.get("synthetic_seed", 0)),
-                        limits, data.get("cache_dir"), progress)
+    if data.get("data_dir") is None:
+        images, seed = int(data.get("synthetic_images", 3000)), int(data.get("synthetic_seed", 0))
+        root = ensure_synthetic_celeba(images, seed, data.get("cache_dir"), progress=progress)
+        source = celeba_source(root, f"synthetic{images}s{seed}")
+    else:
+        options = {k: data[k] for k in (*CSV_OPTIONS, "name") if data.get(k) is not None}
+        source = find_source(os.path.expanduser(str(data["data_dir"])), data.get("format") or "auto", options)
+    return load_source(source, limits, data.get("cache_dir"), data.get("image_size"), progress)
+
+
+def load_dataset(data_dir: str | None = None, synthetic_images: int = 3000, synthetic_seed: int = 0,
+                 limits: dict[str, int | None] | None = None, cache_dir: str | None = None, progress=None) -> FaceAttributeData:
+    """Return :func:`load_data` of a data section with these settings (a shorthand for scripts and tests).
+
+    Raises:
+        as :func:`load_data`.
+    """
+    limits = limits or {}
+    return load_data({"data_dir": data_dir, "synthetic_images": synthetic_images, "synthetic_seed": synthetic_seed,
+                      "limit_train": limits.get("train"), "limit_val": limits.get("val"), "limit_test": limits.get("test"),
+                      "cache_dir": cache_dir}, progress)
 
 
 def iterate_batches(

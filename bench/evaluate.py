@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+from scipy.special import expit
 import torch
 
 from bench import metrics
@@ -31,7 +32,7 @@ def _per_attribute_rows(cell, data, labels, probs, tuned_thresholds, tuned_probs
 
 
 def _sigmoid(z):
-    return 1.0 / (1.0 + np.exp(-z))
+    return expit(z)  # no overflow warning for a diverged model's huge logits
 
 
 @dataclass
@@ -66,8 +67,13 @@ def evaluate_cell_model(cell: dict, model, data: FaceAttributeData) -> Evaluatio
     val_logits = predict_logits(model, data, "val", batch, device, channels_last)
     test_labels, val_labels = data.labels[data.splits["test"]], data.labels[data.splits["val"]]
     train_labels = data.labels[data.splits["train"]]
+    nonfinite = int((~np.isfinite(test_logits)).sum())
+    # A diverged model's NaN outputs count as "negative" (sigmoid 0.5, see metrics.binarize) and the row says why.
+    test_logits, val_logits = np.nan_to_num(test_logits, nan=0.0), np.nan_to_num(val_logits, nan=0.0)
     probs = _sigmoid(test_logits)
     values = metrics.summary_metrics(test_labels, probs, train_labels)
+    if nonfinite:
+        values["diverged"] = f"{nonfinite} non-finite outputs on the test split"
     temperature = metrics.fit_temperature(val_logits, val_labels)
     scaled = _sigmoid(test_logits / temperature)
     thresholds = metrics.tune_thresholds(val_labels, _sigmoid(val_logits))
@@ -92,7 +98,7 @@ def evaluate_majority(cell: dict, data: FaceAttributeData) -> Evaluation:
     """Return the :class:`Evaluation` of the majority-class predictor fitted on the training split."""
     test_labels = data.labels[data.splits["test"]]
     train_labels = data.labels[data.splits["train"]]
-    majority = (train_labels.mean(axis=0) >= 0.5).astype(np.float64)
+    majority = metrics.majority_classes(train_labels)
     probs = np.broadcast_to(majority, test_labels.shape)
     values = metrics.summary_metrics(test_labels, probs, train_labels)
     values.pop("ece")  # a constant 0/1 predictor has no calibration to speak of

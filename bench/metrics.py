@@ -18,8 +18,12 @@ def _as_arrays(labels, probs) -> tuple[np.ndarray, np.ndarray]:
 
 
 def binarize(probs, threshold=0.5) -> np.ndarray:
-    """Return 0/1 predictions: ``probs >= threshold`` (``threshold`` scalar or one per attribute)."""
-    return (np.asarray(probs) >= np.asarray(threshold)).astype(np.float64)
+    """Return 0/1 predictions: ``probs > threshold`` (``threshold`` scalar or one per attribute).
+
+    A probability of exactly the threshold counts as negative, as in torchmetrics and the
+    reference implementation (``output > 0.5``), and as ``logit > 0`` does in training.
+    """
+    return (np.asarray(probs) > np.asarray(threshold)).astype(np.float64)
 
 
 def per_attribute_accuracy(labels, probs, threshold=0.5) -> np.ndarray:
@@ -32,13 +36,16 @@ def per_attribute_accuracy(labels, probs, threshold=0.5) -> np.ndarray:
     return 100.0 * (binarize(probs, threshold) == labels).mean(axis=0)
 
 
+def majority_classes(train_labels) -> np.ndarray:
+    """Return each attribute's (A,) majority class (0/1) in ``train_labels``; a tie predicts
+    negative, as :func:`binarize` does at exactly the threshold."""
+    return (np.asarray(train_labels, dtype=np.float64).mean(axis=0) > 0.5).astype(np.float64)
+
+
 def majority_per_attribute_accuracy(train_labels, eval_labels) -> np.ndarray:
     """Return the (A,) accuracy in percent of predicting each attribute's majority class of
     ``train_labels`` on ``eval_labels`` (the majority-class predictor, fitted on training data)."""
-    train = np.asarray(train_labels, dtype=np.float64)
-    evaluated = np.asarray(eval_labels, dtype=np.float64)
-    majority = (train.mean(axis=0) >= 0.5).astype(np.float64)
-    return 100.0 * (evaluated == majority).mean(axis=0)
+    return 100.0 * (np.asarray(eval_labels, dtype=np.float64) == majority_classes(train_labels)).mean(axis=0)
 
 
 def _confusion(labels: np.ndarray, predictions: np.ndarray, axis: int):

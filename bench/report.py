@@ -6,7 +6,8 @@ import os
 import numpy as np
 
 from bench import metrics
-from bench.schema import MAJORITY, group_hash, load_records, read_csv_table, read_results, seedless, study_dir, write_text_atomic
+from bench.schema import (MAJORITY, group_hash, load_records, read_csv_table, read_results, seedless, study_dir, write_tables,
+                          write_text_atomic)
 
 # (result column, header, scale, decimals, better): better is "max", "min" or None (not bolded);
 # decimals "x" prints a ratio as "1.12x", None prints the text as it is.
@@ -64,6 +65,8 @@ def _flatten(config, prefix: str = "") -> dict:
 
 def _describe(key: str, value) -> str:
     short = key.rsplit(".", 1)[-1]
+    if short == "data_fingerprint":
+        return f"data {str(value)[:8]}"
     if value is True:
         return short
     if value is False:
@@ -139,6 +142,8 @@ def summary_table(frame, labels: dict[str, str] | None = None) -> tuple[list[str
     for column in TEXT_SUMMARY_COLUMNS + ["model"]:
         table[column] = grouped[column].first().values
     table["n_seeds"] = grouped["seed"].nunique().values
+    if "diverged" in frame:
+        table["diverged"] = grouped["diverged"].agg(lambda reasons: "; ".join(sorted({str(r) for r in reasons if isinstance(r, str) and r}))).values
     headers = ["Model"] + [c[1] for c in SUMMARY_COLUMNS] + ["seeds"]
     rows, bold = [], []
     is_model = table["model"] != MAJORITY
@@ -148,7 +153,7 @@ def summary_table(frame, labels: dict[str, str] | None = None) -> tuple[list[str
         if better and len(values):
             best[column] = values.max() if better == "max" else values.min()
     for index, row in table.iterrows():
-        texts = [_label(row)]
+        texts = [_label(row) + (" (diverged)" if row.get("diverged") else "")]
         flags = [False]
         for column, _, scale, decimals, better in SUMMARY_COLUMNS:
             value = row.get(column)
@@ -372,6 +377,21 @@ def layer_table(layers) -> tuple[list[str], list[list[str]]]:
     return headers, rows
 
 
+def warning_lines(records: list[dict], labels: dict[str, str]) -> list[str]:
+    """Return one line per thing a reader of the summary must know about a row: a diverged training
+    (``diverged`` column) and a compression setting the engine changed (e.g. a CPD-EPC ``delta`` raised to
+    the ALS error, from the layer rows' ``note``)."""
+    lines = []
+    for record in records:
+        row = record["row"]
+        label = f"{labels.get(row['config_hash'], row['model'])} (seed {row['seed']})"
+        if row.get("diverged"):
+            lines.append(f"{label}: training diverged: {row['diverged']}")
+        notes = sorted({f"{x['layer']}: {x['note']}" for x in record.get("layers", []) if x.get("note")})
+        lines.extend(f"{label}: {note}" for note in notes)
+    return lines
+
+
 def render_report(results_dir: str, study: str, reports_dir: str = "reports", plots: bool = True) -> dict[str, str]:
     """Write the study's tables (and plots) under ``<reports_dir>/<study>/`` from its results alone.
 
@@ -383,6 +403,7 @@ def render_report(results_dir: str, study: str, reports_dir: str = "reports", pl
     import pandas as pd
 
     folder = study_dir(results_dir, study)
+    write_tables(results_dir, study)  # from every valid record: a table never outlives a bad or missing record
     records = load_records(results_dir, study)
     labels = group_labels(records)
 
@@ -407,7 +428,9 @@ def render_report(results_dir: str, study: str, reports_dir: str = "reports", pl
             f"quantization, its accuracy on the same test split; empty = not measured. Acc, mA and F1: value +- half the "
             f"95 % bootstrap interval over test images (1,000 resamples) for one seed, +- the standard deviation over "
             f"seeds for several (seeds column); paired differences between models: comparisons.md.")
-    written["summary.md"] = _write(out, "summary.md", f"# {study}: summary\n\n{note}\n\n" + to_markdown(headers, rows, bold))
+    warnings = warning_lines(records, labels)
+    warning_text = ("\n## Warnings\n\n" + "".join(f"- {line}\n" for line in warnings)) if warnings else ""
+    written["summary.md"] = _write(out, "summary.md", f"# {study}: summary\n\n{note}\n\n" + to_markdown(headers, rows, bold) + warning_text)
     written["summary.tex"] = _write(out, "summary.tex", to_latex(headers, rows, bold, caption=note, label=f"tab:{study}-summary"))
     written["summary.csv"] = _write(out, "summary.csv", pd.DataFrame(rows, columns=headers).to_csv(index=False))
     compared, compared_attributes = comparisons(records, labels)

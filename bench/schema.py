@@ -12,10 +12,15 @@ import csv
 import hashlib
 import io
 import json
+import logging
 import os
 
+from bench.files import file_lock, partial_name
+
+_logger = logging.getLogger(__name__)
+
 MAJORITY = "majority"  # the model name of the majority-class predictor's row
-RECORD_VERSION = 1  # part of every cell hash: bump when a change alters what a cell computes
+RECORD_VERSION = 2  # part of every cell hash: bump when a change alters what a cell computes
 
 RESULT_COLUMNS = (
     # identity and config
@@ -30,8 +35,8 @@ RESULT_COLUMNS = (
     "acc_mean", "acc_mean_lo", "acc_mean_hi", "acc_majority", "mA", "mA_lo", "mA_hi", "inst_acc", "inst_precision", "inst_recall", "inst_f1",
     "precision", "recall", "f1", "f1_lo", "f1_hi", "hamming_loss", "hamming_score", "ece", "ece_ts", "temperature",
     "acc_mean_tuned", "f1_tuned", "ppp", "acc_mean_nofinetune", "acc_mean_int8", "acc_int8_delta",
-    # training
-    "train_seconds", "finetune_seconds", "best_epoch",
+    # training; diverged: why the training looks diverged ('' when it does not, see bench.train.divergence_reason)
+    "train_seconds", "finetune_seconds", "best_epoch", "diverged",
     # environment
     "torch_version", "timm_version", "onnxruntime_version", "cpu_name", "threads", "peak_gflops", "peak_library", "device",
     "git_commit", "timestamp", "config_hash", "group_hash",
@@ -56,6 +61,7 @@ LAYER_COLUMNS = (
     "study", "model", "variant", "seed", "config_hash", "layer", "kernel", "method", "rank", "runtime", "new_layer_macs", "macs_before",
     "macs_after", "theoretical_speedup", "measured_speedup", "measured_over_theoretical", "ms_before", "ms_after", "busy",
     "retimed", "confirmed", "rel_error", "norm_sum_als", "norm_sum_epc", "als_iters_run", "decompose_seconds",
+    "note",
 )
 
 SENSITIVITY_COLUMNS = ("unit", "members", "method", "ratio", "params_removed", "macs_removed", "acc_mean", "drop")
@@ -103,7 +109,7 @@ def write_csv_atomic(path: str, columns, rows) -> None:
 def write_text_atomic(path: str, text: str) -> None:
     """Write ``text`` to ``path`` through a temporary file and ``os.replace``."""
     os.makedirs(os.path.dirname(os.path.abspath(path)) or ".", exist_ok=True)
-    partial = f"{path}.partial-{os.getpid()}"
+    partial = partial_name(path)
     with open(partial, "w", encoding="utf-8") as handle:
         handle.write(text)
     os.replace(partial, path)
@@ -127,7 +133,7 @@ def read_results(path: str):
     return frame
 
 
-TEXT_COLUMNS = {"study": str, "model": str, "variant": str, "compression": str, "input_size": str,
+TEXT_COLUMNS = {"diverged": str, "note": str, "study": str, "model": str, "variant": str, "compression": str, "input_size": str,
                 "config_hash": str, "group_hash": str, "git_commit": str, "attribute": str, "rank": str, "kernel": str, "layer": str,
                 "method": str, "new_layer_macs": str, "runtime": str, "runtime_b1": str, "runtime_bN": str, "device": str,
                 "peak_library": str, "unit": str, "members": str}
@@ -151,7 +157,13 @@ def read_csv_table(path: str):
 
 
 def config_hash(cell: dict) -> str:
-    """Return the 12-hex-digit SHA-1 of a cell's canonical JSON (everything that shapes its result)."""
+    """Return the 12-hex-digit SHA-1 of a cell's canonical JSON (everything that shapes its result).
+
+    Where the data is cached (``data.cache_dir``) does not count; what the data is does (the
+    cell's ``data_fingerprint``, see ``bench.data.FaceAttributeData``).
+    """
+    if isinstance(cell.get("data"), dict) and "cache_dir" in cell["data"]:
+        cell = {**cell, "data": {k: v for k, v in cell["data"].items() if k != "cache_dir"}}
     payload = json.dumps({**cell, "record_version": RECORD_VERSION}, sort_keys=True, default=str)
     return hashlib.sha1(payload.encode()).hexdigest()[:12]
 
@@ -186,31 +198,89 @@ def record_path(results_dir: str, cell: dict) -> str:
     return os.path.join(study_dir(results_dir, cell["study"]), "cells", f"{cell['model']}-{config_hash(cell)}.json")
 
 
+def _record_problem(name: str, record) -> str:
+    if not isinstance(record, dict) or not isinstance(record.get("row"), dict) or not isinstance(record.get("cell"), dict):
+        return "not a cell record (no 'row' and 'cell' mappings)"
+    row = record["row"]
+    missing = [k for k in ("model", "config_hash", "timestamp", "acc_mean") if k not in row]
+    if missing:
+        return f"its row lacks {missing}"
+    if not name.endswith(f"-{row['config_hash']}.json"):
+        return f"its row's config_hash {row['config_hash']!r} does not match the file name"
+    for key in ("per_attribute", "history"):
+        if not isinstance(record.get(key, []), list):
+            return f"'{key}' is not a list"
+    return ""
+
+
+def quarantine(path: str, reason: str) -> str:
+    """Move a bad record to ``cells/quarantine/`` beside it (kept for inspection, never read again); return its new path."""
+    folder = os.path.join(os.path.dirname(path), "quarantine")
+    os.makedirs(folder, exist_ok=True)
+    target = os.path.join(folder, os.path.basename(path))
+    suffix = 1
+    while os.path.exists(target):
+        target = os.path.join(folder, f"{os.path.basename(path)}.{suffix}")
+        suffix += 1
+    try:
+        os.replace(path, target)
+    except FileNotFoundError:  # another process moved it first
+        return target
+    _logger.warning("record %s is unreadable (%s): moved to %s; its cell will be recomputed", path, reason, target)
+    return target
+
+
+def read_record(path: str) -> dict | None:
+    """Return the cell record at ``path``; None when there is none, or when it is corrupt (truncated,
+    not JSON, not a record), in which case it is moved to ``cells/quarantine/`` with a logged warning."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            record = json.load(handle)
+    except FileNotFoundError:
+        return None
+    except (ValueError, UnicodeDecodeError) as exc:
+        quarantine(path, f"not JSON: {exc}")
+        return None
+    problem = _record_problem(os.path.basename(path), record)
+    if problem:
+        quarantine(path, problem)
+        return None
+    return record
+
+
 def load_records(results_dir: str, study: str) -> list[dict]:
-    """Return every finished cell record of a study: the majority row first, then by start time.
+    """Return every valid cell record of a study: the majority row first, then by start time. Corrupt
+    records are moved aside (:func:`read_record`), so one bad file never hides the others.
 
     Raises:
-        FileNotFoundError: the study has no records.
+        FileNotFoundError: the study has no valid records.
     """
     folder = os.path.join(study_dir(results_dir, study), "cells")
-    if not os.path.isdir(folder) or not any(n.endswith(".json") for n in os.listdir(folder)):
+    names = sorted(n for n in os.listdir(folder) if n.endswith(".json")) if os.path.isdir(folder) else []
+    records = [r for r in (read_record(os.path.join(folder, n)) for n in names) if r is not None]
+    if not records:
         raise FileNotFoundError(f"no finished cells under {folder!r}; run the study first (study {study!r})")
-    records = []
-    for name in sorted(os.listdir(folder)):
-        if name.endswith(".json"):
-            with open(os.path.join(folder, name), encoding="utf-8") as handle:
-                records.append(json.load(handle))
-    return sorted(records, key=lambda r: (r["row"]["model"] != MAJORITY, r["row"]["timestamp"], r["row"]["model"]))
+    return sorted(records, key=lambda r: (r["row"]["model"] != MAJORITY, str(r["row"]["timestamp"]), r["row"]["model"]))
 
 
 def write_tables(results_dir: str, study: str) -> str:
     """Rebuild ``results.csv``, ``per_attribute.csv``, ``history.csv``, ``layers.csv`` and ``latency.csv`` from
-    the records; return the study folder."""
-    records = load_records(results_dir, study)
+    every valid record; return the study folder. Runs sharing the study take turns (a file lock).
+
+    Raises:
+        FileNotFoundError: the study has no valid records.
+    """
     folder = study_dir(results_dir, study)
+    with file_lock(os.path.join(folder, "tables")):
+        _write_tables(results_dir, study, folder)
+    return folder
+
+
+def _write_tables(results_dir: str, study: str, folder: str) -> None:
+    records = load_records(results_dir, study)
+    records = [{**r, "row": make_row(RESULT_COLUMNS, {k: v for k, v in r["row"].items() if k in RESULT_COLUMNS})} for r in records]
     write_csv_atomic(os.path.join(folder, "results.csv"), RESULT_COLUMNS, [r["row"] for r in records])
     write_csv_atomic(os.path.join(folder, "per_attribute.csv"), PER_ATTRIBUTE_COLUMNS, [p for r in records for p in r["per_attribute"]])
     write_csv_atomic(os.path.join(folder, "history.csv"), HISTORY_COLUMNS, [h for r in records for h in r["history"]])
     write_csv_atomic(os.path.join(folder, "layers.csv"), LAYER_COLUMNS, [x for r in records for x in r.get("layers", [])])
     write_csv_atomic(os.path.join(folder, "latency.csv"), LATENCY_COLUMNS, [x for r in records for x in r.get("latency", [])])
-    return folder

@@ -28,7 +28,7 @@ def layer_speedup_table(original: nn.Module, compressed: nn.Module, report_rows:
     columns when ``runtimes`` is empty): ``layer, kernel, method, rank, runtime,
     new_layer_macs, macs_before, macs_after, theoretical_speedup, measured_speedup,
     measured_over_theoretical, ms_before, ms_after, busy, retimed, confirmed, rel_error`` and the CP
-    columns (``norm_sum_als``, ``norm_sum_epc``, ``als_iters_run``, ``decompose_seconds``) when present.
+    columns (``norm_sum_als``, ``norm_sum_epc``, ``als_iters_run``, ``decompose_seconds``) and ``note`` (a setting the engine changed) when present.
 
     Timings are batch 1 on ``threads`` threads; the replacement of a factorized layer takes the
     original's input, a pruned layer its own (fewer channels).
@@ -59,7 +59,7 @@ def layer_speedup_table(original: nn.Module, compressed: nn.Module, report_rows:
             common = {"layer": name, "kernel": row["kernel"], "method": row["method"], "rank": row.get("rank", ""),
                       "new_layer_macs": " + ".join(str(m) for m in new_macs), "macs_before": row["macs_before"],
                       "macs_after": sum(new_macs), "theoretical_speedup": theoretical, "rel_error": row.get("rel_error", ""),
-                      **{k: row[k] for k in ("norm_sum_als", "norm_sum_epc", "als_iters_run", "decompose_seconds") if k in row}}
+                      **{k: row[k] for k in ("norm_sum_als", "norm_sum_epc", "als_iters_run", "decompose_seconds", "note") if k in row}}
             if not runtimes:
                 rows.append({**common, "runtime": ""})
             for runtime in runtimes:

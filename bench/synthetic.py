@@ -12,12 +12,12 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import tempfile
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 from bench.celeba import CELEBA_ATTRIBUTES
+from bench.files import file_lock, partial_name, remove_stale_partials
 from bench.progress import null_progress
 
 _logger = logging.getLogger(__name__)
@@ -297,7 +297,8 @@ def write_synthetic_celeba(root: str | os.PathLike, n_images: int, seed: int = 0
         raise FileExistsError(f"{root!r} exists already; remove it to regenerate")
     parent = os.path.dirname(os.path.abspath(root))
     os.makedirs(parent, exist_ok=True)
-    work = tempfile.mkdtemp(prefix=".partial-", dir=parent)
+    work = partial_name(os.path.join(parent, "." + os.path.basename(root)))
+    os.makedirs(work)
     bar = (progress or null_progress)(total=n_images, desc="generating synthetic images")
     try:
         image_dir = os.path.join(work, "img_align_celeba")
@@ -336,7 +337,12 @@ def ensure_synthetic_celeba(n_images: int, seed: int = 0, cache_dir: str | None 
     Raises:
         ValueError: ``n_images`` < 10.
     """
-    root = os.path.join(cache_dir or default_cache_dir(), f"synthetic-celeba-v{GENERATOR_VERSION}-seed{seed}-n{n_images}")
+    folder = cache_dir or default_cache_dir()
+    root = os.path.join(folder, f"synthetic-celeba-v{GENERATOR_VERSION}-seed{seed}-n{n_images}")
     if not os.path.isdir(root):
-        write_synthetic_celeba(root, n_images, seed, progress=progress)
+        os.makedirs(folder, exist_ok=True)
+        remove_stale_partials(folder)  # sets half-written by killed runs
+        with file_lock(root):  # two runs asking for one new set: the second waits and reuses it
+            if not os.path.isdir(root):
+                write_synthetic_celeba(root, n_images, seed, progress=progress)
     return root

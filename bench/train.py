@@ -7,16 +7,19 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import random
 import time
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
+from scipy.special import expit
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bench.files import partial_name
 from bench.data import FaceAttributeData, iterate_batches, to_model_input
 from bench.metrics import per_attribute_accuracy
 from bench.progress import null_progress
@@ -105,9 +108,34 @@ def _set_backbone_frozen(model: nn.Module, frozen: bool) -> None:
 
 def _save_atomically(obj: dict, path: str) -> None:
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    partial = f"{path}.partial-{os.getpid()}"
+    partial = partial_name(path)
     torch.save(obj, partial)
     os.replace(partial, path)
+
+
+class TrainingDivergedError(RuntimeError):
+    """Training produced a NaN or infinite loss (the message names the epoch, step and learning rate)."""
+
+
+# A predictor that outputs 0.5 everywhere scores ln 2 = 0.693 BCE per attribute; twice that means
+# the model learned worse than nothing.
+DIVERGED_LOSS = 2 * math.log(2)
+
+
+def divergence_reason(history: list[dict]) -> str:
+    """Return why a finished training looks diverged ('' when it does not): its last epoch's train
+    loss is above ``DIVERGED_LOSS`` (twice that of a constant 0.5 predictor), or rose to over 1.5x the
+    first epoch's, or its validation loss is not finite."""
+    if not history:
+        return ""
+    first, last = history[0]["train_loss"], history[-1]["train_loss"]
+    if not math.isfinite(history[-1].get("val_loss", 0.0)):
+        return f"validation loss {history[-1]['val_loss']} at epoch {history[-1]['epoch']}"
+    if last > DIVERGED_LOSS:
+        return f"final train loss {last:.4g} is above {DIVERGED_LOSS:.3f} (twice a constant 0.5 predictor's); lower the learning rate"
+    if len(history) > 1 and last > 1.5 * first:
+        return f"train loss rose from {first:.4g} (epoch 1) to {last:.4g}; lower the learning rate"
+    return ""
 
 
 def predict_logits(model: nn.Module, data: FaceAttributeData, split: str, batch_size: int = 64,
@@ -132,7 +160,7 @@ def predict_logits(model: nn.Module, data: FaceAttributeData, split: str, batch_
 def predict_probs(model: nn.Module, data: FaceAttributeData, split: str, batch_size: int = 64,
                   device: str = "auto", channels_last: bool = False) -> np.ndarray:
     """Return sigmoid probabilities (N, A) of ``model`` on ``split`` (see :func:`predict_logits`)."""
-    return 1.0 / (1.0 + np.exp(-predict_logits(model, data, split, batch_size, device, channels_last)))
+    return expit(predict_logits(model, data, split, batch_size, device, channels_last))
 
 
 def train_model(
@@ -162,6 +190,7 @@ def train_model(
         val_loss, val_acc, seconds``).
     Raises:
         ValueError: empty train or val split, or bad config values.
+        TrainingDivergedError: the loss became NaN or infinite (the epoch and step named).
     """
     progress = progress or null_progress
     for split in ("train", "val"):
@@ -229,10 +258,15 @@ def train_model(
                 loss = (1.0 - distill) * loss + distill * soft_loss
             if extra_loss is not None:
                 loss = loss + extra_loss(model)
+            loss_value = loss.item()
+            if not math.isfinite(loss_value):
+                raise TrainingDivergedError(
+                    f"loss became {loss_value} at epoch {epoch + 1} step {seen // config.batch_size + 1} "
+                    f"(lr {optimizer.param_groups[0]['lr']:g}); lower the learning rate")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            loss_sum += loss.item() * len(labels)
+            loss_sum += loss_value * len(labels)
             correct += ((logits.detach() > 0).float() == y).float().sum().item()
             seen += len(labels)
             bar.update(len(labels))
@@ -242,7 +276,9 @@ def train_model(
             scheduler.step()
         val_probs = predict_probs(model, data, "val", config.eval_batch_size, str(device), config.channels_last)
         val_labels = data.labels[data.splits["val"]]
-        val_loss = float(F.binary_cross_entropy(torch.from_numpy(val_probs).clamp(1e-7, 1 - 1e-7), torch.from_numpy(val_labels)))
+        finite = np.isfinite(val_probs).all()
+        val_loss = (float(F.binary_cross_entropy(torch.from_numpy(val_probs).clamp(1e-7, 1 - 1e-7), torch.from_numpy(val_labels)))
+                    if finite else float("nan"))  # NaN outputs with a finite loss: reported as divergence, not a crash
         val_acc = float(per_attribute_accuracy(val_labels, val_probs).mean())
         result.history.append({
             "epoch": epoch + 1,

@@ -1,6 +1,7 @@
 """Finding, measuring and replacing the conv/linear layers a compression method works on."""
 from __future__ import annotations
 
+import difflib
 import fnmatch
 
 import torch
@@ -113,15 +114,35 @@ def kernel_text(module: nn.Module) -> str:
     return f"{module.out_features}x{module.in_features}"
 
 
+def check_patterns(model: nn.Module, patterns, option: str) -> None:
+    """Check that every shell-style pattern in ``patterns`` matches at least one Conv2d/Linear of ``model``.
+
+    Raises:
+        ValueError: a pattern matches no layer; the message names the option, the pattern and the closest layer names.
+    """
+    patterns = [patterns] if isinstance(patterns, str) else (patterns or [])
+    names = [n for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    for pattern in patterns:
+        if not any(fnmatch.fnmatch(name, pattern) for name in names):
+            close = difflib.get_close_matches(pattern.replace("*", ""), names, n=5, cutoff=0.3) or names[:5]
+            raise ValueError(f"{option}={pattern!r} matches no conv or linear layer of the model; close names: "
+                             f"{', '.join(close)} ({len(names)} layers: `python -c \"import models; print(models.create_model(NAME))\"`)")
+
+
 def select_layers(model: nn.Module, layers=None, exclude=None, kernel_sizes=None, include_classifier: bool = False):
     """Yield ``(name, module, skip_reason)`` for every Conv2d/Linear; ``skip_reason`` is None when selected.
 
     ``layers``/``exclude`` are shell-style name patterns (a string or a list), ``kernel_sizes`` a list
     of ints for convs (Linear layers count as kernel size 1). The classifier is skipped unless
     ``include_classifier``.
+
+    Raises:
+        ValueError: a ``layers`` or ``exclude`` pattern matches no layer (see :func:`check_patterns`).
     """
     layers = [layers] if isinstance(layers, str) else layers
     exclude = [exclude] if isinstance(exclude, str) else (exclude or [])
+    check_patterns(model, layers, "layers")
+    check_patterns(model, exclude, "exclude")
     head = classifier_names(model)
     for name, module in model.named_modules():
         if not isinstance(module, (nn.Conv2d, nn.Linear)):

@@ -19,7 +19,7 @@ from torch import nn
 
 import deploy
 from compress import factorize
-from compress.layers import (classifier_names, kernel_text, layer_macs, per_layer_macs, record_output_shapes, record_shapes,
+from compress.layers import (check_patterns, classifier_names, kernel_text, layer_macs, per_layer_macs, record_output_shapes, record_shapes,
                              select_layers, sequence_macs, set_module)
 from compress.rank import rank_by_ratio, select_rank
 
@@ -141,7 +141,7 @@ FACTORIZATION_OPTIONS = {
     "search_eval_images": Option("validation images binary_search scores candidates on", "int", 1, None),
     "target_macs": Option("fraction of the model's conv/linear MACs to keep; ranks chosen globally", "float", 0, 1, "(]"),
     "target_params": Option("fraction of the model's parameters to keep; ranks chosen globally", "float", 0, 1, "(]"),
-    "target_latency": Option("fraction of the model's latency in `runtime` to keep (MAC budget bisected on timings)",
+    "target_latency": Option("fraction of the model's latency in `runtime` to keep (MAC budget searched on timings)",
                              "float", 0, 1, "(]"),
     "runtime": Option("a deploy runtime: layers whose factorized form is slower there stay whole; target_latency's runtime",
                       "str", choices=tuple(deploy.RUNTIMES)),
@@ -171,7 +171,7 @@ PRUNE_OPTIONS = {
     "round_to": Option("keep channel counts a multiple of this (default 8: runtimes' kernels want it)", "int", 1, None),
     "calibration": Option("(images, labels) batch the 'taylor' importance takes gradients on", "object"),
     "exclude": Option("name patterns of layers never pruned", "names"),
-    "target_latency": Option("fraction of the model's latency in `runtime` to keep (pruning ratio bisected on timings)",
+    "target_latency": Option("fraction of the model's latency in `runtime` to keep (pruning ratio searched on timings)",
                              "float", 0, 1, "(]"),
     "runtime": Option("the deploy runtime target_latency is measured in (default onnxruntime)", "str", choices=tuple(deploy.RUNTIMES)),
     "latency_batch": Option("batch size target_latency is measured at (default 1)", "int", 1, None),
@@ -342,7 +342,7 @@ def factorize_model(model: nn.Module, example_input: torch.Tensor, method: str, 
     whole model, ``target_macs`` / ``target_params`` (fractions to keep; per-layer ranks chosen
     globally by :func:`compress.targets.global_ranks`, other layers left whole);
     ``target_latency`` (fraction of the original's latency in ``runtime``, batch
-    ``latency_batch``: the MAC budget is bisected against real timings); else the selector
+    ``latency_batch``: the MAC budget is searched against real timings); else the selector
     (``rank_selection``). With ``skip_if_larger`` (default True) a layer whose factorized form
     would not have fewer parameters is left whole; with ``runtime`` set, so is any layer whose
     factorized form runs slower than itself in that runtime (each timed alone on its real input).
@@ -404,11 +404,11 @@ def _factorize_to_latency(model: nn.Module, example_input: torch.Tensor, method:
 
     Each selected layer is first timed once in the runtime against its factorization at the
     selector's rank; slower ones are left whole (with the reason). The MAC budget for the others is
-    then bisected on measured whole-model speed-ups.
+    then searched on measured whole-model speed-ups (:func:`compress.targets.search_for_latency`).
     """
     import copy
 
-    from compress.targets import bisect_for_latency, slower_in_runtime
+    from compress.targets import search_for_latency, slower_in_runtime
 
     runtime = options.get("runtime", "onnxruntime")
     base = {k: v for k, v in options.items() if k not in ("target_latency", "latency_batch", "runtime")}
@@ -431,7 +431,7 @@ def _factorize_to_latency(model: nn.Module, example_input: torch.Tensor, method:
         return candidate
 
     least = _least_mac_fraction(original, example_input, method, base)
-    fraction, best, speedup = bisect_for_latency(build, original, runtime, example_input, float(options["target_latency"]),
+    fraction, best, speedup = search_for_latency(build, original, runtime, example_input, float(options["target_latency"]),
                                                  least, 1.0, int(options.get("latency_batch", 1)))
     report = reports[fraction]
     for row in report.layers:
@@ -474,7 +474,7 @@ def _prune_to_latency(model: nn.Module, example_input: torch.Tensor, options: di
     """Prune ``model`` in place to ``target_latency`` of its latency in ``runtime`` (see :func:`prune_model`)."""
     import copy
 
-    from compress.targets import bisect_for_latency
+    from compress.targets import search_for_latency
 
     runtime = options.get("runtime", "onnxruntime")
     base = {k: v for k, v in options.items() if k not in ("target_latency", "runtime", "latency_batch", "pruning_ratio")}
@@ -486,7 +486,7 @@ def _prune_to_latency(model: nn.Module, example_input: torch.Tensor, options: di
         prune_model(candidate, example_input, **base, pruning_ratio=min(most, 1.0 - kept))
         return candidate
 
-    kept, _, speedup = bisect_for_latency(build, original, runtime, example_input, float(options["target_latency"]),
+    kept, _, speedup = search_for_latency(build, original, runtime, example_input, float(options["target_latency"]),
                                           1.0 - most, 0.98, int(options.get("latency_batch", 1)))
     report = prune_model(model, example_input, **base, pruning_ratio=min(most, 1.0 - kept))
     report.options = {k: v for k, v in options.items() if k != "calibration"}
@@ -508,7 +508,7 @@ def prune_model(model: nn.Module, example_input: torch.Tensor, **options) -> Com
     ``target_macs`` / ``target_params`` (fraction of the original to keep: pruning proceeds in
     small steps until reached, instead of a fixed ratio), ``target_latency`` (fraction of the
     original's latency in ``runtime``, default onnxruntime, at batch ``latency_batch``: the
-    pruning ratio is bisected against real timings), ``max_pruning_ratio``, ``round_to`` (default
+    pruning ratio is searched against real timings), ``max_pruning_ratio``, ``round_to`` (default
     8: channel counts that are multiples of 8 suit the runtimes' kernels), ``calibration``
     ((images, labels) batch, required by 'taylor'), ``exclude`` (name patterns of layers never
     pruned). The classifier's outputs are never pruned.
@@ -534,6 +534,7 @@ def prune_model(model: nn.Module, example_input: torch.Tensor, **options) -> Com
     head = classifier_names(model)
     exclude = options.get("exclude") or []
     exclude = [exclude] if isinstance(exclude, str) else exclude
+    check_patterns(model, exclude, "exclude")
     ignored = [m for n, m in model.named_modules() if n in head or (isinstance(m, (nn.Conv2d, nn.Linear)) and any(fnmatch.fnmatch(n, p) for p in exclude))]
     before_shapes = record_output_shapes(model, example_input)
     before = _conv_linear_rows(model, before_shapes)

@@ -5,8 +5,8 @@
   down a layer's rank ladder) that add the least squared relative weight error per unit of cost
   saved, so layers whose spectrum decays fast give up most.
 * :func:`measured_speedup` times a compressed model against its original in a runtime of the
-  ``deploy`` registry, interleaved; :func:`bisect_for_latency` searches a one-number knob (a MAC
-  budget, a pruning ratio) for the cheapest compression that reaches a latency target there.
+  ``deploy`` registry, interleaved; :func:`search_for_latency` searches a one-number knob (a MAC
+  budget, a pruning ratio) for the least compression that reaches a latency target there.
 * :func:`slower_in_runtime` says whether a layer's replacement runs slower than the layer itself
   in a runtime (each timed alone on its real input), so it can be left whole.
 """
@@ -136,7 +136,7 @@ def global_ranks(method: str, candidates: list[tuple[str, nn.Module, tuple, tupl
 
 
 def measured_speedup(original: nn.Module, compressed: nn.Module, runtime: str, example: torch.Tensor, batch: int = 1,
-                     blocks: int = 3) -> float:
+                     blocks: int = 5) -> float:
     """Return latency(original) / latency(compressed) in ``runtime``, both built from the registry and timed
     interleaved on one random batch of ``batch`` at ``example``'s size.
 
@@ -145,36 +145,41 @@ def measured_speedup(original: nn.Module, compressed: nn.Module, runtime: str, e
     """
     x = np.random.default_rng(0).standard_normal((batch, *example.shape[1:])).astype(np.float32)
     built = {"original": deploy.deploy(original, runtime, x[:1]), "compressed": deploy.deploy(compressed, runtime, x[:1])}
-    timings = deploy.compare({k: (d.run, d.prepare(x), d.sync) for k, d in built.items()}, blocks, min_iters=5, min_seconds=0.1)
+    timings = deploy.compare({k: (d.run, d.prepare(x), d.sync) for k, d in built.items()}, blocks, min_iters=10, min_seconds=0.15)
     return timings["original"].median_ms / timings["compressed"].median_ms
 
 
-def bisect_for_latency(build: Callable[[float], nn.Module], original: nn.Module, runtime: str, example: torch.Tensor,
-                       target_latency: float, low: float, high: float, batch: int = 1, steps: int = 6) -> tuple[float, nn.Module, float]:
-    """Return ``(knob, compressed model, measured speed-up)`` for the knob in [``low``, ``high``] (more
-    compression as it falls) whose model keeps at most ``target_latency`` of the original's latency
-    in ``runtime``, found by bisection (``steps`` builds); the least compressed that meets the target.
+def search_for_latency(build: Callable[[float], nn.Module], original: nn.Module, runtime: str, example: torch.Tensor,
+                       target_latency: float, low: float, high: float, batch: int = 1, points: int = 8) -> tuple[float, nn.Module, float]:
+    """Return ``(knob, compressed model, measured speed-up)``: the least compressed model keeping at most
+    ``target_latency`` of the original's latency in ``runtime``, among ``points`` knobs spread evenly over
+    [``low``, ``high``] (more compression as the knob falls).
+
+    A grid, not a bisection: measured speed-up is not monotonic in the knob (channel counts cross the
+    multiples a runtime's kernels prefer: pruned Slim-Net measured 1.88x keeping 43 % of its channels,
+    2.52x at 41.6 %, 2.35x at 32 %), and a bisection misled by one such step or by timing noise ends on
+    a different branch. The chosen knob is measured a second time and kept only if it still meets the
+    target; otherwise the next knob down is tried.
 
     Raises:
-        ValueError: even ``low`` does not reach the target (the measured speed-up is named).
+        ValueError: no knob reaches the target (the best measured speed-up is named).
     """
     needed = 1.0 / target_latency
-    model = build(low)
-    speedup = measured_speedup(original, model, runtime, example, batch)
-    if speedup < needed:
-        raise ValueError(f"target_latency={target_latency:g} in {runtime} is out of reach: the most compressed model tried runs "
-                         f"{speedup:.2f}x faster than the original, {needed:.2f}x is needed")
-    best = (low, model, speedup)
-    for _ in range(steps):
-        middle = 0.5 * (low + high)
-        model = build(middle)
-        speedup = measured_speedup(original, model, runtime, example, batch)
-        _logger.info("latency target: knob %.4f -> %.2fx in %s", middle, speedup, runtime)
+    knobs = sorted(np.linspace(low, high, points), reverse=True)
+    measured = {}
+    for knob in knobs:
+        model = build(float(knob))
+        measured[float(knob)] = (model, measured_speedup(original, model, runtime, example, batch))
+        _logger.info("latency target: knob %.4f -> %.2fx in %s", knob, measured[float(knob)][1], runtime)
+    for knob in sorted(measured, reverse=True):
+        model, speedup = measured[knob]
         if speedup >= needed:
-            best, low = (middle, model, speedup), middle
-        else:
-            high = middle
-    return best
+            confirmed = measured_speedup(original, model, runtime, example, batch)
+            if confirmed >= needed:
+                return knob, model, min(speedup, confirmed)
+    best = max(speedup for _, speedup in measured.values())
+    raise ValueError(f"target_latency={target_latency:g} in {runtime} is out of reach: the best of {points} compression levels "
+                     f"measured {best:.2f}x faster than the original, {needed:.2f}x is needed")
 
 
 def slower_in_runtime(layer: nn.Module, replacement: nn.Module, input_shape, runtime: str, blocks: int = 3) -> tuple[bool, float, float]:

@@ -1,5 +1,6 @@
 """Model zoo: one registry (``create_model``, ``list_models``) over Slim-Net and the baselines."""
 import os
+import socket
 
 import torch
 from torch import nn
@@ -38,7 +39,8 @@ def save_model(model: nn.Module, path: str | os.PathLike, **extra) -> None:
     """
     path = os.fspath(path)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    partial = f"{path}.partial-{os.getpid()}"
+    # named as bench.files.partial_name names it, so a killed save is cleaned up the same way
+    partial = f"{path}.partial@{socket.gethostname().replace('@', '_') or 'localhost'}@{os.getpid()}"
     torch.save({**extra, **checkpoint_header(model), "model_state_dict": model.state_dict()}, partial)
     os.replace(partial, path)
 

@@ -20,6 +20,12 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint {path!r} does not exist")
+    with open(path, "rb") as handle:
+        head = handle.read(4)
+    # torch.save writes a zip archive (PK..); files of torch < 1.6 are pickles (protocol byte 0x80).
+    if not (head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"):
+        kind = "an empty file" if not head else ("a text file" if all(32 <= b < 127 or b in (9, 10, 13) for b in head) else "another format")
+        raise ValueError(f"checkpoint {path!r} is not a PyTorch checkpoint (it is {kind}; torch.save writes zip archives)")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several unrelated types for a bad file

@@ -11,6 +11,7 @@ import logging
 from dataclasses import dataclass
 from typing import Callable
 
+import torch
 from torch import nn
 
 from models._checkpoint import load_checkpoint_into
@@ -24,25 +25,28 @@ class PretrainedWeightsError(RuntimeError):
 
 @dataclass(frozen=True)
 class ModelEntry:
-    """A registered constructor, the one-line description ``list_models`` shows, and whether
-    ``pretrained=True`` can fetch weights for it."""
+    """A registered constructor, the one-line description ``list_models`` shows, whether
+    ``pretrained=True`` can fetch weights for it, and whether its layers depend on the input size
+    (then ``input_size`` is passed to ``fn``; fully convolutional nets only record it)."""
 
     name: str
     fn: Callable[..., nn.Module]
     description: str
     family: str
     has_pretrained: bool = True
+    builds_for_input_size: bool = False
 
 
 _MODELS: dict[str, ModelEntry] = {}
 
 
-def register_model(family: str, description: str, has_pretrained: bool = True) -> Callable:
+def register_model(family: str, description: str, has_pretrained: bool = True, builds_for_input_size: bool = False) -> Callable:
     """Return a decorator that registers ``fn`` under its function name.
 
     With ``has_pretrained=False`` :func:`create_model` refuses ``pretrained=True`` for this entry
     (no public weights exist) and points to ``checkpoint_path``; ``fn`` is then never called with
-    ``pretrained=True``.
+    ``pretrained=True``. With ``builds_for_input_size=True`` ``fn`` receives ``input_size`` (e.g.
+    dense layers sized by the feature map).
 
     Raises:
         ValueError: at import time, if the name is already registered.
@@ -51,7 +55,7 @@ def register_model(family: str, description: str, has_pretrained: bool = True) -
     def decorator(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         if fn.__name__ in _MODELS:
             raise ValueError(f"model {fn.__name__!r} is registered twice")
-        _MODELS[fn.__name__] = ModelEntry(fn.__name__, fn, description, family, has_pretrained)
+        _MODELS[fn.__name__] = ModelEntry(fn.__name__, fn, description, family, has_pretrained, builds_for_input_size)
         return fn
 
     return decorator
@@ -91,6 +95,7 @@ def create_model(
         The model, in train mode.
     Raises:
         KeyError: ``name`` is not registered (the message lists close names).
+        ValueError: ``input_size`` is smaller than the model accepts (the message says what it needs).
         models.PretrainedWeightsError: ``pretrained=True`` and the weights cannot be fetched, or the
             model has none to fetch.
         FileNotFoundError / ValueError: ``checkpoint_path`` is missing or does not fit the model.
@@ -106,16 +111,59 @@ def create_model(
             "(a checkpoint written by run_bench.py or, for slimnet, by the Slim-CNN reference implementation)"
         )
     input_size = kwargs.pop("input_size", None)
-    model = entry.fn(num_classes=num_classes, pretrained=pretrained, **kwargs)
+    if input_size is not None:
+        input_size = tuple(int(v) for v in input_size)
+        if len(input_size) != 3 or min(input_size) < 1:
+            raise ValueError(f"{name}: input_size must be (channels, height, width) of positive ints, got {input_size}")
+    extra = {"input_size": input_size} if input_size is not None and entry.builds_for_input_size else {}
+    model = entry.fn(num_classes=num_classes, pretrained=pretrained, **kwargs, **extra)
     model.arch = {"name": name, "num_classes": num_classes, **kwargs}
     if input_size is not None:
         # Fully convolutional nets with global pooling take any size; the contract says which one we feed.
-        model.data_config = {**model.data_config, "input_size": tuple(int(v) for v in input_size)}
-        model.arch["input_size"] = list(model.data_config["input_size"])
+        model.data_config = {**model.data_config, "input_size": input_size}
+        model.arch["input_size"] = list(input_size)
+        check_input_size(model, name)
     if checkpoint_path is not None:
         load_checkpoint_into(model, checkpoint_path)
         _logger.info("loaded weights for %s from %s", name, checkpoint_path)
     return model
+
+
+def _runs_at(model: nn.Module, size: tuple[int, int, int]) -> bool:
+    try:
+        model(torch.zeros(1, *size))
+    except RuntimeError:
+        return False
+    return True
+
+
+def check_input_size(model: nn.Module, name: str = "model") -> None:
+    """Check that ``model`` runs on its ``data_config['input_size']`` (one forward pass of zeros).
+
+    Raises:
+        ValueError: it does not (e.g. a pooling layer's output would be empty); the message gives the
+            smallest square input the model accepts.
+    """
+    size = tuple(model.data_config["input_size"])
+    was_training = model.training
+    model.eval()  # batch norm in training mode refuses a batch of one 1x1 map
+    try:
+        with torch.no_grad():
+            if _runs_at(model, size):
+                return
+            low, high = 1, 1024
+            if not _runs_at(model, (size[0], high, high)):
+                raise ValueError(f"{name} does not run on inputs of {'x'.join(map(str, size))} (nor {high}x{high})")
+            while low < high:  # the smallest side that runs: pooling arithmetic is monotone in the size
+                mid = (low + high) // 2
+                if _runs_at(model, (size[0], mid, mid)):
+                    high = mid
+                else:
+                    low = mid + 1
+    finally:
+        model.train(was_training)
+    raise ValueError(f"{name} needs inputs of at least {low}x{low} px (height x width), got input_size "
+                     f"{'x'.join(map(str, size))}: its strided layers would reduce a smaller image to nothing")
 
 
 def classifier_of(model: nn.Module) -> nn.Module | None:

@@ -20,6 +20,8 @@ class CourseCNN(nn.Module):
         super().__init__()
         if len(widths) != 5:
             raise ValueError(f"course_cnn has five blocks, got widths={widths!r}")
+        if min(input_size[1:]) < 32:
+            raise ValueError(f"course_cnn needs inputs of at least 32x32 px (five 2x2 max-pools), got input_size {tuple(input_size)}")
         layers, channels = [], input_size[0]
         for width in widths:
             layers += [nn.Conv2d(channels, width, 3, padding=1), nn.ReLU(inplace=True),
@@ -39,7 +41,7 @@ class CourseCNN(nn.Module):
 
 
 @register_model("course", "compact course CNN: 10 3x3 convs in 5 blocks + 3 dense layers, 1.71 M params at 3x128x128",
-                has_pretrained=False)
+                has_pretrained=False, builds_for_input_size=True)
 def course_cnn(num_classes: int = 40, pretrained: bool = False, **kwargs) -> CourseCNN:
     """Return the compact course CNN (its dense layers fix the input size: pass ``input_size`` to change it)."""
     return CourseCNN(num_classes=num_classes, **kwargs)

@@ -62,32 +62,58 @@ class PSE(nn.Module):
         return x * mask
 
 
-def group_order() -> list[int]:
-    """Return, for each position in the concatenated group outputs, its index in CELEBA_ATTRIBUTES."""
-    return [CELEBA_ATTRIBUTES.index(name) for group in ATTRIBUTE_GROUPS.values() for name in group]
+def group_order(groups=None, attributes=None) -> list[int]:
+    """Return, for each position in the concatenated group outputs, its index in ``attributes``
+    (default: CelebA's 40 and its 8 groups)."""
+    groups, attributes = groups or ATTRIBUTE_GROUPS, list(attributes or CELEBA_ATTRIBUTES)
+    return [attributes.index(name) for group in groups.values() for name in group]
+
+
+def check_groups(groups: dict, attributes, num_classes: int) -> None:
+    """Check that ``groups`` ({group: [attribute names]}) puts each of ``attributes`` in exactly one group.
+
+    Raises:
+        ValueError: a DMTL model without groups on a dataset other than CelebA, an unknown or missing
+            attribute, or one in two groups (named).
+    """
+    if attributes is None:
+        raise ValueError(f"attribute-group (DMTL) models know CelebA's 8 groups only; for these {num_classes} attributes give "
+                         "the model `kwargs: {groups: {group: [attribute, ...], ...}}` in the study YAML (the study adds the "
+                         "dataset's attribute names)")
+    if len(attributes) != num_classes:
+        raise ValueError(f"attributes: {len(attributes)} names for num_classes={num_classes}")
+    listed = [name for members in groups.values() for name in members]
+    unknown = sorted(set(listed) - set(attributes))
+    missing = [a for a in attributes if a not in listed]
+    twice = sorted({a for a in listed if listed.count(a) > 1})
+    if unknown or missing or twice:
+        raise ValueError(f"groups: every attribute must be in exactly one group; unknown {unknown}, in no group {missing}, "
+                         f"in several {twice}")
 
 
 class GroupHeads(nn.Module):
-    """8 attribute-group sub-networks on a shared map; outputs reassembled into CelebA's order.
+    """Attribute-group sub-networks on a shared map (CelebA's 8 groups by default); outputs reassembled
+    into the dataset's attribute order.
 
     Each group: [PSE] -> depthwise-separable 3x3 conv (C -> ``width``) -> global average pool ->
     linear to the group's attributes.
     """
 
     def __init__(self, in_channels: int, width: int = 64, use_pse: bool = True, excitation: str = "conv",
-                 spatial_size=None):
+                 spatial_size=None, groups=None, attributes=None):
         super().__init__()
+        groups, attributes = groups or ATTRIBUTE_GROUPS, list(attributes or CELEBA_ATTRIBUTES)
         self.groups = nn.ModuleDict()
-        for name, attributes in ATTRIBUTE_GROUPS.items():
+        for name, members in groups.items():
             self.groups[name] = nn.Sequential(
                 PSE(in_channels, excitation, spatial_size) if use_pse else nn.Identity(),
                 depthwise_separable_conv(in_channels, width),
                 nn.AdaptiveAvgPool2d(1),
                 nn.Flatten(),
-                nn.Linear(width, len(attributes)),
+                nn.Linear(width, len(members)),
             )
-        inverse = torch.empty(len(CELEBA_ATTRIBUTES), dtype=torch.long)
-        inverse[torch.tensor(group_order())] = torch.arange(len(CELEBA_ATTRIBUTES))
+        inverse = torch.empty(len(attributes), dtype=torch.long)
+        inverse[torch.tensor(group_order(groups, attributes))] = torch.arange(len(attributes))
         self.register_buffer("celeba_order", inverse, persistent=False)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
@@ -96,14 +122,14 @@ class GroupHeads(nn.Module):
 
 
 class DMTLNet(nn.Module):
-    """A shared ``trunk`` followed by :class:`GroupHeads` (40 outputs in CelebA order)."""
+    """A shared ``trunk`` followed by :class:`GroupHeads` (one output per attribute, in the dataset's order)."""
 
     def __init__(self, trunk: nn.Module, trunk_channels: int, width: int = 64, use_pse: bool = True,
-                 excitation: str = "conv", spatial_size=None):
+                 excitation: str = "conv", spatial_size=None, groups=None, attributes=None):
         super().__init__()
         self.trunk = trunk
-        self.heads = GroupHeads(trunk_channels, width, use_pse, excitation, spatial_size)
-        self.num_classes = len(CELEBA_ATTRIBUTES)
+        self.heads = GroupHeads(trunk_channels, width, use_pse, excitation, spatial_size, groups, attributes)
+        self.num_classes = len(attributes or CELEBA_ATTRIBUTES)
 
     def get_classifier(self) -> nn.ModuleList:
         """Return the 8 group output layers: the classifier that pruning keeps and transfer trains first."""
@@ -159,9 +185,16 @@ class SlimTrunk(nn.Sequential):
             self.add_module(name, slimnet.get_submodule(name))
 
 
-def _slimnet_dmtl(use_pse: bool, num_classes: int, width: int = 64, excitation: str = "conv", **kwargs) -> DMTLNet:
-    if num_classes != len(CELEBA_ATTRIBUTES):
-        raise ValueError(f"attribute-group models predict the {len(CELEBA_ATTRIBUTES)} CelebA attributes, got num_classes={num_classes}")
+def _groups(num_classes: int, groups, attributes):
+    if groups is None and attributes is None and num_classes == len(CELEBA_ATTRIBUTES):
+        return None, None  # CelebA's groups
+    check_groups(groups or ATTRIBUTE_GROUPS, attributes, num_classes)
+    return groups or ATTRIBUTE_GROUPS, list(attributes)
+
+
+def _slimnet_dmtl(use_pse: bool, num_classes: int, width: int = 64, excitation: str = "conv", groups=None, attributes=None,
+                  **kwargs) -> DMTLNet:
+    groups, attributes = _groups(num_classes, groups, attributes)
     base = SlimNet(**kwargs)
     # The groups branch off after the third Slim module, where maps still carry position.
     trunk = SlimTrunk(base, base.num_slim_modules - 1)
@@ -169,7 +202,7 @@ def _slimnet_dmtl(use_pse: bool, num_classes: int, width: int = 64, excitation: 
     spatial = None
     if excitation == "fc":
         spatial = _slim_last_map_size(base.hyper_params["initial_conv"], base.num_slim_modules - 1)
-    model = DMTLNet(trunk, channels, width, use_pse, excitation, spatial)
+    model = DMTLNet(trunk, channels, width, use_pse, excitation, spatial, groups, attributes)
     model.data_config = dict(SLIMNET_DATA_CONFIG)
     return model
 
@@ -187,12 +220,12 @@ class ResNetTrunk(nn.Module):
         return self.layer3(self.layer2(self.layer1(x)))
 
 
-def _resnet18_dmtl(use_pse: bool, num_classes: int, pretrained: bool, width: int = 128, excitation: str = "conv") -> DMTLNet:
-    if num_classes != len(CELEBA_ATTRIBUTES):
-        raise ValueError(f"attribute-group models predict the {len(CELEBA_ATTRIBUTES)} CelebA attributes, got num_classes={num_classes}")
+def _resnet18_dmtl(use_pse: bool, num_classes: int, pretrained: bool, width: int = 128, excitation: str = "conv",
+                   groups=None, attributes=None) -> DMTLNet:
+    groups, attributes = _groups(num_classes, groups, attributes)
     resnet = create_timm_model("resnet18", num_classes, pretrained)
     spatial = (14, 14) if excitation == "fc" else None
-    model = DMTLNet(ResNetTrunk(resnet), 256, width, use_pse, excitation, spatial)
+    model = DMTLNet(ResNetTrunk(resnet), 256, width, use_pse, excitation, spatial, groups, attributes)
     model.data_config = dict(resnet.data_config)
     return model
 

@@ -439,7 +439,7 @@ def test_layers_slower_in_the_runtime_stay_whole(slimnet_and_input, monkeypatch)
 
 
 @pytest.mark.parametrize("method, knob", [("prune", "pruning ratio"), ("svd", "MAC budget")])
-def test_latency_targets_bisect_on_measured_speedups(slimnet_and_input, monkeypatch, method, knob):
+def test_latency_targets_search_measured_speedups(slimnet_and_input, monkeypatch, method, knob):
     import compress.targets as targets
 
     model, x = slimnet_and_input
@@ -449,7 +449,7 @@ def test_latency_targets_bisect_on_measured_speedups(slimnet_and_input, monkeypa
     monkeypatch.setattr(targets, "slower_in_runtime", lambda layer, replacement, shape, runtime: (False, 1.0, 1.0))
     compressed, report = compress.apply(model, method, x, target_latency=0.8, runtime="onnxruntime")
     kept = sum(p.numel() for p in compressed.parameters()) / 571_304
-    assert 0.7 < kept <= 0.8 and report.notes and knob in report.notes[0] and "in onnxruntime" in report.notes[0]
+    assert 0.55 < kept <= 0.8 and report.notes and knob in report.notes[0] and "in onnxruntime" in report.notes[0]
     with pytest.raises(ValueError, match="out of reach"):
         compress.apply(model, method, x, target_latency=0.01, runtime="onnxruntime")
 

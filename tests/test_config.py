@@ -27,9 +27,10 @@ def test_cells_have_a_majority_row_and_one_per_model_and_seed(tmp_path):
 
 @pytest.mark.parametrize("override, message", [
     ({"models": ["resnet19"]}, "models\\[0\\]: unknown model 'resnet19'"),
-    ({"models": [{"nam": "slimnet"}]}, "models\\[0\\]: expected a model name"),
-    ({"models": [{"name": "slimnet", "epochs": 3}]}, "unknown keys \\['epochs'\\]"),
-    ({"train": {"epoch": 3}}, "unknown fields \\['epoch'\\]"),
+    ({"models": [{"nam": "slimnet"}]}, "unknown key models\\[0\\].nam: did you mean models\\[0\\].name\\?"),
+    ({"models": [{}]}, "models\\[0\\]: expected a model name"),
+    ({"models": [{"name": "slimnet", "epochs": 3}]}, "unknown key models\\[0\\].epochs"),
+    ({"train": {"epoch": 3}}, "unknown key train.epoch: did you mean train.epochs\\?"),
     ({"train": {"epochs": 0}}, "'epochs' must be >= 1"),
     ({"seeds": []}, "at least one seed"),
 ])
@@ -43,7 +44,7 @@ def test_load_config_errors(tmp_path):
         load_config(str(tmp_path / "absent.yaml"))
     bad = tmp_path / "bad.yaml"
     bad.write_text("studdy: x\n")
-    with pytest.raises(StudyConfigError, match="unknown top-level keys \\['studdy'\\]"):
+    with pytest.raises(StudyConfigError, match="unknown key studdy: did you mean study\\?"):
         load_config(str(bad))
     bad.write_text("models: [slimnet\n")
     with pytest.raises(StudyConfigError, match="not valid YAML"):
@@ -62,3 +63,6 @@ def test_shipped_configs_are_valid():
     assert [c["model"] for c in cells] == [MAJORITY, "slimnet", "slimnet_pse", "slimnet_dmtl", "slimnet_dmtl_pse"]
     cells = expand_cells(load_config(os.path.join(HERE, "configs", "course.yaml")))
     assert cells[2]["train"]["freeze_backbone_epochs"] == 1 and cells[2]["pretrained"]
+    cells = expand_cells(load_config(os.path.join(HERE, "configs", "slimnet_deploy.yaml")))
+    assert [c["model"] for c in cells] == [MAJORITY, "slimnet", "slimnet"]
+    assert cells[2]["compression"][0]["target_latency"] == 0.5 and cells[2]["finetune"]["distill"] == 0.7

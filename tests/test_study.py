@@ -5,7 +5,7 @@ import pytest
 
 from bench.config import DEFAULT_CONFIG, expand_cells, merge_config
 from bench.schema import MAJORITY, config_hash, record_path
-from bench.study import run_study
+from bench.study import preflight, run_study
 
 
 def _config(tmp_path, **train):
@@ -26,7 +26,7 @@ def test_rerun_skips_finished_cells_and_force_recomputes(tmp_path, cache_dir):
     rows = run_study(config, results, on_event=lambda kind, cell: events.append((kind, cell["model"])))
     assert [r["model"] for r in rows] == [MAJORITY, "slimnet"]
     assert events == [("start", MAJORITY), ("done", MAJORITY), ("start", "slimnet"), ("done", "slimnet")]
-    record_file = record_path(results, expand_cells(config)[1])
+    record_file = record_path(results, preflight(config, results)[0][1])
     first = json.load(open(record_file))
     events.clear()
     again = run_study(config, results, on_event=lambda kind, cell: events.append((kind, cell["model"])))
@@ -51,7 +51,7 @@ def test_killed_cell_resumes_from_its_last_epoch(tmp_path, cache_dir, monkeypatc
     monkeypatch.setattr(study, "evaluate_cell_model", killed)
     with pytest.raises(KeyboardInterrupt):
         run_study(config, results)
-    cell = expand_cells(config)[1]
+    cell = preflight(config, results)[0][1]
     assert os.path.isfile(os.path.join(results, "unit", "checkpoints", config_hash(cell), "last.pt"))
     assert not os.path.isfile(record_path(results, cell))
     monkeypatch.setattr(study, "evaluate_cell_model", real_evaluate)

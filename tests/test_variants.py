@@ -49,7 +49,7 @@ def test_compressed_cells_follow_their_base_cell():
     assert cells[3]["finetune"] == {"epochs": 2, "norm_lambda": 0.1}
     with pytest.raises(StudyConfigError, match="unknown method 'foo'"):
         expand_cells(merge_config(config, {"compressions": ["foo"], "models": ["slimnet"]}))
-    with pytest.raises(StudyConfigError, match="unknown fields \\['epoch'\\]"):
+    with pytest.raises(StudyConfigError, match="unknown key finetune.epoch: did you mean finetune.epochs"):
         expand_cells(merge_config(config, {"finetune": {"epoch": 1}}))
 
 
