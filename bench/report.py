@@ -1,6 +1,7 @@
 """Paper-style tables (Markdown, LaTeX, CSV) and plots rendered from a study's results alone."""
 from __future__ import annotations
 
+import logging
 import os
 
 import numpy as np
@@ -38,6 +39,9 @@ TEXT_SUMMARY_COLUMNS = [c[0] for c in SUMMARY_COLUMNS if c[3] is None]
 
 
 INTERVAL_COLUMNS = ("acc_mean", "mA", "f1")  # shown as value +- half the 95 % bootstrap interval (or +- sd over seeds)
+
+
+_logger = logging.getLogger(__name__)
 
 
 def _base_label(model, variant) -> str:
@@ -403,7 +407,10 @@ def render_report(results_dir: str, study: str, reports_dir: str = "reports", pl
     import pandas as pd
 
     folder = study_dir(results_dir, study)
-    write_tables(results_dir, study)  # from every valid record: a table never outlives a bad or missing record
+    try:
+        write_tables(results_dir, study)  # from every valid record: a table never outlives a bad or missing record
+    except OSError as exc:  # a read-only copy of someone's results: render what its tables say
+        _logger.warning("could not rebuild the tables of %s (%s); rendering them as they are", study_dir(results_dir, study), exc)
     records = load_records(results_dir, study)
     labels = group_labels(records)
 
