@@ -8,6 +8,7 @@ uint8) need not fit in RAM and JPEG decoding does not dominate CPU training. Bat
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -89,18 +90,24 @@ def file_fingerprint(paths, extra=None) -> str:
     return digest.hexdigest()[:16]
 
 
-def _decode(path: str, listed_in: str, size: tuple[int, int]) -> np.ndarray:
+@contextlib.contextmanager
+def _open_image(path: str, listed_in: str):
     if not os.path.isfile(path):
         raise ImageDecodeError(f"image {path!r} is listed in {listed_in!r} but does not exist")
     try:
         with Image.open(path) as image:
-            image = image.convert("RGB")
-            if image.size != (size[1], size[0]):
-                # One array needs one shape: images of another size are resized to the dataset's.
-                image = image.resize((size[1], size[0]), Image.BILINEAR)
-            return np.asarray(image, dtype=np.uint8)
+            yield image
     except (OSError, SyntaxError) as exc:
         raise ImageDecodeError(f"image {path!r} (listed in {listed_in!r}) cannot be decoded: {exc}") from None
+
+
+def _decode(path: str, listed_in: str, size: tuple[int, int]) -> np.ndarray:
+    with _open_image(path, listed_in) as image:
+        image = image.convert("RGB")
+        if image.size != (size[1], size[0]):
+            # One array needs one shape: images of another size are resized to the dataset's.
+            image = image.resize((size[1], size[0]), Image.BILINEAR)
+        return np.asarray(image, dtype=np.uint8)
 
 
 def first_image_size(path: str, listed_in: str = "<annotations>") -> tuple[int, int]:
@@ -109,13 +116,8 @@ def first_image_size(path: str, listed_in: str = "<annotations>") -> tuple[int, 
     Raises:
         ImageDecodeError: it is missing or unreadable.
     """
-    if not os.path.isfile(path):
-        raise ImageDecodeError(f"image {path!r} is listed in {listed_in!r} but does not exist")
-    try:
-        with Image.open(path) as image:
-            return image.size[1], image.size[0]
-    except (OSError, SyntaxError) as exc:
-        raise ImageDecodeError(f"image {path!r} (listed in {listed_in!r}) cannot be decoded: {exc}") from None
+    with _open_image(path, listed_in) as image:
+        return image.size[1], image.size[0]
 
 
 def build_image_cache(image_paths, cache_path: str, size: tuple[int, int], listed_in: str = "<annotations>",

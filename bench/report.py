@@ -408,10 +408,12 @@ def render_report(results_dir: str, study: str, reports_dir: str = "reports", pl
 
     folder = study_dir(results_dir, study)
     try:
-        write_tables(results_dir, study)  # from every valid record: a table never outlives a bad or missing record
+        records = write_tables(results_dir, study)  # from every valid record: a table never outlives a bad or missing record
+    except FileNotFoundError:
+        raise  # no records at all: nothing to render
     except OSError as exc:  # a read-only copy of someone's results: render what its tables say
         _logger.warning("could not rebuild the tables of %s (%s); rendering them as they are", study_dir(results_dir, study), exc)
-    records = load_records(results_dir, study)
+        records = load_records(results_dir, study)
     labels = group_labels(records)
 
     def table(name):

@@ -122,8 +122,6 @@ def read_results(path: str):
         FileNotFoundError: no file at ``path``.
         ValueError: the file lacks schema columns.
     """
-    import pandas as pd
-
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no results at {path!r}; run the study first")
     frame = read_csv_table(path)
@@ -193,9 +191,9 @@ def study_dir(results_dir: str, study: str) -> str:
     return os.path.join(results_dir, study)
 
 
-def record_path(results_dir: str, cell: dict) -> str:
-    """Return the path of a cell's JSON record."""
-    return os.path.join(study_dir(results_dir, cell["study"]), "cells", f"{cell['model']}-{config_hash(cell)}.json")
+def record_path(results_dir: str, cell: dict, cell_hash: str | None = None) -> str:
+    """Return the path of a cell's JSON record (``cell_hash``: of the cell of that study and model with this hash)."""
+    return os.path.join(study_dir(results_dir, cell["study"]), "cells", f"{cell['model']}-{cell_hash or config_hash(cell)}.json")
 
 
 def _record_problem(name: str, record) -> str:
@@ -263,20 +261,20 @@ def load_records(results_dir: str, study: str) -> list[dict]:
     return sorted(records, key=lambda r: (r["row"]["model"] != MAJORITY, str(r["row"]["timestamp"]), r["row"]["model"]))
 
 
-def write_tables(results_dir: str, study: str) -> str:
+def write_tables(results_dir: str, study: str) -> list[dict]:
     """Rebuild ``results.csv``, ``per_attribute.csv``, ``history.csv``, ``layers.csv`` and ``latency.csv`` from
-    every valid record; return the study folder. Runs sharing the study take turns (a file lock).
+    every valid record; return those records (as :func:`load_records`, rows with exactly the schema's
+    columns). Runs sharing the study take turns (a file lock).
 
     Raises:
         FileNotFoundError: the study has no valid records.
     """
     folder = study_dir(results_dir, study)
     with file_lock(os.path.join(folder, "tables")):
-        _write_tables(results_dir, study, folder)
-    return folder
+        return _write_tables(results_dir, study, folder)
 
 
-def _write_tables(results_dir: str, study: str, folder: str) -> None:
+def _write_tables(results_dir: str, study: str, folder: str) -> list[dict]:
     records = load_records(results_dir, study)
     records = [{**r, "row": make_row(RESULT_COLUMNS, {k: v for k, v in r["row"].items() if k in RESULT_COLUMNS})} for r in records]
     write_csv_atomic(os.path.join(folder, "results.csv"), RESULT_COLUMNS, [r["row"] for r in records])
@@ -284,3 +282,4 @@ def _write_tables(results_dir: str, study: str, folder: str) -> None:
     write_csv_atomic(os.path.join(folder, "history.csv"), HISTORY_COLUMNS, [h for r in records for h in r["history"]])
     write_csv_atomic(os.path.join(folder, "layers.csv"), LAYER_COLUMNS, [x for r in records for x in r.get("layers", [])])
     write_csv_atomic(os.path.join(folder, "latency.csv"), LATENCY_COLUMNS, [x for r in records for x in r.get("latency", [])])
+    return records

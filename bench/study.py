@@ -30,7 +30,7 @@ from filelock import Timeout
 import deploy
 import models
 from bench import metrics
-from bench.config import DEFAULT_CONFIG, StudyConfigError, expand_cells
+from bench.config import DEFAULT_CONFIG, EXECUTORS, StudyConfigError, expand_cells
 from bench.data import load_data
 from bench.files import check_writable, file_lock, remove_stale_partials
 from bench.environment import environment
@@ -93,10 +93,11 @@ def needs_timing(cell: dict) -> bool:
     return cell["model"] != MAJORITY and bool(cell.get("profile", {}).get("latency", True))
 
 
-def time_cell(record: dict, checkpoint_root: str, machine: dict | None = None, progress=None) -> dict:
+def time_cell(record: dict, data, checkpoint_root: str, machine: dict | None = None) -> dict:
     """Return ``record`` with the latency its cell skipped (``latency_pending``) measured now: the
     cell's final model (and its base model, for speed-ups) are loaded from ``checkpoint_root``
-    (``checkpoints/<hash>/model.pt``) and profiled as :func:`run_cell` would have.
+    (``checkpoints/<hash>/model.pt``) and profiled on ``data`` (the study's, loaded once) as
+    :func:`run_cell` would have.
 
     This is the timing phase of executors that run cells in parallel: timings taken while other
     cells train on the same cores would be wrong.
@@ -106,7 +107,6 @@ def time_cell(record: dict, checkpoint_root: str, machine: dict | None = None, p
     """
     machine = machine or {}
     cell = record["cell"]
-    data = load_data(cell["data"], progress)
     model = models.load_model(os.path.join(checkpoint_root, config_hash(cell), "model.pt")).eval()
     base_model = (models.load_model(os.path.join(checkpoint_root, cell["base_hash"], "model.pt")).eval()
                   if cell.get("compression") else None)
@@ -245,7 +245,7 @@ def make_executor(config: dict):
     if name == "ray":
         settings = {**DEFAULT_CONFIG["ray"], **(config.get("ray") or {})}
         return RayExecutor(settings["address"], int(settings["cpus_per_cell"] or 1), num_cpus=settings["num_cpus"])
-    raise StudyConfigError(f"executor: unknown executor {name!r}; known: sequential, ray")
+    raise StudyConfigError(f"executor: unknown executor {name!r}; known: {', '.join(EXECUTORS)}")
 
 
 class ExecutorError(RuntimeError):
@@ -403,7 +403,7 @@ def compute_cell(cell: dict, results_dir: str, force: bool = False, started: flo
             return "skip", cell, None
         if cell.get("base_hash"):
             # the base cell may be training in another run: its weights are this cell's start
-            with file_lock(os.path.join(os.path.dirname(path), f"{cell['model']}-{cell['base_hash']}.json")):
+            with file_lock(record_path(results_dir, cell, cell["base_hash"])):
                 pass
         on_event("start", cell)
         checkpoint_dir = os.path.join(study_dir(results_dir, cell["study"]), "checkpoints", config_hash(cell))
@@ -413,7 +413,7 @@ def compute_cell(cell: dict, results_dir: str, force: bool = False, started: flo
                     os.unlink(os.path.join(checkpoint_dir, name))
         record = run_cell(cell, checkpoint_dir, progress, machine, timing)
         check_row(cell, record["row"])
-        write_text_atomic(path, json.dumps(record, indent=1, default=_json_default))
+        _write_record(path, record)
     finally:
         lock.release()
     write_tables(results_dir, cell["study"])
@@ -445,7 +445,7 @@ def run_study(config: dict, results_dir: str = "results", force: bool = False, e
     executor = executor or SequentialExecutor()
     parallel = bool(getattr(executor, "parallel", False))
     on_event = on_event or (lambda kind, cell: None)
-    cells, _ = preflight(config, results_dir, progress)
+    cells, data = preflight(config, results_dir, progress)
     pending = []
     for cell in cells:
         if not force and read_record(record_path(results_dir, cell)) is not None:
@@ -467,16 +467,16 @@ def run_study(config: dict, results_dir: str = "results", force: bool = False, e
         else:
             on_event("skip", cell)
     wanted = {config_hash(c) for c in cells}
-    _timing_phase(config, results_dir, wanted, machine, progress, on_event)
-    write_tables(results_dir, config["study"])  # from every valid record, whoever wrote it
-    return [r["row"] for r in load_records(results_dir, config["study"]) if r["row"]["config_hash"] in wanted]
+    _timing_phase(config, results_dir, wanted, data, machine, threads, on_event)
+    records = write_tables(results_dir, config["study"])  # from every valid record, whoever wrote it
+    return [r["row"] for r in records if r["row"]["config_hash"] in wanted]
 
 
-def _timing_phase(config: dict, results_dir: str, wanted: set, machine: dict, progress, on_event) -> None:
+def _timing_phase(config: dict, results_dir: str, wanted: set, data, machine: dict, threads, on_event) -> None:
     pending = [r for r in load_records(results_dir, config["study"]) if r.get("latency_pending") and r["row"]["config_hash"] in wanted]
     if not pending:
         return
-    machine = machine or measure_machine(config.get("profile", {}).get("threads") or config.get("threads"))
+    machine = machine or measure_machine(threads)  # empty when no cell was pending: a rerun after a killed timing phase
     checkpoints = os.path.join(study_dir(results_dir, config["study"]), "checkpoints")
     for record in pending:
         path = record_path(results_dir, record["cell"])
@@ -484,10 +484,14 @@ def _timing_phase(config: dict, results_dir: str, wanted: set, machine: dict, pr
             current = read_record(path)
             if current is None or not current.get("latency_pending"):
                 continue  # timed by another run meanwhile
-            timed = time_cell(current, checkpoints, machine, progress)
-            write_text_atomic(path, json.dumps(timed, indent=1, default=_json_default))
+            timed = time_cell(current, data, checkpoints, machine)
+            _write_record(path, timed)
         write_tables(results_dir, config["study"])
         on_event("timed", {**record["cell"], "row": timed["row"], "skipped_runtimes": timed.get("skipped_runtimes", {})})
+
+
+def _write_record(path: str, record: dict) -> None:
+    write_text_atomic(path, json.dumps(record, indent=1, default=_json_default))
 
 
 def _json_default(value):

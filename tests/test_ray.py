@@ -9,7 +9,6 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 
 from bench.config import DEFAULT_CONFIG, merge_config
 from bench.schema import load_records

@@ -10,24 +10,18 @@ import compress
 import models
 from bench import metrics
 from bench.celeba import CELEBA_ATTRIBUTES, CelebAFormatError, read_attr_csv
-from bench.config import DEFAULT_CONFIG, StudyConfigError, load_config, merge_config
+from bench.config import StudyConfigError, load_config, merge_config
 from bench.data import EmptySplitError, load_celeba
 from bench.files import partial_name, remove_stale_partials
-from bench.schema import load_records, record_path
+from bench.schema import record_path
 from bench.study import CellResultError, check_row, preflight, run_study
 from bench.train import TrainConfig, TrainingDivergedError, divergence_reason, train_model
+from tests.helpers import tiny_study
 from tests.test_celeba import _write_copy
 
 
 def _config(**overrides):
-    data = {**DEFAULT_CONFIG["data"], "synthetic_images": 60, "cache_dir": os.environ.get("SLIMBENCH_CACHE")}
-    return merge_config(DEFAULT_CONFIG, merge_config({
-        "study": "faults",
-        "data": data,
-        "models": [{"name": "slimnet", "kwargs": {"filter_count_values": [4, 4, 4, 4], "initial_conv": [8, 7, 2]}}],
-        "train": {"epochs": 1, "batch_size": 16, "lr": 1e-3},
-        "profile": {"latency": False},
-    }, overrides))
+    return tiny_study("faults", **merge_config({"profile": {"latency": False}}, overrides))
 
 
 def _events(log):

@@ -3,20 +3,14 @@ import os
 
 import pytest
 
-from bench.config import DEFAULT_CONFIG, expand_cells, merge_config
+from bench.config import merge_config
 from bench.schema import MAJORITY, config_hash, record_path
 from bench.study import preflight, run_study
+from tests.helpers import tiny_study
 
 
 def _config(tmp_path, **train):
-    data = {**DEFAULT_CONFIG["data"], "synthetic_images": 60, "cache_dir": os.environ.get("SLIMBENCH_CACHE")}
-    return merge_config(DEFAULT_CONFIG, {
-        "study": "unit",
-        "data": data,
-        "models": [{"name": "slimnet", "kwargs": {"filter_count_values": [4, 4, 4, 4], "initial_conv": [8, 7, 2]}}],
-        "train": {"epochs": 1, "batch_size": 16, "lr": 1e-3, **train},
-        "profile": {"latency": True, "batch_n": 2, "min_iters": 2, "min_seconds": 0.0},
-    })
+    return tiny_study(train=train)
 
 
 def test_rerun_skips_finished_cells_and_force_recomputes(tmp_path, cache_dir):
