@@ -60,7 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--runtimes", help="comma-separated runtimes to time (default: all; see `run_bench.py models`)")
     run.add_argument("--batch-n", type=_positive_int, help="the batch size timed beside batch 1")
     run.add_argument("--no-plots", action="store_true")
-    run.add_argument("--force", action="store_true", help="recompute cells that already have results")
+    run.add_argument("--force", action="store_true", help="recompute cells that already have results (and time the study again)")
+    run.add_argument("--retime", action="store_true", help="time the study again even when no cell changed")
     run.add_argument("--executor", choices=("sequential", "ray"), help="run cells here one by one (default), or as Ray tasks")
     run.add_argument("--ray-address", help="join the Ray cluster at HOST:PORT (or 'auto'); default: start a local one")
     run.add_argument("--cpus-per-cell", type=_positive_int, help="CPUs each Ray task asks for (default 1)")
@@ -98,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def config_from_args(args) -> dict:
     """Return the study config: the YAML file, then command-line overrides."""
-    from bench.config import StudyConfigError, load_config
+    from bench.config import StudyConfigError, load_config, validate_config
 
     config = load_config(args.config)
     data = config["data"]
@@ -133,7 +134,10 @@ def config_from_args(args) -> dict:
         config["threads"] = args.threads
         config["profile"]["threads"] = args.threads
     if args.seeds:
-        config["seeds"] = [int(s) for s in args.seeds.split(",")]
+        try:
+            config["seeds"] = [int(s) for s in args.seeds.split(",")]
+        except ValueError:
+            raise StudyConfigError(f"--seeds: expected comma-separated integers, e.g. 0,1,2; got {args.seeds!r}") from None
     if args.seed is not None:
         config["seeds"] = [args.seed]
     if args.study:
@@ -157,6 +161,7 @@ def config_from_args(args) -> dict:
             {**(m if isinstance(m, dict) else {"name": m}), "pretrained": args.pretrained, "checkpoint": args.checkpoint}
             for m in config["models"]
         ]
+    validate_config(config)  # flags are checked as the YAML is: a bad value stops here, before the first cell
     return config
 
 
@@ -194,14 +199,19 @@ def command_profile(args) -> int:
     import deploy
     import models
     from bench.profile import build_runtimes, count_macs, latency_row, resolve_runtimes, time_runtimes
-    from bench.train import torch_threads
+    from deploy import torch_threads
 
-    batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
+    try:
+        batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
+    except ValueError:
+        batch_sizes = []
+    if not batch_sizes or min(batch_sizes) < 1:
+        raise ValueError(f"--batch-sizes: expected comma-separated integers >= 1, e.g. 1,32; got {args.batch_sizes!r}")
     runtimes = resolve_runtimes([r.strip() for r in args.runtimes.split(",")] if args.runtimes != "all" else "all")
     with torch_threads(args.threads):
         threads = torch.get_num_threads()
         machine = deploy.peak_gflops(threads)
-        probe = deploy.LoadProbe(threads)
+        probe = deploy.LoadProbe(threads)  # the memory-bound probe is the study's timing phase's (bench.latency)
         per_library = ", ".join(f"{k} {v:.0f}" for k, v in machine["per_library"].items())
         print(f"torch {torch.__version__}, {threads} threads; fp32 peak {machine['peak_gflops']:.0f} GFLOP/s "
               f"({machine['peak_library']} GEMM; {per_library}); {args.repeats} interleaved blocks of >= {args.min_iters} calls "
@@ -243,8 +253,16 @@ def command_sensitivity(args) -> int:
         data_config["data_dir"] = os.path.expanduser(args.data_dir)
     progress = None if args.quiet else (lambda total=None, desc=None: tqdm(total=total, desc=desc, leave=False, disable=None))
     model = models.load_model(args.checkpoint)
-    units, attributes = sensitivity(model, load_data(data_config, progress), args.method, args.ratio, args.split, progress=progress)
-    name = f"sensitivity_{args.method}_{args.ratio:g}"
+    data = load_data(data_config, progress)
+    print(f"sensitivity of {args.checkpoint} ({model.arch['name']}) on {data.name} ({data.source}), {args.split} split", flush=True)
+    units, attributes = sensitivity(model, data, args.method, args.ratio, args.split, progress=progress)
+    checkpoint = os.path.abspath(args.checkpoint)
+    provenance = {"checkpoint": checkpoint, "data": f"{data.name} {data.fingerprint}"}
+    units = [{**row, **provenance} for row in units]
+    attributes = [{**row, **provenance} for row in attributes]
+    # named by checkpoint too: a second checkpoint's analysis must not replace the first's
+    tag = f"{os.path.basename(os.path.dirname(checkpoint))}-{os.path.splitext(os.path.basename(checkpoint))[0]}"
+    name = f"sensitivity_{tag}_{args.method}_{args.ratio:g}"
     folder = os.path.join(args.results_dir, args.study)
     write_csv_atomic(os.path.join(folder, f"{name}.csv"), SENSITIVITY_COLUMNS, units)
     write_csv_atomic(os.path.join(folder, f"{name}_attributes.csv"), SENSITIVITY_ATTRIBUTE_COLUMNS, attributes)
@@ -273,22 +291,31 @@ def command_run(args) -> int:
     from bench.report import render_report
     from bench.study import make_executor, run_study
 
+    from bench.files import check_writable
+
     config = config_from_args(args)
     cells = expand_cells(config)
+    check_writable(os.path.join(args.reports_dir, config["study"]), "reports folder", "--reports-dir")  # now, not after every cell
     started = time.perf_counter()
     progress = None if args.quiet else (lambda total=None, desc=None: tqdm(total=total, desc=desc, unit="img", leave=False, dynamic_ncols=True, disable=None))
 
     def on_event(kind: str, cell: dict) -> None:
-        label = f"{cell['model']}" + (f" [{cell['variant']}]" if cell.get("variant") else "") + f" seed {cell['seed']}"
+        label = (f"{cell['model']}" + (f" [{cell['variant']}]" if cell.get("variant") else "") + f" seed {cell['seed']}"
+                 if "model" in cell else "")
         if kind == "skip":
             print(f"= {label}: cached result, skipped (use --force to recompute)", flush=True)
         elif kind == "start":
             print(f"> {label}", flush=True)
+        elif kind == "timing":
+            print(f"> timing phase: {cell['cells']} models, every runtime, in one fresh process", flush=True)
         elif kind == "timed":
-            row = cell["row"]
-            latency = row.get("latency_b1_ms")
-            print(f"  timed {label}: " + (f"{row['runtime_b1']} b1 {float(latency):.2f} ms" if latency not in (None, "") else "no runtime measured"),
-                  flush=True)
+            print(f"  timed in {cell['seconds']:.0f} s; fp32 peak {cell['machine']['peak_gflops']:.0f} GFLOP/s "
+                  f"({cell['machine']['peak_library']})", flush=True)
+            for line in cell.get("unresolved", []):
+                print(f"  warning: ratio not known to +-{cell['settings']['ratio_tolerance_pct']:g} %: {line}", flush=True)
+            for key, skipped in sorted(cell.get("skipped", {}).items()):
+                for runtime, reason in sorted(skipped.items()):
+                    print(f"  not measured in {runtime} ({key}): {reason}", flush=True)
         elif kind == "wait":
             print(f"~ {label}: another run of this study is computing it; waiting for its result", flush=True)
         elif kind == "done":
@@ -302,12 +329,11 @@ def command_run(args) -> int:
             print(f"  done: acc_mean {float(row['acc_mean']):.2f} %, {row['params']} params{timing}", flush=True)
             if row.get("diverged"):
                 print(f"  warning: training diverged: {row['diverged']}", flush=True)
-            for runtime, reason in sorted(cell.get("skipped_runtimes", {}).items()):
-                print(f"  not measured in {runtime}: {reason}", flush=True)
 
     print(f"study {config['study']!r}: {len(cells)} cells, data: "
           + (config["data"]["data_dir"] or f"synthetic ({config['data']['synthetic_images']} images)"), flush=True)
-    run_study(config, args.results_dir, force=args.force, executor=make_executor(config), progress=progress, on_event=on_event)
+    run_study(config, args.results_dir, force=args.force, executor=make_executor(config), progress=progress, on_event=on_event,
+              retime=args.retime)
     written = render_report(args.results_dir, config["study"], args.reports_dir, plots=not args.no_plots)
     print()
     print(open(written["summary.md"], encoding="utf-8").read())

@@ -1,36 +1,35 @@
 """Study configuration: defaults, YAML loading, validation, and expansion into cells.
 
-A cell is one model x variant x seed (plus the majority-class predictor); its hash
-(:func:`bench.schema.config_hash`) names its record, so a rerun finds what is already done.
+A study YAML has top-level keys (``study``, ``models``, ``seeds``, ...) and sections, each a settings
+dataclass of ``bench.settings`` (``data``, ``train``, ``finetune``, ``profile``) whose defaults are the
+only defaults. A cell is one model x variant x seed (plus the majority-class predictor); its hash
+(:func:`bench.schema.config_hash`) names its record, so a rerun finds what is already done. How a
+study is timed (``profile``) is not part of any cell: timing is a phase of the whole study.
 """
 from __future__ import annotations
 
 import copy
 import difflib
 import os
-from dataclasses import fields
 
 import models
-from bench.datasets import CSV_OPTIONS
-from bench.profile import resolve_runtimes
 from bench.schema import MAJORITY, config_hash
-from bench.train import TrainConfig
-from bench.variants import FINETUNE_FIELDS, VariantSpecError, parse_variant, validate_finetune, variant_label
+from bench.settings import DataSettings, FinetuneSettings, ProfileSettings, StudyConfigError, TrainConfig, defaults, field_problem
+from bench.variants import VariantSpecError, parse_variant, variant_label
+
+EXECUTORS = ("sequential", "ray")
 
 DEFAULT_CONFIG = {
     "study": "default",
-    "data": {"data_dir": None, "synthetic_images": 3000, "synthetic_seed": 0,
-             "limit_train": None, "limit_val": None, "limit_test": None},
+    "data": defaults(DataSettings),
     "models": ["slimnet"],
+    # the model every other model is compared with (paired accuracy differences, latency ratios); None: the first in `models`
+    "reference": None,
     "seeds": [0],
     "train": {},
-    # Latency: every runtime in `runtimes` at batch 1 and batch_n, interleaved in `blocks` blocks of at
-    # least `min_iters` calls and `min_seconds` each; the per-layer table uses the layer_* settings.
-    "profile": {"latency": True, "runtimes": "all", "batch_n": 32, "blocks": 5, "min_iters": 3, "min_seconds": 0.1,
-                "threads": None, "int8_calibration_images": 64, "layer_runtimes": ["eager", "onnxruntime"], "layer_blocks": 3,
-                "layer_min_iters": 5, "layer_min_seconds": 0.05},
+    "profile": defaults(ProfileSettings),
     "compressions": [],
-    "finetune": {"epochs": 1, "norm_lambda": 0.0},
+    "finetune": defaults(FinetuneSettings),
     "device": "auto",
     "threads": None,
     # How cells run: "sequential" (this process) or "ray" (tasks on a Ray cluster; address None starts a
@@ -38,10 +37,11 @@ DEFAULT_CONFIG = {
     "executor": "sequential",
     "ray": {"address": None, "cpus_per_cell": 1, "num_cpus": None},
 }
+MODEL_KEYS = ("name", "kwargs", "train", "pretrained", "checkpoint", "variant", "compressions")
+VARIANT_KEYS = ("name", "steps", "finetune")
 
-
-class StudyConfigError(ValueError):
-    """A study configuration value is missing or invalid (the message names the field)."""
+__all__ = ["DEFAULT_CONFIG", "EXECUTORS", "StudyConfigError", "expand_cells", "load_config", "merge_config", "profile_settings",
+           "reference_model", "validate_config"]
 
 
 def merge_config(base: dict, override: dict) -> dict:
@@ -56,11 +56,12 @@ def merge_config(base: dict, override: dict) -> dict:
 
 
 def load_config(path: str | None) -> dict:
-    """Return ``DEFAULT_CONFIG`` merged with the YAML file at ``path`` (None: the defaults alone).
+    """Return ``DEFAULT_CONFIG`` merged with the YAML file at ``path`` (None: the defaults alone), validated.
 
     Raises:
         FileNotFoundError: no file at ``path``.
-        StudyConfigError: the YAML is malformed, or has keys the runner does not know.
+        StudyConfigError: the YAML is malformed, or has a key the runner does not know or a value of the
+            wrong type or out of range (the file and the field named).
     """
     if path is None:
         return copy.deepcopy(DEFAULT_CONFIG)
@@ -76,17 +77,12 @@ def load_config(path: str | None) -> dict:
     if not isinstance(loaded, dict):
         raise StudyConfigError(f"{path}: expected a mapping at the top level, found {type(loaded).__name__}")
     try:
-        validate_keys(loaded)
+        check_keys("", loaded, DEFAULT_CONFIG)
+        config = merge_config(DEFAULT_CONFIG, loaded)
+        validate_config(config)
     except StudyConfigError as exc:
         raise StudyConfigError(f"{path}: {exc}") from None
-    return merge_config(DEFAULT_CONFIG, loaded)
-
-
-EXECUTORS = ("sequential", "ray")
-# data keys beside the defaults: where the cache lives, and how a dataset other than CelebA is read (bench.datasets)
-DATA_KEYS = (*DEFAULT_CONFIG["data"], "cache_dir", "format", "image_size", "name", *CSV_OPTIONS)
-MODEL_KEYS = ("name", "kwargs", "train", "pretrained", "checkpoint", "variant", "compressions")
-VARIANT_KEYS = ("name", "steps", "finetune")
+    return config
 
 
 def check_keys(where: str, given, known) -> None:
@@ -96,7 +92,7 @@ def check_keys(where: str, given, known) -> None:
         StudyConfigError: ``given`` is not a mapping, or has an unknown key (named, with the closest known one).
     """
     if not isinstance(given, dict):
-        raise StudyConfigError(f"{where}: expected a mapping, found {given!r}")
+        raise StudyConfigError(f"{where}: expected a mapping, got {given!r}")
     known = sorted(known)
     for key in given:
         if key not in known:
@@ -105,34 +101,57 @@ def check_keys(where: str, given, known) -> None:
             raise StudyConfigError(f"unknown key {where + '.' if where else ''}{key}: {hint}known: {', '.join(known)}")
 
 
-def validate_keys(config: dict) -> None:
-    """Check every nesting level of a study config against the keys the runner knows: a typo
-    (``data.limit_tran``) would otherwise be ignored and silently change the run.
+def _int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def validate_config(config: dict) -> None:
+    """Check every key and value of a study config (merged with the defaults) against its type and range.
 
     Raises:
-        StudyConfigError: an unknown key, named with its path and the closest known key.
+        StudyConfigError: an unknown key (with its path and the closest known one) or a bad value (the field
+            named, with what was expected).
     """
     check_keys("", config, DEFAULT_CONFIG)
-    train_fields = [f.name for f in fields(TrainConfig)]
-    if config.get("executor", "sequential") not in EXECUTORS:
-        raise StudyConfigError(f"executor: unknown executor {config['executor']!r}; known: {', '.join(EXECUTORS)}")
-    for section, known in (("data", DATA_KEYS), ("ray", DEFAULT_CONFIG["ray"]), ("profile", DEFAULT_CONFIG["profile"]), ("train", train_fields),
-                           ("finetune", FINETUNE_FIELDS)):
-        if config.get(section) is not None:
-            check_keys(section, config[section], known)
-
-    def check_variants(where, variants):
-        for index, variant in enumerate(variants or []):
-            if isinstance(variant, dict):
-                check_keys(f"{where}[{index}]", variant, VARIANT_KEYS)
-                check_keys(f"{where}[{index}].finetune", variant.get("finetune") or {}, FINETUNE_FIELDS)
-
-    check_variants("compressions", config.get("compressions"))
-    for index, entry in enumerate(config.get("models") or []):
+    if not isinstance(config["study"], str) or not config["study"] or os.sep in config["study"]:
+        raise StudyConfigError(f"study: expected a name (text without '{os.sep}'), got {config['study']!r}")
+    if config["executor"] not in EXECUTORS:
+        raise StudyConfigError(f"executor: expected one of {list(EXECUTORS)}, got {config['executor']!r}")
+    seeds = config["seeds"]
+    if not isinstance(seeds, list) or not seeds or not all(_int(s) and s >= 0 for s in seeds) or len(set(seeds)) != len(seeds):
+        raise StudyConfigError(f"seeds: expected a list of distinct integers >= 0, e.g. [0, 1, 2], got {seeds!r}")
+    if config["threads"] is not None and not (_int(config["threads"]) and config["threads"] >= 1):
+        raise StudyConfigError(f"threads: expected an integer >= 1 or null, got {config['threads']!r}")
+    device_problem = field_problem(TrainConfig.__dataclass_fields__["device"], config["device"])
+    if device_problem:
+        raise StudyConfigError(f"device: {device_problem}")
+    DataSettings.from_mapping(config["data"])
+    TrainConfig.from_mapping(config["train"])
+    FinetuneSettings.from_mapping(config["finetune"])
+    ProfileSettings.from_mapping(config["profile"])
+    check_keys("ray", config["ray"], DEFAULT_CONFIG["ray"])
+    if not isinstance(config["models"], list) or not config["models"]:
+        raise StudyConfigError(f"models: expected a list of model names or mappings, got {config['models']!r}")
+    for index, entry in enumerate(config["models"]):
         if isinstance(entry, dict):
             check_keys(f"models[{index}]", entry, MODEL_KEYS)
-            check_keys(f"models[{index}].train", entry.get("train") or {}, train_fields)
-            check_variants(f"models[{index}].compressions", entry.get("compressions"))
+            TrainConfig.from_mapping(entry.get("train") or {}, f"models[{index}].train")
+        _check_variants(f"models[{index}].compressions", entry.get("compressions") if isinstance(entry, dict) else None)
+    _check_variants("compressions", config["compressions"])
+    names = [_model_spec(e, i)["name"] for i, e in enumerate(config["models"])]
+    if config["reference"] is not None and config["reference"] not in names:
+        raise StudyConfigError(f"reference: expected one of the study's models {names}, got {config['reference']!r}")
+
+
+def _check_variants(where: str, variants) -> None:
+    if variants is None:
+        return
+    if not isinstance(variants, list):
+        raise StudyConfigError(f"{where}: expected a list of variants, got {variants!r}")
+    for index, variant in enumerate(variants):
+        if isinstance(variant, dict):
+            check_keys(f"{where}[{index}]", variant, VARIANT_KEYS)
+            FinetuneSettings.from_mapping(variant.get("finetune") or {}, f"{where}[{index}].finetune")
 
 
 def _model_spec(entry, index: int) -> dict:
@@ -145,40 +164,60 @@ def _model_spec(entry, index: int) -> dict:
     return entry
 
 
+def profile_settings(config: dict) -> ProfileSettings:
+    """Return the study's :class:`ProfileSettings` (``profile`` over its defaults).
+
+    Raises:
+        StudyConfigError: a bad ``profile`` key or value.
+    """
+    return ProfileSettings.from_mapping(config.get("profile"))
+
+
+def reference_model(config: dict) -> str:
+    """Return the name of the study's reference model: ``reference``, else the first model in ``models``."""
+    if config.get("reference"):
+        return config["reference"]
+    first = config["models"][0]
+    return first["name"] if isinstance(first, dict) else first
+
+
 def expand_cells(config: dict, data_fingerprint: str | None = None) -> list[dict]:
     """Return the study's cells: a majority-class row, then every model x seed, then its compressed variants.
 
     ``data_fingerprint`` (``FaceAttributeData.fingerprint``) goes into every cell, so its hash changes
-    when the data does.
+    when the data does. Every cell holds its settings in full (defaults filled in), so a changed
+    default is a new cell.
 
     Raises:
-        StudyConfigError: unknown model, bad model entry, bad train field, or no seeds.
+        StudyConfigError: unknown model, bad model entry, a bad setting, a bad variant, or a variant
+            that duplicates another one or the base model.
     """
-    validate_keys(config)
-    seeds = config.get("seeds") or []
-    if not seeds:
-        raise StudyConfigError("seeds: expected at least one seed, e.g. [0]")
-    profile = config.get("profile", {})
-    for key in ("runtimes", "layer_runtimes"):
-        try:
-            resolve_runtimes(profile.get(key, "all"))
-        except KeyError as exc:
-            raise StudyConfigError(f"profile.{key}: {exc.args[0]}") from None
-    train_fields = {f.name for f in fields(TrainConfig)}
+    validate_config(config)
     fingerprint = {"data_fingerprint": data_fingerprint} if data_fingerprint else {}
     cells = [{"study": config["study"], "model": MAJORITY, "variant": "", "seed": 0, "data": config["data"], **fingerprint}]
-    for index, entry in enumerate(config.get("models") or []):
+    for index, entry in enumerate(config["models"]):
         spec = _model_spec(entry, index)
         if spec["name"] == MAJORITY:
             continue
-        for seed in seeds:
-            train = {**config.get("train", {}), **spec.get("train", {}), "seed": int(seed)}
-            train.setdefault("device", config.get("device", "auto"))
-            unknown = sorted(set(train) - train_fields)
-            if unknown:
-                raise StudyConfigError(f"train settings for {spec['name']}: unknown fields {unknown}; known: {sorted(train_fields)}")
-            TrainConfig(**train)  # validates values now rather than mid-study
-            base = {
+        variants = []
+        seen = {}
+        for variant in spec.get("compressions", config["compressions"]) or []:
+            try:
+                steps = parse_variant(variant)
+            except VariantSpecError as exc:
+                raise StudyConfigError(f"compressions of {spec['name']}: {exc}") from None
+            if not steps:
+                raise StudyConfigError(f"compressions of {spec['name']}: variant {variant!r} has no step; "
+                                       "write one as 'method:option=value' (steps joined by '+')")
+            label = variant_label(steps)
+            if label in seen:
+                raise StudyConfigError(f"compressions of {spec['name']}: {variant!r} repeats {seen[label]!r}; remove one")
+            seen[label] = variant
+            variants.append((variant, steps, label))
+        for seed in config["seeds"]:
+            train = TrainConfig.from_mapping({"device": config["device"], **config["train"], **spec.get("train", {}), "seed": int(seed)},
+                                             f"models[{index}].train")
+            base_cell = {
                 "study": config["study"],
                 "model": spec["name"],
                 "variant": spec.get("variant", ""),
@@ -188,23 +227,15 @@ def expand_cells(config: dict, data_fingerprint: str | None = None) -> list[dict
                 "seed": int(seed),
                 "data": config["data"],
                 **fingerprint,
-                "train": train,
-                "profile": config.get("profile", {}),
-                "threads": config.get("threads"),
+                "train": train.to_dict(),
+                "threads": config["threads"],
             }
-            cells.append(base)
-            for variant in spec.get("compressions", config.get("compressions") or []):
-                try:
-                    steps = parse_variant(variant)
-                except VariantSpecError as exc:
-                    raise StudyConfigError(f"compressions of {spec['name']}: {exc}") from None
-                label = variant_label(steps)
+            cells.append(base_cell)
+            for variant, steps, label in variants:
                 name = variant.get("name") if isinstance(variant, dict) else None
-                finetune = {**config.get("finetune", {}), **(variant.get("finetune", {}) if isinstance(variant, dict) else {})}
-                try:
-                    validate_finetune(finetune)
-                except ValueError as exc:
-                    raise StudyConfigError(str(exc)) from None
-                cells.append({**base, "variant": name or label, "compression": steps, "finetune": finetune,
-                              "base_hash": config_hash(base)})
+                finetune = FinetuneSettings.from_mapping(
+                    {**config["finetune"], **((variant.get("finetune") or {}) if isinstance(variant, dict) else {})},
+                    f"compressions of {spec['name']}: finetune")
+                cells.append({**base_cell, "variant": name or label, "compression": steps, "finetune": finetune.to_dict(),
+                              "base_hash": config_hash(base_cell)})
     return cells

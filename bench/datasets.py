@@ -145,9 +145,12 @@ def csv_source(path: str, image_column: str | None = None, split_column: str | N
         if len(row) != len(header):
             raise DatasetFormatError(f"{path}, line {line_no}: expected {len(header)} fields, found {len(row)}")
         image = row[image_index].strip()
-        if image in seen:
-            raise DatasetFormatError(f"{path}, line {line_no}: image {image!r} is listed again (first on line {seen[image]})")
-        seen[image] = line_no
+        resolved = os.path.normpath(os.path.join(root, image))  # ./imgs/x.jpg and imgs/x.jpg are one image
+        if resolved in seen:
+            first_line, first_name = seen[resolved]
+            raise DatasetFormatError(f"{path}, line {line_no}: image {image!r} is listed again (first on line {first_line} "
+                                     f"as {first_name!r})")
+        seen[resolved] = (line_no, image)
         values = []
         for j in others:
             value = LABEL_VALUES.get(row[j].strip())

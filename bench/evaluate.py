@@ -115,11 +115,17 @@ def model_inputs(data: FaceAttributeData, split: str, n_images: int, data_config
     return to_model_input(np.asarray(data.images[indices]), data_config).numpy()
 
 
-def runtime_accuracy(deployed, data: FaceAttributeData, data_config: dict, split: str = "test", batch_size: int = 64) -> float:
-    """Return the mean per-attribute accuracy (percent) of a model running in a ``deploy.Deployed`` runtime on ``split``."""
+def runtime_attribute_accuracy(deployed, data: FaceAttributeData, data_config: dict, split: str = "test",
+                               batch_size: int = 64) -> np.ndarray:
+    """Return each attribute's accuracy (percent) of a model running in a ``deploy.Deployed`` runtime on ``split``."""
     logits = [deployed(to_model_input(images, data_config).numpy()) for images, _ in iterate_batches(data, split, batch_size)]
     probs = _sigmoid(np.concatenate(logits))
-    return float(metrics.per_attribute_accuracy(data.labels[data.splits[split]], probs).mean())
+    return metrics.per_attribute_accuracy(data.labels[data.splits[split]], probs)
+
+
+def runtime_accuracy(deployed, data: FaceAttributeData, data_config: dict, split: str = "test", batch_size: int = 64) -> float:
+    """Return the mean per-attribute accuracy (percent) of a model running in a ``deploy.Deployed`` runtime on ``split``."""
+    return float(runtime_attribute_accuracy(deployed, data, data_config, split, batch_size).mean())
 
 
 def pse_mask_record(model, data, n_images: int = 3, thumbnail=(109, 89)) -> dict:

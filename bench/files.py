@@ -14,6 +14,8 @@ import re
 import shutil
 import socket
 
+from typing import Callable
+
 _logger = logging.getLogger(__name__)
 _PARTIAL = re.compile(r"\.partial@(?P<host>[^@/]+)@(?P<pid>\d+)")
 
@@ -25,6 +27,25 @@ def _host() -> str:
 def partial_name(path: str) -> str:
     """Return the temporary name ``path`` is written under by this process."""
     return f"{path}.partial@{_host()}@{os.getpid()}"
+
+
+def write_atomically(path: str | os.PathLike, write: Callable[[str], None]) -> None:
+    """Call ``write(temporary path)``, then rename the temporary file to ``path`` (creating its folder): the one way
+    every file of a study is written, so a reader never sees half of one.
+
+    Raises:
+        OSError: the folder cannot be created or written; whatever ``write`` raises (the partial is removed).
+    """
+    path = os.fspath(path)
+    os.makedirs(os.path.dirname(os.path.abspath(path)) or ".", exist_ok=True)
+    partial = partial_name(path)
+    try:
+        write(partial)
+        os.replace(partial, path)
+    except BaseException:
+        if os.path.exists(partial):
+            os.unlink(partial)
+        raise
 
 
 def pid_alive(pid: int) -> bool:
@@ -73,8 +94,8 @@ def file_lock(path: str, timeout: float = -1):
     return FileLock(f"{path}.lock", timeout=timeout)
 
 
-def check_writable(folder: str) -> None:
-    """Create ``folder`` if needed and check that files can be written in it.
+def check_writable(folder: str, what: str = "results folder", flag: str = "--results-dir") -> None:
+    """Create ``folder`` if needed and check that files can be written in it (``what`` and ``flag`` name it in the error).
 
     Raises:
         PermissionError: ``folder`` (or a parent) cannot be created or written; the message names it.
@@ -86,5 +107,4 @@ def check_writable(folder: str) -> None:
             handle.write("ok")
         os.unlink(probe)
     except OSError as exc:
-        raise PermissionError(f"results folder {folder!r} is not writable ({exc.strerror or exc}); "
-                              "pick another with --results-dir") from None
+        raise PermissionError(f"{what} {folder!r} is not writable ({exc.strerror or exc}); pick another with {flag}") from None

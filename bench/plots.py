@@ -11,6 +11,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import seaborn as sns  # noqa: E402
 
+from bench.labels import row_label  # noqa: E402
 from bench.schema import MAJORITY  # noqa: E402
 
 COLUMN_WIDTH_IN = 3.4  # one column of a two-column paper
@@ -37,9 +38,7 @@ def _save(fig, folder: str, name: str) -> dict[str, str]:
 
 
 def _labels(frame):
-    if "label" in frame:
-        return list(frame["label"])
-    return [m if not isinstance(v, str) or not v else f"{m} [{v}]" for m, v in zip(frame["model"], frame["variant"])]
+    return [row_label(row) for _, row in frame.iterrows()]
 
 
 def tradeoff_plot(frame, cost_column: str, cost_label: str, folder: str, name: str, log_x: bool = True) -> dict[str, str]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import copy
 import io
 import zlib
-from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -92,12 +91,12 @@ def build_runtimes(model: nn.Module, runtimes, example: np.ndarray, threads: int
     return built, skipped
 
 
-def time_runtimes(deployed: dict[str, dict[str, deploy.Deployed]], input_size, batch_sizes, probe: deploy.LoadProbe | None = None,
+def time_runtimes(deployed: dict[str, dict[str, deploy.Deployed]], input_size, batch_sizes, probe=None,
                   blocks: int = 5, min_iters: int = 3, min_seconds: float = 0.1, seed: int = 0) -> dict:
     """Time every (model label, runtime) of ``deployed`` ({label: {runtime: Deployed}}) at each batch size.
 
     All candidates of one batch size are interleaved in one :func:`deploy.compare` (same random
-    input for all). Returns ``{(label, runtime, batch): deploy.Timing}``.
+    input for all; ``probe``: one load probe, a tuple of them, or None). Returns ``{(label, runtime, batch): deploy.Timing}``.
     """
     timings = {}
     for batch in batch_sizes:
@@ -122,94 +121,36 @@ def latency_row(timing: deploy.Timing, runtime: str, batch: int, deployed: deplo
     }
 
 
-@dataclass
-class Profile:
-    """A model's costs: ``columns`` for its result row, ``latency`` rows (one per runtime and batch),
-    the model ``deployed`` in each runtime that ran, and ``skipped`` runtimes with the reason."""
-
-    columns: dict
-    latency: list[dict] = field(default_factory=list)
-    deployed: dict[str, deploy.Deployed] = field(default_factory=dict)
-    skipped: dict[str, str] = field(default_factory=dict)
-
-
 def best_runtime(rows: list[dict], batch: int, device: str = "cpu") -> dict | None:
     """Return the fastest latency row of an exact (fp32) runtime at ``batch`` on ``device``, or None."""
     candidates = [r for r in rows if r["batch"] == batch and r["device"] == device and r["runtime"] in EXACT_RUNTIMES]
     return min(candidates, key=lambda r: r["median_ms"]) if candidates else None
 
 
-def profile_model(model: nn.Module, input_size, profile: dict, example: np.ndarray | None = None,
-                  calibration: np.ndarray | None = None, peak: float | None = None, base_model: nn.Module | None = None,
-                  device: str = "cpu", probe: deploy.LoadProbe | None = None) -> Profile:
-    """Return the :class:`Profile` of ``model`` under the ``profile`` settings of a study.
-
-    Settings: ``latency`` (false: counts only), ``runtimes`` (names or 'all'), ``batch_n`` (the
-    second batch size beside 1), ``blocks``/``min_iters``/``min_seconds`` (interleaved timing),
-    ``threads``. ``example`` (float32 NCHW, real images preferred) checks each runtime's parity;
-    ``calibration`` images calibrate int8. With ``base_model`` both models are timed interleaved
-    and each row carries the speed-up over the base in the same runtime, the MAC and parameter
-    reductions, and realization = speed-up / MAC reduction. ``peak`` (GFLOP/s) gives the floor.
-    On a CUDA ``device`` the runtimes are timed there too (no floor: the peak is the CPU's).
+def cost_columns(model: nn.Module, input_size) -> dict:
+    """Return a model's counted costs for its result row: ``params``, ``macs``, ``disk_bytes``, ``disk_bytes_zip``.
 
     Raises:
-        deploy.RuntimeParityError: a runtime broke parity with eager PyTorch.
+        RuntimeError: ptflops could not count the model.
     """
-    params, macs = count_params(model), count_macs(model, input_size)
-    columns = {"params": params, "macs": macs}
-    columns["disk_bytes"], columns["disk_bytes_zip"] = disk_bytes(model)
-    if not profile.get("latency", True):
-        return Profile(columns)
-    threads = int(profile.get("threads") or torch.get_num_threads())
-    batch_n = int(profile.get("batch_n", 32))
-    batch_sizes = [1, batch_n] if batch_n != 1 else [1]
-    blocks = int(profile.get("blocks", 5))
-    example = example if example is not None else np.random.default_rng(0).standard_normal((2, *input_size)).astype(np.float32)
-    devices = ["cpu"] + (["cuda"] if torch.device(device).type == "cuda" and torch.cuda.is_available() else [])
-    labels = {"model": model, **({"base": base_model} if base_model is not None else {})}
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        result = Profile(columns)
-        for on in devices:
-            deployed = {}
-            for label, candidate in labels.items():
-                deployed[label], skipped = build_runtimes(candidate, profile.get("runtimes", "all"), example, threads, on, calibration)
-                if label == "model":
-                    result.skipped.update({f"{name}@{on}" if on != "cpu" else name: reason for name, reason in skipped.items()})
-            timings = time_runtimes(deployed, input_size, batch_sizes, probe, blocks, int(profile.get("min_iters", 3)),
-                                    float(profile.get("min_seconds", 0.1)))
-            base_macs = count_macs(base_model, input_size) if base_model is not None else None
-            for runtime, built in deployed["model"].items():
-                for batch in batch_sizes:
-                    row = latency_row(timings[("model", runtime, batch)], runtime, batch, built, macs, threads, peak, blocks)
-                    if ("base", runtime, batch) in timings:
-                        base_ms = timings[("base", runtime, batch)].median_ms
-                        mac_reduction = base_macs / macs if macs else None
-                        row.update({"base_median_ms": base_ms, "speedup": base_ms / row["median_ms"], "mac_reduction": mac_reduction,
-                                    "param_reduction": count_params(base_model) / params if params else None})
-                        row["realization"] = row["speedup"] / mac_reduction if mac_reduction else None
-                    result.latency.append(row)
-            if on == "cpu":
-                result.deployed = deployed["model"]
-    finally:
-        torch.set_num_threads(previous)
-    columns.update(summary_latency_columns(result.latency, batch_n))
-    columns["threads"] = threads
-    return result
+    raw, zipped = disk_bytes(model)
+    return {"params": count_params(model), "macs": count_macs(model, input_size), "disk_bytes": raw, "disk_bytes_zip": zipped}
 
 
 def summary_latency_columns(rows: list[dict], batch_n: int) -> dict:
     """Return the result-row latency columns: the best exact runtime at batch 1 and batch N (name,
-    median, ratio to the floor, and speed-up / realization over the base when measured), the
-    int8 runtime's batch-1 median, and the best GPU medians."""
+    median with its interval, ratio to the floor, ratio to the study's reference model and speed-up /
+    realization over the base, each with its interval, when measured), the int8 runtime's batch-1
+    median, and the best GPU medians."""
     columns = {"batch_n": batch_n}
     for suffix, batch in (("b1", 1), ("bN", batch_n)):
         best = best_runtime(rows, batch)
         if best:
             columns.update({f"runtime_{suffix}": best["runtime"], f"latency_{suffix}_ms": best["median_ms"],
-                            f"floor_ratio_{suffix}": best.get("floor_ratio"), f"speedup_{suffix}": best.get("speedup"),
-                            f"realization_{suffix}": best.get("realization")})
+                            f"latency_{suffix}_lo": best.get("median_lo"), f"latency_{suffix}_hi": best.get("median_hi"),
+                            f"floor_ratio_{suffix}": best.get("floor_ratio")})
+            for name in ("speedup", "realization", "ref_ratio"):
+                columns.update({f"{name}_{suffix}{end}": best.get(f"{name}{end}") for end in ("", "_lo", "_hi")})
         gpu = best_runtime(rows, batch, "cuda")
         if gpu:
             columns[f"gpu_{suffix}_ms"] = gpu["median_ms"]

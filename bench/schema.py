@@ -15,21 +15,28 @@ import json
 import logging
 import os
 
-from bench.files import file_lock, partial_name
+from bench.files import file_lock, write_atomically
 
 _logger = logging.getLogger(__name__)
 
 MAJORITY = "majority"  # the model name of the majority-class predictor's row
-RECORD_VERSION = 2  # part of every cell hash: bump when a change alters what a cell computes
+RECORD_VERSION = 3  # part of every cell hash: bump when a change alters what a cell computes
+TIMING_FILE = "timing.json"  # the study's timing phase (bench.latency): every latency figure of the study
+TIMING_VERSION = 1
 
 RESULT_COLUMNS = (
     # identity and config
     "study", "model", "variant", "compression", "seed", "dataset", "input_size", "epochs", "batch_size", "lr",
     "n_train", "n_val", "n_test",
-    # cost; latency: the fastest exact (fp32) runtime at batch 1 and batch N (all runtimes are in latency.csv)
+    # cost; latency: the fastest exact (fp32) runtime at batch 1 and batch N (all runtimes are in latency.csv), from the
+    # study's one timing phase; *_lo / *_hi: 95 % bootstrap interval over timing blocks; ref_ratio: latency over the
+    # study's reference model's in the same runtime and blocks; speedup: the base's latency over this variant's
     "params", "nonzero_params", "macs", "disk_bytes", "disk_bytes_zip",
-    "runtime_b1", "latency_b1_ms", "floor_ratio_b1", "speedup_b1", "realization_b1",
-    "runtime_bN", "latency_bN_ms", "floor_ratio_bN", "speedup_bN", "realization_bN", "batch_n",
+    "runtime_b1", "latency_b1_ms", "latency_b1_lo", "latency_b1_hi", "floor_ratio_b1", "ref_ratio_b1", "ref_ratio_b1_lo",
+    "ref_ratio_b1_hi", "speedup_b1", "speedup_b1_lo", "speedup_b1_hi", "realization_b1", "realization_b1_lo", "realization_b1_hi",
+    "runtime_bN", "latency_bN_ms", "latency_bN_lo", "latency_bN_hi", "floor_ratio_bN", "ref_ratio_bN", "ref_ratio_bN_lo",
+    "ref_ratio_bN_hi", "speedup_bN", "speedup_bN_lo", "speedup_bN_hi", "realization_bN", "realization_bN_lo", "realization_bN_hi",
+    "batch_n",
     "int8_b1_ms", "gpu_b1_ms", "gpu_bN_ms",
     # quality (percent); *_lo / *_hi: 95 % bootstrap interval over test images
     "acc_mean", "acc_mean_lo", "acc_mean_hi", "acc_majority", "mA", "mA_lo", "mA_hi", "inst_acc", "inst_precision", "inst_recall", "inst_f1",
@@ -47,14 +54,18 @@ PER_ATTRIBUTE_COLUMNS = (
     "balanced_acc", "precision", "recall", "f1", "threshold_tuned", "acc_tuned", "f1_tuned",
 )
 
-# One row per model variant, runtime, device and batch size; `exact` runtimes keep fp32 arithmetic
-# (int8 does not). speedup/realization compare a
-# compressed variant with its base model timed interleaved in the same runtime and run:
-# speedup = base_median_ms / median_ms, realization = speedup / mac_reduction.
+# One row per model variant, runtime, device and batch size, all from the study's one timing phase; `exact`
+# runtimes keep fp32 arithmetic (int8 does not). Every model of the study ran in the same interleaved blocks of a
+# runtime and batch: median_ms is the median of its block medians (blocks: those used, blocks_total: those timed),
+# median_lo/hi its 95 % bootstrap interval over blocks; ref_ratio = median / the reference model's median,
+# speedup = base_median_ms / median_ms, realization = speedup / mac_reduction, each with its interval (paired
+# bootstrap over blocks). load_ratio / memory_load_ratio: the worst GEMM / memory-bound probe ratio over the blocks.
 LATENCY_COLUMNS = (
-    "study", "model", "variant", "seed", "config_hash", "runtime", "exact", "device", "batch", "threads", "median_ms", "p10_ms", "p90_ms", "iqr_ms",
-    "iterations", "blocks", "spread_pct", "load_ratio", "busy", "retimed", "macs", "floor_ms", "floor_ratio", "peak_gflops",
-    "base_median_ms", "speedup", "mac_reduction", "param_reduction", "realization", "max_abs_diff",
+    "study", "model", "variant", "seed", "config_hash", "runtime", "exact", "device", "batch", "threads", "median_ms", "median_lo",
+    "median_hi", "p10_ms", "p90_ms", "iqr_ms", "iterations", "blocks", "blocks_total", "spread_pct", "load_ratio", "memory_load_ratio",
+    "busy", "retimed", "macs", "floor_ms", "floor_ratio", "floor_ratio_lo", "floor_ratio_hi", "peak_gflops", "ref_ratio", "ref_ratio_lo",
+    "ref_ratio_hi", "base_median_ms", "speedup", "speedup_lo", "speedup_hi", "mac_reduction", "param_reduction", "realization",
+    "realization_lo", "realization_hi", "max_abs_diff",
 )
 
 LAYER_COLUMNS = (
@@ -64,10 +75,12 @@ LAYER_COLUMNS = (
     "note",
 )
 
-SENSITIVITY_COLUMNS = ("unit", "members", "method", "ratio", "params_removed", "macs_removed", "acc_mean", "drop")
-SENSITIVITY_ATTRIBUTE_COLUMNS = ("unit", "attribute", "acc", "drop")
+# checkpoint: the analysed model file; data: the dataset's name and fingerprint it was evaluated on
+SENSITIVITY_COLUMNS = ("unit", "members", "method", "ratio", "params_removed", "macs_removed", "acc_mean", "drop", "checkpoint", "data")
+SENSITIVITY_ATTRIBUTE_COLUMNS = ("unit", "attribute", "acc", "drop", "checkpoint", "data")
 
-HISTORY_COLUMNS = ("study", "model", "variant", "seed", "config_hash", "epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "seconds")
+HISTORY_COLUMNS = ("study", "model", "variant", "seed", "config_hash", "epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "seconds",
+                   "start_loss")
 
 
 def make_row(columns, values: dict) -> dict:
@@ -107,12 +120,12 @@ def write_csv_atomic(path: str, columns, rows) -> None:
 
 
 def write_text_atomic(path: str, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and ``os.replace``."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)) or ".", exist_ok=True)
-    partial = partial_name(path)
-    with open(partial, "w", encoding="utf-8") as handle:
-        handle.write(text)
-    os.replace(partial, path)
+    """Write ``text`` to ``path`` whole or not at all (``bench.files.write_atomically``)."""
+    def write(partial: str) -> None:
+        with open(partial, "w", encoding="utf-8") as handle:
+            handle.write(text)
+
+    write_atomically(path, write)
 
 
 def read_results(path: str):
@@ -134,7 +147,7 @@ def read_results(path: str):
 TEXT_COLUMNS = {"diverged": str, "note": str, "study": str, "model": str, "variant": str, "compression": str, "input_size": str,
                 "config_hash": str, "group_hash": str, "git_commit": str, "attribute": str, "rank": str, "kernel": str, "layer": str,
                 "method": str, "new_layer_macs": str, "runtime": str, "runtime_b1": str, "runtime_bN": str, "device": str,
-                "peak_library": str, "unit": str, "members": str}
+                "peak_library": str, "unit": str, "members": str, "checkpoint": str, "data": str}
 
 
 def read_csv_table(path: str):
@@ -274,8 +287,37 @@ def write_tables(results_dir: str, study: str) -> list[dict]:
         return _write_tables(results_dir, study, folder)
 
 
+def read_timing(results_dir: str, study: str) -> dict | None:
+    """Return the study's timing phase (``timing.json``, see ``bench.latency``); None when there is none, or it is
+    unreadable or of another version (a warning is logged; the next run times the study again)."""
+    path = os.path.join(study_dir(results_dir, study), TIMING_FILE)
+    try:
+        with open(path, encoding="utf-8") as handle:
+            timing = json.load(handle)
+    except FileNotFoundError:
+        return None
+    except (ValueError, UnicodeDecodeError) as exc:
+        _logger.warning("%s is unreadable (%s): the study will be timed again", path, exc)
+        return None
+    return timing if isinstance(timing, dict) and timing.get("version") == TIMING_VERSION else None
+
+
+def with_timing(records: list[dict], timing: dict | None) -> list[dict]:
+    """Return ``records`` with the timing phase's columns in their rows and its latency rows and skipped runtimes
+    beside them (``latency``, ``skipped_runtimes``); records the phase did not time keep empty latency columns."""
+    if not timing:
+        return records
+    joined = []
+    for record in records:
+        key = record["row"]["config_hash"]
+        joined.append({**record, "row": {**record["row"], **timing["columns"].get(key, {})},
+                       "latency": [r for r in timing["latency"] if r["config_hash"] == key],
+                       "skipped_runtimes": timing["skipped"].get(key, {})})
+    return joined
+
+
 def _write_tables(results_dir: str, study: str, folder: str) -> list[dict]:
-    records = load_records(results_dir, study)
+    records = with_timing(load_records(results_dir, study), read_timing(results_dir, study))
     records = [{**r, "row": make_row(RESULT_COLUMNS, {k: v for k, v in r["row"].items() if k in RESULT_COLUMNS})} for r in records]
     write_csv_atomic(os.path.join(folder, "results.csv"), RESULT_COLUMNS, [r["row"] for r in records])
     write_csv_atomic(os.path.join(folder, "per_attribute.csv"), PER_ATTRIBUTE_COLUMNS, [p for r in records for p in r["per_attribute"]])

@@ -17,10 +17,11 @@ from torch import nn
 
 import compress
 import deploy
-from bench import metrics
-from bench.data import FaceAttributeData, iterate_batches, to_model_input
+from bench.data import FaceAttributeData
+from bench.evaluate import runtime_attribute_accuracy
 from bench.progress import null_progress
 from compress.layers import classifier_names, layer_macs, record_output_shapes
+from compress.prune import prune_group, pruning_groups
 
 
 @dataclass(frozen=True)
@@ -32,40 +33,30 @@ class Unit:
 
 
 def pruning_units(model: nn.Module, example: torch.Tensor) -> list[Unit]:
-    """Return the torch-pruning groups of ``model`` (rooted at conv/linear layers, classifier outputs excluded)."""
-    import torch_pruning as tp
-
-    names = {module: name for name, module in model.named_modules()}
-    head = [m for n, m in model.named_modules() if n in classifier_names(model)]
-    graph = tp.DependencyGraph().build_dependency(model.eval(), example_inputs=example)
-    units = []
-    for group in graph.get_all_groups(ignored_layers=head, root_module_types=[nn.Conv2d, nn.Linear]):
-        members = sorted({names[d.target.module] for d, _ in group if isinstance(d.target.module, (nn.Conv2d, nn.Linear))})
-        units.append(Unit(names[group[0].dep.target.module], tuple(members)))
-    return units
+    """Return the torch-pruning groups of ``model`` as units (see :func:`compress.prune.pruning_groups`)."""
+    return [Unit(root, members) for root, members in pruning_groups(model, example)]
 
 
-def factorization_units(model: nn.Module, method: str, example: torch.Tensor) -> list[Unit]:
-    """Return one unit per layer ``method`` can factorize (the classifier kept)."""
+def layer_units(model: nn.Module, method: str, example: torch.Tensor) -> list[Unit]:
+    """Return one unit per layer ``method`` can compress alone (the classifier kept): for a factorization the layers its
+    row applies to, for sparsity every conv and linear layer."""
     how = compress.get_method(method).factorization
     shapes = record_output_shapes(model, example)
     return [Unit(name, (name,)) for name, module in model.named_modules()
             if isinstance(module, (nn.Conv2d, nn.Linear)) and name in shapes and name not in classifier_names(model)
-            and how.applies_to(module) is None]
+            and (how is None or how.applies_to(module) is None)]
 
 
-def prune_unit(model: nn.Module, unit: Unit, ratio: float, example: torch.Tensor) -> nn.Module:
-    """Return a copy of ``model`` with only ``unit``'s group pruned: ``ratio`` of its channels, lowest L1 first."""
-    import torch_pruning as tp
-
-    pruned = copy.deepcopy(model).eval()
-    root = pruned.get_submodule(unit.name)
-    graph = tp.DependencyGraph().build_dependency(pruned, example_inputs=example)
-    group = next(g for g in graph.get_all_groups(root_module_types=[nn.Conv2d, nn.Linear]) if g[0].dep.target.module is root)
-    scores = tp.importance.GroupMagnitudeImportance(p=1)(group)
-    count = min(len(scores) - 1, max(1, int(round(ratio * len(scores)))))
-    group.prune(idxs=torch.argsort(scores)[:count].tolist())
-    return pruned
+def compress_unit(model: nn.Module, method: str, unit: Unit, ratio: float, example: torch.Tensor) -> nn.Module:
+    """Return a copy of ``model`` with only ``unit`` compressed by ``method`` at ``ratio`` (of channels pruned, rank kept,
+    or weights zeroed)."""
+    if method == "prune":
+        pruned = copy.deepcopy(model).eval()
+        prune_group(pruned, unit.name, ratio, example)
+        return pruned
+    options = {"amount": ratio} if method == "sparsity" else {"rank_ratio": ratio, "skip_if_larger": False}
+    compressed, _ = compress.apply(model, method, example, layers=[unit.name], **options)
+    return compressed
 
 
 def _conv_linear_cost(model: nn.Module, example: torch.Tensor) -> tuple[int, int]:
@@ -75,10 +66,7 @@ def _conv_linear_cost(model: nn.Module, example: torch.Tensor) -> tuple[int, int
 
 
 def _accuracies(model: nn.Module, data: FaceAttributeData, split: str, batch_size: int, example: np.ndarray) -> np.ndarray:
-    deployed = deploy.deploy(model, "onnxruntime", example)
-    logits = [deployed(to_model_input(images, model.data_config).numpy()) for images, _ in iterate_batches(data, split, batch_size)]
-    probs = 1.0 / (1.0 + np.exp(-np.concatenate(logits)))
-    return metrics.per_attribute_accuracy(data.labels[data.splits[split]], probs)
+    return runtime_attribute_accuracy(deploy.deploy(model, "onnxruntime", example), data, model.data_config, split, batch_size)
 
 
 def sensitivity(model: nn.Module, data: FaceAttributeData, method: str, ratio: float, split: str = "val", batch_size: int = 64,
@@ -90,27 +78,29 @@ def sensitivity(model: nn.Module, data: FaceAttributeData, method: str, ratio: f
     evaluated in ONNX Runtime (fp32, parity-checked against eager).
 
     Raises:
-        KeyError: unknown method.
+        KeyError: unknown method (the message lists the known ones).
         ValueError: an empty ``split``, or a ratio out of (0, 1).
     """
     if len(data.splits[split]) == 0:
         raise ValueError(f"sensitivity needs images in the {split} split of {data.name!r}; it is empty")
     if not 0 < ratio < 1:
         raise ValueError(f"sensitivity ratio must be in (0, 1), got {ratio}")
+    with torch.no_grad():
+        outputs = copy.deepcopy(model).eval()(torch.zeros(1, *model.data_config["input_size"])).shape[1]
+    if outputs != len(data.attr_names):
+        raise ValueError(f"the model has {outputs} outputs but the data ({data.name}, {data.source}) has {len(data.attr_names)} "
+                         "attributes: evaluate it on the data it was trained on (--config or --data-dir)")
     model = copy.deepcopy(model).cpu().to(memory_format=torch.contiguous_format).eval()
     input_size = model.data_config["input_size"]
     example_t = torch.zeros(1, *input_size)
     example = np.zeros((1, *input_size), np.float32)
     base = _accuracies(model, data, split, batch_size, example)
     base_params, base_macs = _conv_linear_cost(model, example_t)
-    units = pruning_units(model, example_t) if method == "prune" else factorization_units(model, method, example_t)
+    units = pruning_units(model, example_t) if method == "prune" else layer_units(model, method, example_t)
     bar = (progress or null_progress)(total=len(units), desc=f"sensitivity ({method} {ratio:g})")
     unit_rows, attribute_rows = [], []
     for unit in units:
-        if method == "prune":
-            compressed = prune_unit(model, unit, ratio, example_t)
-        else:
-            compressed, _ = compress.apply(model, method, example_t, rank_ratio=ratio, layers=[unit.name], skip_if_larger=False)
+        compressed = compress_unit(model, method, unit, ratio, example_t)
         params, macs = _conv_linear_cost(compressed, example_t)
         accuracy = _accuracies(compressed, data, split, batch_size, example)
         unit_rows.append({"unit": unit.name, "members": "|".join(unit.members), "method": method, "ratio": ratio,

@@ -39,11 +39,8 @@ def layer_speedup_table(original: nn.Module, compressed: nn.Module, report_rows:
     batch = example_input[:1]
     before_inputs, _ = record_shapes(original, batch)
     after_inputs, _ = record_shapes(compressed, batch)
-    previous = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(int(threads))
     rows = []
-    try:
+    with deploy.torch_threads(threads):
         for row in report_rows:
             if row["status"] != "compressed":
                 continue
@@ -81,6 +78,4 @@ def layer_speedup_table(original: nn.Module, compressed: nn.Module, report_rows:
                     "ms_before": timings["before"].median_ms, "ms_after": timings["after"].median_ms,
                     "busy": timings["before"].busy, "retimed": retimed, "confirmed": confirmed,
                 })
-    finally:
-        torch.set_num_threads(previous)
     return rows

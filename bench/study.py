@@ -1,4 +1,5 @@
-"""The study runner: every cell of a config (model x variant x seed) computed once, cached by its hash.
+"""The study runner: every cell of a config (model x variant x seed) computed once, cached by its hash,
+then every model of the study timed together in one timing phase.
 
 Layout under ``<results_dir>/<study>/``:
 
@@ -6,13 +7,15 @@ Layout under ``<results_dir>/<study>/``:
   reliability data, full cell config, environment), written atomically as soon as it finishes;
 * ``checkpoints/<hash>/{last,best}.pt``: training state, so a killed cell resumes mid-training;
   ``checkpoints/<hash>/model.pt``: the cell's final model (compressed variants too), which
-  ``models.load_model`` rebuilds from the file alone;
-* ``results.csv``, ``per_attribute.csv``, ``history.csv``, ``layers.csv``: rebuilt from the records
-  after each cell (``bench.schema.write_tables``).
+  ``models.load_model`` rebuilds from the file alone and the timing phase times;
+* ``timing.json``: the study's timing phase (``bench.latency``): every latency, speed-up and ratio;
+* ``study.json``: what the report needs beyond the records (the reference model);
+* ``results.csv``, ``per_attribute.csv``, ``history.csv``, ``layers.csv``, ``latency.csv``: rebuilt from the
+  records and the timing phase (``bench.schema.write_tables``).
 
-Rerunning a study skips every cell whose record exists (``force=True`` recomputes). The config
-side (defaults, validation, cells) is ``bench.config``; evaluation ``bench.evaluate``; costs
-``bench.profile``.
+Rerunning a study skips every cell whose record exists (``force=True`` recomputes), and retimes only
+when the set of cells changed (or ``retime=True``). The config side (defaults, validation, cells) is
+``bench.config``; evaluation ``bench.evaluate``; costs ``bench.profile``; timing ``bench.latency``.
 """
 from __future__ import annotations
 
@@ -30,16 +33,19 @@ from filelock import Timeout
 import deploy
 import models
 from bench import metrics
-from bench.config import DEFAULT_CONFIG, EXECUTORS, StudyConfigError, expand_cells
+from bench.config import DEFAULT_CONFIG, EXECUTORS, StudyConfigError, expand_cells, profile_settings, reference_model
 from bench.data import load_data
-from bench.files import check_writable, file_lock, remove_stale_partials
 from bench.environment import environment
-from bench.evaluate import evaluate_cell_model, evaluate_majority, model_inputs, pse_mask_record, runtime_accuracy
-from bench.profile import profile_model
-from bench.schema import (LATENCY_COLUMNS, LAYER_COLUMNS, MAJORITY, RESULT_COLUMNS, config_hash, group_hash, identity, load_records,
-                          make_row, read_record, record_path, study_dir, write_tables, write_text_atomic)
-from bench.train import TrainConfig, divergence_reason, resolve_device, seed_everything, torch_threads, train_model
+from bench.evaluate import evaluate_cell_model, evaluate_majority, pse_mask_record
+from bench.files import check_writable, file_lock, remove_stale_partials, write_atomically
+from bench.latency import run_timing_phase
+from bench.profile import cost_columns
+from bench.schema import (MAJORITY, RESULT_COLUMNS, LAYER_COLUMNS, TIMING_FILE, config_hash, group_hash, identity, load_records,
+                          make_row, read_record, read_timing, record_path, study_dir, write_tables, write_text_atomic)
+from bench.settings import TrainConfig
+from bench.train import divergence_reason, resolve_device, seed_everything, train_model
 from bench.variants import compress_and_finetune, variant_label
+from compress.layers import as_patterns
 
 
 def create_cell_model(cell: dict, attr_names) -> torch.nn.Module:
@@ -59,144 +65,72 @@ def create_cell_model(cell: dict, attr_names) -> torch.nn.Module:
                                checkpoint_path=cell.get("checkpoint"), **kwargs)
 
 
-def _latency_rows(cell: dict, rows: list[dict]) -> list[dict]:
-    return [make_row(LATENCY_COLUMNS, {**identity(cell), **row}) for row in rows]
+def compute_record(cell: dict, data, checkpoint_dir: str | None = None, progress=None, layer_timing: dict | None = None) -> dict:
+    """Compute one cell on ``data`` (the study's, loaded once) and return its record (``row``,
+    ``per_attribute``, ``history``, ``reliability``, ``layers``): training, compression, evaluation and
+    counted costs. Nothing is locked or written here but the cell's checkpoints (:func:`compute_and_store` does that).
 
-
-def profile_cell(cell: dict, model, base_model, data, machine: dict, probe, device: str, acc_mean: float | None,
-                 latency: bool = True) -> tuple[dict, list[dict], dict]:
-    """Return a cell model's cost: ``(row columns, latency rows, runtimes skipped with reasons)``.
-
-    Row columns: parameters, MACs, disk bytes, the fastest runtime's latency at batch 1 and N (timed
-    interleaved with ``base_model`` for speed-ups), int8 accuracy on the test split and its delta
-    from ``acc_mean``, and the threads timed with. ``latency=False`` counts without timing.
+    Latency is not measured here: the study's timing phase times every cell's saved model together
+    (``bench.latency``). ``layer_timing`` (``ProfileSettings.layer_timing()``) times the per-layer
+    speed-up table of a compressed variant; None leaves its measured columns empty (cells running in parallel).
 
     Raises:
-        deploy.RuntimeParityError: a runtime broke parity with eager PyTorch.
+        ValueError: the data changed since the study started; whatever model creation, training or
+        compression raise (clear messages, see those).
     """
-    profile = {**cell.get("profile", {}), **({} if latency else {"latency": False})}
-    data_config = model.data_config
-    example = model_inputs(data, "val", 2, data_config)
-    calibration = model_inputs(data, "train", int(profile.get("int8_calibration_images", 64)), data_config)
-    cost = profile_model(model, data_config["input_size"], profile, example, calibration, machine.get("peak_gflops"),
-                         base_model, device, probe)
-    columns = {**cost.columns, "threads": cost.columns.get("threads", torch.get_num_threads())}
-    if "onnxruntime_int8" in cost.deployed:
-        int8_accuracy = runtime_accuracy(cost.deployed["onnxruntime_int8"], data, data_config, "test",
-                                         int(cell["train"].get("eval_batch_size", 64)))
-        columns.update({"acc_mean_int8": int8_accuracy, "acc_int8_delta": int8_accuracy - acc_mean if acc_mean is not None else None})
-    return columns, _latency_rows(cell, cost.latency), cost.skipped
-
-
-def needs_timing(cell: dict) -> bool:
-    """Return whether a cell times latency (every model cell, unless its profile says ``latency: false``)."""
-    return cell["model"] != MAJORITY and bool(cell.get("profile", {}).get("latency", True))
-
-
-def time_cell(record: dict, data, checkpoint_root: str, machine: dict | None = None) -> dict:
-    """Return ``record`` with the latency its cell skipped (``latency_pending``) measured now: the
-    cell's final model (and its base model, for speed-ups) are loaded from ``checkpoint_root``
-    (``checkpoints/<hash>/model.pt``) and profiled on ``data`` (the study's, loaded once) as
-    :func:`run_cell` would have.
-
-    This is the timing phase of executors that run cells in parallel: timings taken while other
-    cells train on the same cores would be wrong.
-
-    Raises:
-        FileNotFoundError: a model checkpoint is missing; whatever :func:`profile_cell` raises.
-    """
-    machine = machine or {}
-    cell = record["cell"]
-    model = models.load_model(os.path.join(checkpoint_root, config_hash(cell), "model.pt")).eval()
-    base_model = (models.load_model(os.path.join(checkpoint_root, cell["base_hash"], "model.pt")).eval()
-                  if cell.get("compression") else None)
-    profile = cell.get("profile", {})
-    probe = deploy.LoadProbe(profile.get("threads"), reference_ms=machine.get("probe_ms"))
-    device = str(resolve_device(cell["train"].get("device", "auto")))
-    with torch_threads(cell.get("threads")):
-        columns, latency, skipped = profile_cell(cell, model, base_model, data, machine, probe, device, record["row"].get("acc_mean"))
-    row = make_row(RESULT_COLUMNS, {**record["row"], **columns, "peak_gflops": machine.get("peak_gflops"),
-                                    "peak_library": machine.get("peak_library")})
-    timed = {**record, "row": row, "latency": latency, "skipped_runtimes": skipped}
-    timed.pop("latency_pending", None)
-    return timed
-
-
-def run_cell(cell: dict, checkpoint_dir: str | None = None, progress=None, machine: dict | None = None, timing: bool = True) -> dict:
-    """Compute one cell and return its record (``row``, ``per_attribute``, ``history``, ``reliability``,
-    ``layers``, ``latency``).
-
-    ``machine`` holds the study's timing references (:func:`measure_machine`): the compute peak,
-    which gives every latency row its floor, and the load probe's idle time, against which every
-    timing block is checked for load. With ``timing=False`` (cells running in parallel) nothing is
-    timed, per-layer speed-ups included, and the record says ``latency_pending`` for :func:`time_cell`.
-
-    Raises:
-        whatever data loading, model creation, training or a runtime's parity check raises (clear
-        messages, see those).
-    """
-    machine = machine or {}
-    data = load_data(cell["data"], progress)
     if cell.get("data_fingerprint") and data.fingerprint != cell["data_fingerprint"]:
         raise ValueError(f"the data ({data.source}) changed since the study started (fingerprint {data.fingerprint}, "
                          f"expected {cell['data_fingerprint']}); rerun the study")
-    base = {**identity(cell), "dataset": data.name, **data.split_sizes(), "config_hash": config_hash(cell),
-            "group_hash": group_hash(cell), **environment(),
-            "peak_gflops": machine.get("peak_gflops"), "peak_library": machine.get("peak_library")}
+    shared_columns = {**identity(cell), "dataset": data.name, **data.split_sizes(), "config_hash": config_hash(cell),
+                      "group_hash": group_hash(cell), **environment()}
     if cell["model"] == MAJORITY:
         evaluation = evaluate_majority(cell, data)
-        row = make_row(RESULT_COLUMNS, {**base, **evaluation.values, "params": 0, "macs": 0, "threads": ""})
+        row = make_row(RESULT_COLUMNS, {**shared_columns, **evaluation.values, "params": 0, "macs": 0, "threads": ""})
         return {"cell": cell, "row": row, "per_attribute": evaluation.per_attribute, "history": [], "reliability": {},
-                "layers": [], "latency": [], **_test_bits(data, evaluation)}
+                "layers": [], **_test_bits(data, evaluation)}
 
     config = TrainConfig(**cell["train"])
-    profile = cell.get("profile", {})
     compressed = None
-    timed = timing and needs_timing(cell)
-    probe = deploy.LoadProbe(profile.get("threads"), reference_ms=machine.get("probe_ms")) if timed else None
-    with torch_threads(cell.get("threads")):
+    with deploy.torch_threads(cell.get("threads")):
         seed_everything(config.seed)  # the seed must also fix the initial weights, drawn here
         model = create_cell_model(cell, data.attr_names)
         # A compressed variant starts from its base cell's trained weights (trained now if missing).
         base_dir = (os.path.join(os.path.dirname(checkpoint_dir), cell["base_hash"])
                     if checkpoint_dir and cell.get("compression") else checkpoint_dir)
         result = train_model(model, data, config, checkpoint_dir=base_dir, progress=progress)
-        base_model = None
         if cell.get("compression"):
-            base_model = model.cpu().to(memory_format=torch.contiguous_format).eval()
-            compressed = compress_and_finetune(model, data, cell["compression"], cell.get("finetune", {}), config, progress,
-                                               layer_timing(profile, probe) if timing else {"runtimes": ()})
+            probe = deploy.LoadProbe(layer_timing.get("threads")) if layer_timing and layer_timing["runtimes"] else None
+            per_layer = {**layer_timing, "probe": probe} if layer_timing else {"runtimes": ()}
+            compressed = compress_and_finetune(model, data, cell["compression"], cell["finetune"], config, progress, per_layer)
             model = compressed.model
         evaluation = evaluate_cell_model(cell, model, data)
         model = model.cpu().to(memory_format=torch.contiguous_format).eval()
         if checkpoint_dir:  # the final (trained, or compressed and fine-tuned) model, rebuildable by models.load_model
-            models.save_model(model, os.path.join(checkpoint_dir, "model.pt"), config_hash=config_hash(cell))
+            checkpoint = models.model_checkpoint(model, config_hash=config_hash(cell))
+            write_atomically(os.path.join(checkpoint_dir, "model.pt"), lambda partial: torch.save(checkpoint, partial))
         masks = pse_mask_record(model, data)
-        data_config = model.data_config
-        columns, latency, skipped = profile_cell(cell, model, base_model, data, machine, probe, str(resolve_device(config.device)),
-                                                 evaluation.values["acc_mean"], latency=timed)
-    params_m = columns["params"] / 1e6
+        costs = cost_columns(model, model.data_config["input_size"])
+    params_m = costs["params"] / 1e6
+    majority_val = float(metrics.majority_per_attribute_accuracy(data.labels[data.splits["train"]], data.labels[data.splits["val"]]).mean())
     row = make_row(RESULT_COLUMNS, {
-        **base, **evaluation.values, **columns,
+        **shared_columns, **evaluation.values, **costs,
         "compression": variant_label(cell["compression"]) if cell.get("compression") else "",
         "nonzero_params": int(sum(int(torch.count_nonzero(p)) for p in model.parameters())),
         "acc_mean_nofinetune": compressed.acc_mean_nofinetune if compressed else None,
         "finetune_seconds": compressed.finetune_seconds if compressed else None,
-        "input_size": list(data_config["input_size"]),
+        "input_size": list(model.data_config["input_size"]),
         "epochs": config.epochs, "batch_size": config.batch_size, "lr": config.lr,
         "ppp": evaluation.values["mA"] / params_m if params_m > 0 else None,
         "train_seconds": result.train_seconds, "best_epoch": result.best_epoch,
-        "diverged": "; ".join(r for r in (divergence_reason(result.history),
-                                          divergence_reason(compressed.history) if compressed else "",
+        "diverged": "; ".join(r for r in (divergence_reason(result.history, majority_val),
+                                          divergence_reason(compressed.history, majority_val) if compressed else "",
                                           evaluation.values.get("diverged", "")) if r),
         "device": str(resolve_device(config.device)),
     })
     history = [{**identity(cell), **h} for h in (compressed.history if compressed else result.history)]
     layers = [make_row(LAYER_COLUMNS, {**identity(cell), **r}) for r in (compressed.layer_rows if compressed else [])]
     return {"cell": cell, "row": row, "per_attribute": evaluation.per_attribute, "history": history,
-            "reliability": evaluation.reliability, "layers": layers, "latency": latency,
-            "skipped_runtimes": skipped, "pse_masks": masks, **_test_bits(data, evaluation),
-            **({"latency_pending": True} if needs_timing(cell) and not timed else {})}
+            "reliability": evaluation.reliability, "layers": layers, "pse_masks": masks, **_test_bits(data, evaluation)}
 
 
 def _test_bits(data, evaluation) -> dict:
@@ -204,26 +138,10 @@ def _test_bits(data, evaluation) -> dict:
     return {"test_labels": metrics.pack_bits(data.labels[data.splits["test"]]), "test_predictions": metrics.pack_bits(evaluation.predictions)}
 
 
-def measure_machine(threads: int | None = None) -> dict:
-    """Return the study-wide timing references: the fp32 peak (``peak_gflops``, ``peak_library``,
-    ``per_library``) and the load probe's idle time (``probe_ms``), measured once before any cell."""
-    with torch_threads(threads):
-        machine = deploy.peak_gflops()
-        machine["probe_ms"] = deploy.LoadProbe(threads, calibration_rounds=20).best_ms
-    return machine
-
-
-def layer_timing(profile: dict, probe=None) -> dict:
-    """Return the per-layer timer's settings from a study's ``profile`` section (``layer_*`` keys)."""
-    return {"runtimes": tuple(profile.get("layer_runtimes", ("eager", "onnxruntime"))), "blocks": int(profile.get("layer_blocks", 3)),
-            "min_iters": int(profile.get("layer_min_iters", 5)), "min_seconds": float(profile.get("layer_min_seconds", 0.05)),
-            "threads": profile.get("threads"), "probe": probe}
-
-
 class SequentialExecutor:
     """Runs cells one after another in this process. Any object with the same ``map`` works:
     ``map(fn, cells)`` must yield ``fn(cell)`` for every cell, in any order; ``parallel = True``
-    says cells run concurrently (they are then timed afterwards, see :func:`run_study`)."""
+    says cells run concurrently (each then loads the data itself, and per-layer timing is skipped)."""
 
     parallel = False
 
@@ -264,7 +182,7 @@ class RayExecutor:
 
     Each task asks for ``cpus_per_cell`` CPUs (the cell's ``threads`` when set) and one GPU when its
     training device is ``cuda`` (or ``auto`` on a cluster that has GPUs). Workers compute
-    :func:`compute_cell`, which writes each record atomically into the results folder, so that folder
+    :func:`compute_and_store`, which writes each record atomically into the results folder, so that folder
     (and the data) must be a path every node sees. A task whose worker dies is retried
     (``max_retries``); a cell that still fails is reported after the others finish.
     """
@@ -366,28 +284,55 @@ def preflight(config: dict, results_dir: str, progress=None) -> tuple[list[dict]
     data = load_data(config["data"], progress)
     data.check_splits()
     cells = expand_cells(config, data.fingerprint)
-    seen = set()
+    created = {}
     for cell in cells:
-        key = json.dumps([cell["model"], cell.get("kwargs"), cell.get("checkpoint"), cell.get("pretrained")], sort_keys=True, default=str)
-        if cell["model"] == MAJORITY or key in seen:
+        if cell["model"] == MAJORITY:
             continue
-        seen.add(key)
-        create_cell_model(cell, data.attr_names)
+        key = json.dumps([cell["model"], cell.get("kwargs"), cell.get("checkpoint"), cell.get("pretrained")], sort_keys=True, default=str)
+        if key not in created:
+            try:
+                created[key] = create_cell_model(cell, data.attr_names)
+            except ValueError as exc:
+                raise StudyConfigError(f"models: {exc}") from None
+        for step in cell.get("compression") or []:
+            check_step_patterns(created[key], step, cell)
     return cells, data
 
 
-def compute_cell(cell: dict, results_dir: str, force: bool = False, started: float = 0.0, machine: dict | None = None,
-                 timing: bool = True, progress=None, on_event: Callable[[str, dict], None] | None = None) -> tuple[str, dict, dict | None]:
-    """Compute one cell under its lock and write its record; return ``('done', cell, record)``, or
-    ``('skip', cell, None)`` when a valid record exists (written by another run while this one waited for the lock; with ``force``,
-    one written after ``started``).
+def check_step_patterns(model, step: dict, cell: dict) -> None:
+    """Check that a compression step's ``layers`` / ``exclude`` patterns each match a conv or linear layer of ``model``,
+    or a factor an earlier step can create under one (``<layer>.<i>``).
+
+    Raises:
+        StudyConfigError: a pattern matches nothing (the pattern, the variant and close layer names named).
+    """
+    import difflib
+    import fnmatch
+
+    layers = [n for n, m in model.named_modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    reachable = layers + [f"{n}.{i}" for n in layers for i in range(3)]
+    for option in ("layers", "exclude"):
+        for pattern in as_patterns(step.get(option)):
+            if not any(fnmatch.fnmatch(name, pattern) for name in reachable):
+                close = difflib.get_close_matches(pattern.replace("*", ""), layers, n=3, cutoff=0.3) or layers[:3]
+                raise StudyConfigError(f"compressions of {cell['model']} [{cell['variant']}]: {step['method']} {option}={pattern!r} "
+                                       f"matches no conv or linear layer; close names: {', '.join(close)}")
+
+
+def compute_and_store(cell: dict, results_dir: str, data=None, force: bool = False, started: float = 0.0,
+                      layer_timing: dict | None = None, progress=None,
+                      on_event: Callable[[str, dict], None] | None = None) -> tuple[str, dict, dict | None]:
+    """Take a cell's lock, compute it (:func:`compute_record`) and write its record; return ``('done', cell, record)``,
+    or ``('skip', cell, None)`` when a valid record exists (written by another run while this one waited for the lock;
+    with ``force``, one written after ``started``).
 
     The function executors run (in this process, or as a Ray task on any machine that sees
     ``results_dir``): the record is written atomically by whoever computes the cell, so a lost driver
-    or worker loses at most the cells in flight. ``on_event`` (local runs only) hears ``'wait'`` and ``'start'``.
+    or worker loses at most the cells in flight. ``data`` is the study's loaded data (None: loaded
+    here, as a Ray task must). ``on_event`` (local runs only) hears ``'wait'`` and ``'start'``.
 
     Raises:
-        whatever :func:`run_cell` raises; CellResultError for metrics that are not numbers.
+        whatever :func:`compute_record` raises; CellResultError for metrics that are not numbers.
     """
     on_event = on_event or (lambda kind, cell: None)
     path = record_path(results_dir, cell)
@@ -411,7 +356,8 @@ def compute_cell(cell: dict, results_dir: str, force: bool = False, started: flo
             for name in ("last.pt", "best.pt"):
                 if os.path.isfile(os.path.join(checkpoint_dir, name)):
                     os.unlink(os.path.join(checkpoint_dir, name))
-        record = run_cell(cell, checkpoint_dir, progress, machine, timing)
+        data = data if data is not None else load_data(cell["data"], progress)
+        record = compute_record(cell, data, checkpoint_dir, progress, layer_timing)
         check_row(cell, record["row"])
         _write_record(path, record)
     finally:
@@ -420,74 +366,67 @@ def compute_cell(cell: dict, results_dir: str, force: bool = False, started: flo
     return "done", cell, record
 
 
-def run_study(config: dict, results_dir: str = "results", force: bool = False, executor=None,
-              progress=None, on_event: Callable[[str, dict], None] | None = None) -> list[dict]:
-    """Run every cell of ``config`` that has no valid record yet; return all result rows of the study.
+def run_study(config: dict, results_dir: str = "results", force: bool = False, executor=None, progress=None,
+              on_event: Callable[[str, dict], None] | None = None, retime: bool = False) -> list[dict]:
+    """Run every cell of ``config`` that has no valid record yet, then the timing phase; return all result rows of the study.
 
     ``on_event(kind, cell)`` is told ``'skip'`` (cached), ``'start'`` and ``'done'`` for each cell,
-    ``'wait'`` when another run holds the cell, and ``'timed'`` after the timing phase measured it.
-    Records are written as soon as a cell finishes and the CSV tables rebuilt, so killing the
-    run loses at most the cells in progress (a killed cell resumes from its last epoch). A corrupt
-    record is moved to ``cells/quarantine/`` and its cell recomputed. Several runs of one study
-    (processes or machines sharing the folder) split the cells between them: each cell is computed
-    under a file lock by one of them, and the others skip it, so no cell is computed twice.
+    ``'wait'`` when another run holds the cell; ``on_event('timing', {...})`` before the timing phase
+    (``cells``: how many models) and ``on_event('timed', timing)`` after it. Records are written as
+    soon as a cell finishes and the CSV tables rebuilt, so killing the run loses at most the cells in
+    progress (a killed cell resumes from its last epoch). A corrupt record is moved to
+    ``cells/quarantine/`` and its cell recomputed. Several runs of one study (processes or machines
+    sharing the folder) split the cells between them: each cell is computed under a file lock by one
+    of them, and the others skip it, so no cell is computed twice.
 
     ``executor`` runs the cells (:class:`SequentialExecutor` by default; :class:`RayExecutor` on a Ray
-    cluster). An executor with ``parallel = True`` runs cells without timing them; a timing phase
-    then measures them here, one cell at a time, with nothing else running (:func:`time_cell`).
-    Before the first timing, this machine's fp32 peak is measured once (``deploy.peak_gflops``)
-    and handed to every cell for its compute floor.
+    cluster). Whatever the executor, no cell times latency: after the last cell, every model of the
+    study is timed together in one fresh process (``bench.latency.run_timing_phase``), so every
+    latency and ratio of the study comes from the same blocks. That phase runs again only when the
+    study's set of cells changed since it last ran, or with ``retime`` (or ``force``).
 
     Raises:
-        as :func:`preflight`, before any cell runs; then whatever a cell raises (see :func:`run_cell`),
-        CellResultError for a cell whose metrics are not numbers, and the executor's error for cells it lost.
+        as :func:`preflight`, before any cell runs; then whatever a cell raises (see :func:`compute_record`),
+        CellResultError for a cell whose metrics are not numbers, the executor's error for cells it lost,
+        and what the timing phase raises.
     """
     executor = executor or SequentialExecutor()
     parallel = bool(getattr(executor, "parallel", False))
     on_event = on_event or (lambda kind, cell: None)
     cells, data = preflight(config, results_dir, progress)
+    profile = profile_settings(config)
     pending = []
     for cell in cells:
         if not force and read_record(record_path(results_dir, cell)) is not None:
             on_event("skip", cell)
         else:
             pending.append(cell)
-    threads = config.get("profile", {}).get("threads") or config.get("threads")
-    machine = measure_machine(threads) if any(needs_timing(c) for c in pending) else {}
     started = time.time()
     if parallel:
         for cell in pending:
             on_event("start", cell)
-    compute = functools.partial(compute_cell, results_dir=results_dir, force=force, started=started, machine=machine,
-                                timing=not parallel, progress=None if parallel else progress,
-                                on_event=None if parallel else on_event)
+    compute = functools.partial(compute_and_store, results_dir=results_dir, data=None if parallel else data, force=force,
+                                started=started, layer_timing=None if parallel or not profile.latency else profile.layer_timing(),
+                                progress=None if parallel else progress, on_event=None if parallel else on_event)
     for kind, cell, record in executor.map(compute, pending):
         if kind == "done":
-            on_event("done", {**cell, "row": record["row"], "skipped_runtimes": record.get("skipped_runtimes", {})})
+            on_event("done", {**cell, "row": record["row"]})
         else:
             on_event("skip", cell)
     wanted = {config_hash(c) for c in cells}
-    _timing_phase(config, results_dir, wanted, data, machine, threads, on_event)
+    folder = study_dir(results_dir, config["study"])
+    write_text_atomic(os.path.join(folder, "study.json"), json.dumps({"reference_model": reference_model(config)}, indent=1))
+    if profile.latency:
+        records = [r for r in load_records(results_dir, config["study"]) if r["row"]["config_hash"] in wanted]
+        timed = {r["row"]["config_hash"] for r in records if r["cell"]["model"] != MAJORITY}
+        with file_lock(os.path.join(folder, TIMING_FILE)):
+            timing = read_timing(results_dir, config["study"])
+            if timed and (retime or force and pending or timing is None or set(timing["cells"]) != timed):
+                on_event("timing", {"cells": len(timed)})
+                timing = run_timing_phase(results_dir, config["study"], records, config["data"], profile, reference_model(config))
+                on_event("timed", timing)
     records = write_tables(results_dir, config["study"])  # from every valid record, whoever wrote it
     return [r["row"] for r in records if r["row"]["config_hash"] in wanted]
-
-
-def _timing_phase(config: dict, results_dir: str, wanted: set, data, machine: dict, threads, on_event) -> None:
-    pending = [r for r in load_records(results_dir, config["study"]) if r.get("latency_pending") and r["row"]["config_hash"] in wanted]
-    if not pending:
-        return
-    machine = machine or measure_machine(threads)  # empty when no cell was pending: a rerun after a killed timing phase
-    checkpoints = os.path.join(study_dir(results_dir, config["study"]), "checkpoints")
-    for record in pending:
-        path = record_path(results_dir, record["cell"])
-        with file_lock(path):
-            current = read_record(path)
-            if current is None or not current.get("latency_pending"):
-                continue  # timed by another run meanwhile
-            timed = time_cell(current, data, checkpoints, machine)
-            _write_record(path, timed)
-        write_tables(results_dir, config["study"])
-        on_event("timed", {**record["cell"], "row": timed["row"], "skipped_runtimes": timed.get("skipped_runtimes", {})})
 
 
 def _write_record(path: str, record: dict) -> None:
@@ -504,4 +443,5 @@ def _json_default(value):
     return str(value)
 
 
-__all__ = ["CellResultError", "ExecutorError", "RayExecutor", "SequentialExecutor", "compute_cell", "time_cell", "check_row", "preflight", "run_cell", "run_study"]
+__all__ = ["CellResultError", "ExecutorError", "RayExecutor", "SequentialExecutor", "check_row", "compute_and_store",
+           "compute_record", "preflight", "run_study"]

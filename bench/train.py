@@ -5,7 +5,6 @@ interface (``bench.progress``), which the CLI supplies.
 """
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import os
@@ -19,40 +18,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.files import partial_name
+from bench.files import write_atomically
 from bench.data import FaceAttributeData, iterate_batches, to_model_input
 from bench.metrics import per_attribute_accuracy
 from bench.progress import null_progress
+from bench.settings import TrainConfig
 from models import checkpoint_header
 
 _logger = logging.getLogger(__name__)
-
-
-@dataclass
-class TrainConfig:
-    """Training hyper-parameters; the defaults are the Slim-CNN reference's (Adam 1e-4, wd 1e-4)."""
-
-    epochs: int = 1
-    batch_size: int = 32
-    lr: float = 1e-4
-    weight_decay: float = 1e-4
-    lr_step_epochs: int = 0  # StepLR step size in epochs; 0 disables decay
-    lr_gamma: float = 0.1
-    pos_weight: bool = False  # weight positives by n_neg / n_pos per attribute (class imbalance)
-    freeze_backbone_epochs: int = 0  # transfer protocol: train only the head for this many epochs
-    unfreeze_lr: float | None = None  # transfer protocol: learning rate once all layers train (None: keep lr)
-    hflip: bool = False  # random horizontal flips (face attributes are mirror-invariant)
-    channels_last: bool = True  # measured 1.4x faster Slim-Net training on 2 CPU cores
-    seed: int = 0
-    device: str = "auto"
-    eval_batch_size: int = 64
-
-    def __post_init__(self):
-        for name in ("epochs", "batch_size", "eval_batch_size"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"train config field {name!r} must be >= 1, got {getattr(self, name)!r}")
-        if self.lr <= 0:
-            raise ValueError(f"train config field 'lr' must be > 0, got {self.lr!r}")
 
 
 @dataclass
@@ -106,35 +79,39 @@ def _set_backbone_frozen(model: nn.Module, frozen: bool) -> None:
         parameter.requires_grad_(not frozen or id(parameter) in head)
 
 
-def _save_atomically(obj: dict, path: str) -> None:
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    partial = partial_name(path)
-    torch.save(obj, partial)
-    os.replace(partial, path)
-
-
 class TrainingDivergedError(RuntimeError):
     """Training produced a NaN or infinite loss (the message names the epoch, step and learning rate)."""
 
 
-# A predictor that outputs 0.5 everywhere scores ln 2 = 0.693 BCE per attribute; twice that means
-# the model learned worse than nothing.
-DIVERGED_LOSS = 2 * math.log(2)
+# A final loss this many times the loss at the first step means training made the model worse than it started: the
+# comparison is with the run's own start, so it holds for any loss (BCE, pos_weight, distillation's soft term).
+DIVERGED_RATIO = 1.5
+# Validation accuracy this many points under the majority predictor's, with a loss that never fell below its start.
+MAJORITY_MARGIN = 5.0
 
 
-def divergence_reason(history: list[dict]) -> str:
-    """Return why a finished training looks diverged ('' when it does not): its last epoch's train
-    loss is above ``DIVERGED_LOSS`` (twice that of a constant 0.5 predictor), or rose to over 1.5x the
-    first epoch's, or its validation loss is not finite."""
+def divergence_reason(history: list[dict], majority_val_acc: float | None = None) -> str:
+    """Return why a finished training looks diverged ('' when it does not).
+
+    Judged on what does not depend on the loss's scale: a validation loss that is not finite; a final
+    train loss above ``DIVERGED_RATIO`` times the run's starting loss (the first step's, ``start_loss`` in the
+    first epoch's history; else the first epoch's mean); or, after several epochs, a final validation
+    accuracy more than ``MAJORITY_MARGIN`` points under the majority predictor's (``majority_val_acc``)
+    while the loss never fell below its start (one epoch of a tiny run says too little to call it diverged).
+    """
     if not history:
         return ""
-    first, last = history[0]["train_loss"], history[-1]["train_loss"]
-    if not math.isfinite(history[-1].get("val_loss", 0.0)):
-        return f"validation loss {history[-1]['val_loss']} at epoch {history[-1]['epoch']}"
-    if last > DIVERGED_LOSS:
-        return f"final train loss {last:.4g} is above {DIVERGED_LOSS:.3f} (twice a constant 0.5 predictor's); lower the learning rate"
-    if len(history) > 1 and last > 1.5 * first:
-        return f"train loss rose from {first:.4g} (epoch 1) to {last:.4g}; lower the learning rate"
+    last = history[-1]
+    if not math.isfinite(last.get("val_loss", 0.0)) or not math.isfinite(last["train_loss"]):
+        return f"validation loss {last.get('val_loss')} at epoch {last['epoch']}"
+    start = history[0].get("start_loss", history[0]["train_loss"])
+    if math.isfinite(start) and last["train_loss"] > DIVERGED_RATIO * start:
+        return (f"train loss rose from {start:.4g} at the start to {last['train_loss']:.4g} at epoch {last['epoch']}; "
+                "lower the learning rate")
+    if (len(history) > 1 and majority_val_acc is not None and last.get("val_acc") is not None
+            and last["val_acc"] < majority_val_acc - MAJORITY_MARGIN and last["train_loss"] >= start):
+        return (f"validation accuracy {last['val_acc']:.2f} % is under the majority predictor's {majority_val_acc:.2f} % and the "
+                f"train loss never fell below its start ({start:.4g}); lower the learning rate")
     return ""
 
 
@@ -244,6 +221,7 @@ def train_model(
         model.train()
         bar = progress(total=n_train, desc=f"epoch {epoch + 1}/{config.epochs}" + (" (head only)" if frozen else ""))
         loss_sum, correct, seen = 0.0, 0.0, 0
+        start_loss = None
         flip_rng = np.random.default_rng([config.seed, epoch, 1])
         for images, labels in iterate_batches(data, "train", config.batch_size, shuffle=True, seed=config.seed * 100003 + epoch):
             x = to_model_input(images, model.data_config, device, config.channels_last,
@@ -259,6 +237,7 @@ def train_model(
             if extra_loss is not None:
                 loss = loss + extra_loss(model)
             loss_value = loss.item()
+            start_loss = loss_value if start_loss is None else start_loss
             if not math.isfinite(loss_value):
                 raise TrainingDivergedError(
                     f"loss became {loss_value} at epoch {epoch + 1} step {seen // config.batch_size + 1} "
@@ -288,6 +267,7 @@ def train_model(
             "val_loss": val_loss,
             "val_acc": val_acc,
             "seconds": time.perf_counter() - epoch_start,
+            **({"start_loss": start_loss} if epoch == 0 else {}),
         })
         improved = not (val_acc <= result.best_val_acc)  # NaN-safe: the first epoch always counts
         if improved:
@@ -297,8 +277,8 @@ def train_model(
         if checkpoint_dir:
             common = {**header, "train_config": asdict(config), "history": result.history}
             if improved:
-                _save_atomically({**common, "model_state_dict": model.state_dict(), "epoch": epoch}, best_path)
-            _save_atomically({
+                write_atomically(best_path, lambda partial: torch.save({**common, "model_state_dict": model.state_dict(), "epoch": epoch}, partial))
+            last_state = {
                 **common,
                 "model_state_dict": model.state_dict(),
                 "optimizer_state_dict": optimizer.state_dict(),
@@ -307,7 +287,8 @@ def train_model(
                 "best_epoch": result.best_epoch,
                 "best_val_acc": result.best_val_acc,
                 "train_seconds": elapsed_before + time.perf_counter() - started,
-            }, last_path)
+            }
+            write_atomically(last_path, lambda partial: torch.save(last_state, partial))
 
     _set_backbone_frozen(model, False)
     if best_state is not None:
@@ -317,15 +298,3 @@ def train_model(
         model.load_state_dict(torch.load(best_path, map_location=device, weights_only=True)["model_state_dict"])
     result.train_seconds = elapsed_before + time.perf_counter() - started
     return result
-
-
-@contextlib.contextmanager
-def torch_threads(threads: int | None):
-    """Context manager that sets ``torch.set_num_threads(threads)`` and restores it (None: no change)."""
-    previous = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(int(threads))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)

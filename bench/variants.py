@@ -23,40 +23,13 @@ from torch import nn
 import compress
 from bench.data import FaceAttributeData, iterate_batches, to_model_input
 from bench.metrics import per_attribute_accuracy
-from bench.train import TrainConfig, TrainResult, predict_probs, train_model
-from compress.methods import DATA_DRIVEN_SELECTORS, Option
+from bench.settings import FinetuneSettings, TrainConfig
+from bench.train import TrainResult, predict_probs, train_model
+from compress.layers import as_patterns
+from compress.options import DATA_DRIVEN_SELECTORS, SEARCH_OPTIONS, Option, resolve_options
 
-FINETUNE_OPTIONS = {
-    "epochs": Option("fine-tuning epochs after compression (0: none)", "int", 0, None),
-    "lr": Option("learning rate", "float", 0, None, "(]"),
-    "norm_lambda": Option("weight of LWALM's factor-norm penalty", "float", 0, None),
-    "limit_train": Option("fine-tune on the first N training images", "int", 1, None),
-    "batch_size": Option("batch size", "int", 1, None),
-    "distill": Option("knowledge-distillation weight alpha: the uncompressed model teaches", "float", 0, 1),
-    "temperature": Option("distillation temperature (default 2)", "float", 0, None, "(]"),
-    "hflip": Option("random horizontal flips", "bool"),
-    "lr_step_epochs": Option("StepLR step in epochs (0: constant)", "int", 0, None),
-}
-FINETUNE_FIELDS = set(FINETUNE_OPTIONS)
-
-
-def validate_finetune(finetune: dict) -> dict:
-    """Return ``finetune`` after checking its field names and values.
-
-    Raises:
-        ValueError: an unknown field or a value out of range (both named).
-    """
-    unknown = sorted(set(finetune) - FINETUNE_FIELDS)
-    if unknown:
-        raise ValueError(f"finetune: unknown fields {unknown}; known: {sorted(FINETUNE_FIELDS)}")
-    for name, value in finetune.items():
-        problem = FINETUNE_OPTIONS[name].problem(value) if value is not None else None
-        if problem:
-            raise ValueError(f"finetune: {name} {problem}")
-    return finetune
-SEARCH_OPTIONS = ("search_batches", "candidate_ratios", "max_drop", "search_eval_images")
 # Options of a pipeline step that the pipeline itself handles, beside the method's own.
-PIPELINE_OPTIONS = {"prune": {"iterations": Option("prune in N equal steps with a fine-tune after each", "int", 1, None)}}
+PIPELINE_OPTIONS = {"prune": {"iterations": Option("prune in N equal steps with a fine-tune after each", "int", 1, None, default=1)}}
 LIST_KINDS = ("names", "ints", "floats")
 
 
@@ -96,6 +69,8 @@ def parse_step(text: str) -> dict:
         if not equals:
             raise VariantSpecError(f"compression step {text!r}: option {item!r} is not key=value")
         key = key.strip()
+        if key in step:
+            raise VariantSpecError(f"compression step {text!r}: option {key!r} is given twice")
         values = [_value(v) for v in raw.split("|")]
         is_list = key in known and known[key].kind in LIST_KINDS
         step[key] = values if is_list or len(values) > 1 else values[0]
@@ -172,7 +147,8 @@ def _searched_ranks(model, method: str, example, data: FaceAttributeData, option
     from compress import search
 
     selection = options["rank_selection"]
-    n_batches = int(options.get("search_batches", 4))
+    resolved = resolve_options(method, compress.get_method(method).options, options)
+    n_batches = resolved["search_batches"]
     batches = []
     for images, labels in iterate_batches(data, "train", 16, shuffle=True, seed=1):
         batches.append((to_model_input(images, model.data_config), torch.from_numpy(labels)))
@@ -181,27 +157,22 @@ def _searched_ranks(model, method: str, example, data: FaceAttributeData, option
     rest = {k: v for k, v in options.items() if k not in SEARCH_OPTIONS + ("rank_selection",)}
     model = model.cpu().eval()
     if selection == "grad_align":
-        ratios = options.get("candidate_ratios", [0.25, 0.5, 0.75])
+        ratios = resolved["candidate_ratios"]
         ranks = search.grad_align_ranks(model, method, example, batches, [float(r) for r in ratios], **rest)
     else:
-        n_eval = int(options.get("search_eval_images", 128))
+        n_eval = resolved["search_eval_images"]
         val = data.splits["val"][:n_eval]
         images = to_model_input(np.asarray(data.images[np.sort(val)]), model.data_config)
         evaluate = search.accuracy_evaluator(images, torch.from_numpy(data.labels[np.sort(val)]))
-        ranks = search.binary_search_ranks(model, method, example, batches, evaluate, float(options.get("max_drop", 0.5)), **rest)
+        ranks = search.binary_search_ranks(model, method, example, batches, evaluate, float(resolved["max_drop"]), **rest)
     return {**rest, "ranks": ranks, "layers": sorted(ranks) or ["<none chosen>"]}
 
 
-def _finetune(model, data, finetune: dict, train_config: TrainConfig, factor_groups, progress, teacher=None) -> TrainResult:
-    config = dataclasses.replace(
-        train_config, epochs=int(finetune.get("epochs", 1)), lr=float(finetune.get("lr", train_config.lr)),
-        batch_size=int(finetune.get("batch_size", train_config.batch_size)), lr_step_epochs=int(finetune.get("lr_step_epochs", 0)),
-        freeze_backbone_epochs=0, hflip=bool(finetune.get("hflip", train_config.hflip)),
-    )
-    extra = compress.norm_penalty(model, factor_groups, float(finetune.get("norm_lambda", 0.0)))
-    distill = float(finetune.get("distill", 0.0))
-    return train_model(model, _subset_train(data, finetune.get("limit_train")), config, progress=progress, extra_loss=extra,
-                       teacher=teacher if distill > 0 else None, distill=distill, temperature=float(finetune.get("temperature", 2.0)))
+def _finetune(model, data, finetune: FinetuneSettings, train_config: TrainConfig, factor_groups, progress, teacher=None) -> TrainResult:
+    extra = compress.norm_penalty(model, factor_groups, finetune.norm_lambda)
+    return train_model(model, _subset_train(data, finetune.limit_train), finetune.train_config(train_config), progress=progress,
+                       extra_loss=extra, teacher=teacher if finetune.distill > 0 else None, distill=finetune.distill,
+                       temperature=finetune.temperature)
 
 
 @dataclass
@@ -223,8 +194,8 @@ class CompressionResult:
     factor_groups: list[list[str]] = field(default_factory=list)
 
 
-def compress_and_finetune(model, data: FaceAttributeData, steps: list[dict], finetune: dict, train_config: TrainConfig,
-                          progress=None, timing: dict | None = None) -> CompressionResult:
+def compress_and_finetune(model, data: FaceAttributeData, steps: list[dict], finetune: dict | FinetuneSettings,
+                          train_config: TrainConfig, progress=None, layer_timing: dict | None = None) -> CompressionResult:
     """Apply the pipeline ``steps`` to a trained ``model`` and fine-tune the result.
 
     A ``prune`` step with ``iterations: N`` prunes in N equal steps of the cumulative ratio with a
@@ -233,30 +204,30 @@ def compress_and_finetune(model, data: FaceAttributeData, steps: list[dict], fin
     the factor layers of earlier steps alone (e.g. SVD after Tucker-2 does not split Tucker's 1x1
     factors). The norm constraint (``finetune.norm_lambda``) covers every factor layer created by
     the pipeline. With ``finetune.distill`` = alpha > 0 every fine-tune distils from the uncompressed
-    ``model`` (temperature ``finetune.temperature``, default 2). ``timing`` passes its settings to
-    the per-layer timer.
+    ``model`` (temperature ``finetune.temperature``). ``layer_timing`` holds the per-layer timer's
+    settings (``bench.speedup.layer_speedup_table``; None or empty runtimes: theoretical speed-ups only).
 
     Raises:
         ValueError: an invalid step option or fine-tune field (named in the message).
     """
     from bench.speedup import layer_speedup_table
 
-    validate_finetune(finetune)
-    timing = timing or {}
+    finetune = finetune if isinstance(finetune, FinetuneSettings) else FinetuneSettings.from_mapping(finetune)
+    layer_timing = layer_timing or {"runtimes": ()}
     input_size = model.data_config["input_size"]
     example = torch.zeros(1, *input_size)
     current = model.cpu().to(memory_format=torch.contiguous_format).eval()
-    teacher = copy.deepcopy(current) if float(finetune.get("distill", 0.0)) > 0 else None
+    teacher = copy.deepcopy(current) if finetune.distill > 0 else None
     result = CompressionResult(current)
     for step in steps:
         options = {k: v for k, v in step.items() if k not in ["method", *PIPELINE_OPTIONS.get(step["method"], {})]}
         is_factorization = compress.get_method(step["method"]).factorization is not None
         if result.factor_groups and is_factorization:
             # Layers an earlier step created are its factors: factorizing them again is not what a pipeline means.
-            options["exclude"] = list(options.get("exclude") or []) + [name for group in result.factor_groups for name in group]
+            options["exclude"] = as_patterns(options.get("exclude")) + [name for group in result.factor_groups for name in group]
         if options.get("rank_selection") in DATA_DRIVEN_SELECTORS:
             options = _searched_ranks(current, step["method"], example, data, options)
-        iterations = int(step.get("iterations", 1))
+        iterations = int(step.get("iterations", PIPELINE_OPTIONS["prune"]["iterations"].default))
         if step["method"] == "prune" and options.get("importance") == "taylor":
             options["calibration"] = _calibration_batch(current, data)
         before_step = current
@@ -264,12 +235,12 @@ def compress_and_finetune(model, data: FaceAttributeData, steps: list[dict], fin
         for iteration in range(iterations):
             if iterations > 1:
                 # Cumulative kept fraction after k of N steps is 1 - r*k/N (torch-pruning's linear schedule).
-                ratio = float(step.get("pruning_ratio", 0.5))
+                ratio = float(step.get("pruning_ratio", compress.get_method("prune").options["pruning_ratio"].default))
                 options["pruning_ratio"] = 1 - (1 - ratio * (iteration + 1) / iterations) / (1 - ratio * iteration / iterations)
             current, report = compress.apply(current.cpu().eval(), step["method"], example, **options)
             step_reports.append(report)
             result.factor_groups += report.factor_groups
-            if iterations > 1 and iteration < iterations - 1 and int(finetune.get("epochs", 1)) > 0:
+            if iterations > 1 and iteration < iterations - 1 and finetune.epochs > 0:
                 tuned = _finetune(current, data, finetune, train_config, result.factor_groups, progress, teacher)
                 result.history += tuned.history
                 result.finetune_seconds += tuned.train_seconds
@@ -284,11 +255,11 @@ def compress_and_finetune(model, data: FaceAttributeData, steps: list[dict], fin
                 row["status"] = "compressed" if row["params_after"] != row["params_before"] else row["status"]
         # Per-layer timing is LWALM's Table 1, for factorized layers; a pruned model changes every layer and
         # its speed-up is measured whole (latency.csv), so its rows keep the theoretical speed-up only.
-        step_timing = timing if is_factorization else {**timing, "runtimes": ()}
+        step_timing = layer_timing if is_factorization else {**layer_timing, "runtimes": ()}
         result.layer_rows += layer_speedup_table(before_step, current.cpu().eval(), rows, example, **step_timing)
     probs = predict_probs(current, data, "test", train_config.eval_batch_size, train_config.device, train_config.channels_last)
     result.acc_mean_nofinetune = float(per_attribute_accuracy(data.labels[data.splits["test"]], probs).mean())
-    if int(finetune.get("epochs", 1)) > 0:
+    if finetune.epochs > 0:
         tuned = _finetune(current, data, finetune, train_config, result.factor_groups, progress, teacher)
         result.history += tuned.history
         result.finetune_seconds += tuned.train_seconds

@@ -8,6 +8,10 @@ magnitude pruning: zeros only). The input model is never modified; the result is
 ``nn.Module`` of standard layers (Conv2d/Linear/BatchNorm) that ptflops, the latency timer,
 ``torch.save``, TorchScript/ONNX export and torch-pruning all see. ``compress.methods.METHODS``
 says what each method applies to and which options it takes.
+
+Inside the package imports run one way (``tests/test_structure.py`` checks it): ``layers``,
+``rank``, ``decompose`` -> ``options`` -> ``report`` -> ``factorizations`` -> ``targets`` ->
+``factorize``, ``prune``, ``sparsity``, ``penalty`` -> ``methods`` -> this module -> ``search``.
 """
 from __future__ import annotations
 
@@ -16,7 +20,10 @@ import copy
 import torch
 from torch import nn
 
-from compress.methods import METHODS, CompressionReport, Method, norm_penalty, validate_options
+from compress.methods import METHODS, Method
+from compress.options import check_options, resolve_options
+from compress.penalty import norm_penalty
+from compress.report import CompressionReport
 
 
 def list_methods(with_descriptions: bool = False):
@@ -35,22 +42,35 @@ def get_method(name: str) -> Method:
     return METHODS[name]
 
 
+def validate_options(method: str, **options) -> None:
+    """Check option names and values against the method's row of :data:`compress.methods.METHODS`.
+
+    Raises:
+        KeyError: unknown method (the message lists the known ones).
+        ValueError: an option the method does not take, or a value out of its range (both named).
+    """
+    check_options(method, get_method(method).options, options)
+
+
 def apply(model: nn.Module, method: str, example_input: torch.Tensor, **options) -> tuple[nn.Module, CompressionReport]:
     """Return ``(compressed copy of model, per-layer report)``; ``model`` itself is untouched.
 
     ``example_input`` is one batch at the model's input size (activation shapes and MACs come
-    from it). Options are the method's own (``compress.methods.METHODS[method].options``).
+    from it). Options are the method's own (``compress.methods.METHODS[method].options``); those
+    not given take their defaults there. ``report.options`` holds the options as given.
 
     Raises:
         KeyError: unknown method.
-        ValueError: an unknown or invalid option (named in the message).
+        ValueError: an unknown or invalid option (named in the message), or what the method raises.
     """
-    validate_options(method, **options)
+    entry = get_method(method)
+    resolved = resolve_options(method, entry.options, options)
     new_model = copy.deepcopy(model)
     for attribute in ("data_config", "arch"):
         if hasattr(model, attribute):
             setattr(new_model, attribute, copy.deepcopy(getattr(model, attribute)))
-    report = METHODS[method].run(new_model, example_input, **options)
+    report = entry.run(new_model, example_input, resolved)
+    report.options = {k: v for k, v in options.items() if k != "calibration"}
     return new_model, report
 
 

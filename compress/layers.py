@@ -114,13 +114,21 @@ def kernel_text(module: nn.Module) -> str:
     return f"{module.out_features}x{module.in_features}"
 
 
+def as_patterns(value) -> list[str]:
+    """Return a name-pattern option as a list: a single pattern string is one pattern, never its characters;
+    None is no pattern."""
+    if value is None:
+        return []
+    return [value] if isinstance(value, str) else list(value)
+
+
 def check_patterns(model: nn.Module, patterns, option: str) -> None:
     """Check that every shell-style pattern in ``patterns`` matches at least one Conv2d/Linear of ``model``.
 
     Raises:
         ValueError: a pattern matches no layer; the message names the option, the pattern and the closest layer names.
     """
-    patterns = [patterns] if isinstance(patterns, str) else (patterns or [])
+    patterns = as_patterns(patterns)
     names = [n for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
     for pattern in patterns:
         if not any(fnmatch.fnmatch(name, pattern) for name in names):
@@ -139,8 +147,8 @@ def select_layers(model: nn.Module, layers=None, exclude=None, kernel_sizes=None
     Raises:
         ValueError: a ``layers`` or ``exclude`` pattern matches no layer (see :func:`check_patterns`).
     """
-    layers = [layers] if isinstance(layers, str) else layers
-    exclude = [exclude] if isinstance(exclude, str) else (exclude or [])
+    layers = as_patterns(layers)
+    exclude = as_patterns(exclude)
     check_patterns(model, layers, "layers")
     check_patterns(model, exclude, "exclude")
     head = classifier_names(model)

@@ -80,9 +80,10 @@ def rank_by_vbmf(matrix: np.ndarray) -> int:
     return max(1, int(np.sum(singular > threshold)))
 
 
-def select_rank(matrix: np.ndarray, full_rank: int, rank_selection: str = "ratio", rank_ratio: float = 0.5,
-                energy: float = 0.9) -> int:
-    """Return a rank for one unfolding ``matrix`` by ``rank_selection`` ('ratio', 'energy' or 'vbmf').
+def select_rank(matrix: np.ndarray, full_rank: int, rank_selection: str, rank_ratio: float | None = None,
+                energy: float | None = None) -> int:
+    """Return a rank for one unfolding ``matrix`` by ``rank_selection`` ('ratio' with ``rank_ratio``,
+    'energy' with ``energy``, or 'vbmf').
 
     Raises:
         ValueError: unknown selector or out-of-range ``rank_ratio``/``energy``.

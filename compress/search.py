@@ -14,7 +14,7 @@ from torch import nn
 
 import compress
 from compress.layers import classifier_names, select_layers
-from compress.methods import FACTORIZATION_OPTIONS
+from compress.options import FACTORIZATION_OPTIONS, resolve_options
 
 _logger = logging.getLogger(__name__)
 
@@ -60,10 +60,11 @@ def scaled_gradient_distance(reference: torch.Tensor, gradient: torch.Tensor) ->
 
 
 def _layers_for(model, method, options):
-    how = compress.get_method(method).factorization
-    return [name for name, module, reason in select_layers(model, options.get("layers"), options.get("exclude"),
-                                                           options.get("kernel_sizes"), bool(options.get("include_classifier", False)))
-            if reason is None and how.applies_to(module) is None]
+    entry = compress.get_method(method)
+    resolved = resolve_options(method, entry.options, options)
+    return [name for name, module, reason in select_layers(model, resolved["layers"], resolved["exclude"],
+                                                           resolved["kernel_sizes"], resolved["include_classifier"])
+            if reason is None and entry.factorization.applies_to(module) is None]
 
 
 def _decomposition_options(method: str, options: dict) -> dict:

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 import deploy
+from compress.factorizations import Factorization, count_params, replacement_cost
 from compress.layers import layer_macs
 
 _logger = logging.getLogger(__name__)
@@ -27,58 +28,19 @@ _logger = logging.getLogger(__name__)
 LEVELS = tuple(np.round(np.arange(1, 33) / 32, 5))  # rank ratios each layer's ladder steps through
 
 
-def _truncation_errors(matrix: np.ndarray) -> np.ndarray:
-    """Return e[r] = relative Frobenius error of the best rank-r approximation of ``matrix``, r = 0..min(shape)."""
-    singular = np.linalg.svd(np.asarray(matrix, dtype=np.float64), compute_uv=False)
-    total = float(np.sum(singular ** 2))
-    if total == 0:
-        return np.zeros(len(singular) + 1)
-    tail = np.concatenate([np.cumsum((singular ** 2)[::-1])[::-1], [0.0]])
-    return np.sqrt(tail / total)
-
-
-def error_function(method: str, module: nn.Module) -> Callable[[object], float]:
-    """Return ``rank -> relative weight error`` of factorizing ``module`` with ``method``, from spectra alone
-    (computed once here, so every rung of a ladder costs a lookup).
-
-    SVD: exact (the dropped singular values). Tucker-2: sqrt(e_out^2 + e_in^2) of the two truncated
-    unfoldings, the HOSVD bound. CP: the largest truncation error of the three unfoldings at
-    min(rank, mode size), a lower bound (a CP of rank R has every multilinear rank <= R).
-    """
-    weight = module.weight.detach().double().cpu().numpy()
-    if method == "svd":
-        errors = _truncation_errors(weight.reshape(weight.shape[0], -1))
-        return lambda rank: float(errors[int(rank)])
-    t, s = weight.shape[:2]
-    out_errors = _truncation_errors(weight.reshape(t, -1))
-    in_errors = _truncation_errors(weight.transpose(1, 0, 2, 3).reshape(s, -1))
-    if method == "tucker2":
-        return lambda rank: float(np.hypot(out_errors[rank[0]], in_errors[rank[1]]))
-    k = weight.shape[2] * weight.shape[3]
-    k_errors = _truncation_errors(weight.reshape(t, s, k).transpose(2, 0, 1).reshape(k, -1))
-    return lambda rank: float(max(e[min(int(rank), len(e) - 1)] for e in (out_errors, in_errors, k_errors)))
-
-
-def weight_error(method: str, module: nn.Module, rank) -> float:
-    """Return the relative weight error a factorization at ``rank`` will have, from spectra alone (see :func:`error_function`)."""
-    return error_function(method, module)(rank)
-
-
-def rank_ladders(method: str, candidates: list[tuple[str, nn.Module, tuple, tuple]], cost: str = "macs") -> dict:
+def rank_ladders(how: Factorization, candidates: list[tuple[str, nn.Module, tuple, tuple]], cost: str = "macs") -> dict:
     """Return ``{layer: {'own': its cost, 'rungs': [(rank, cost, squared error), ...]}}``, rungs by falling cost.
 
-    ``candidates`` are ``(name, module, input_shape, output_shape)`` of the layers the method may
-    factorize; ``cost`` is 'macs' or 'params'. A layer's rungs are the ranks ``rank_ratio`` in
-    :data:`LEVELS` gives, kept only where the replacement costs less than the layer.
+    ``how`` is the factorization's row; ``candidates`` are ``(name, module, input_shape, output_shape)``
+    of the layers it may factorize; ``cost`` is 'macs' or 'params'. A layer's rungs are the ranks
+    ``rank_ratio`` in :data:`LEVELS` gives, kept only where the replacement costs less than the
+    layer; each rung's error is the row's ``error_bound``.
     """
-    from compress.methods import FACTORIZATIONS, replacement_cost
-
-    how = FACTORIZATIONS[method]
     index = 1 if cost == "macs" else 0
     ladders = {}
     for name, module, input_shape, output_shape in candidates:
-        own = layer_macs(module, output_shape) if cost == "macs" else sum(p.numel() for p in module.parameters())
-        error = error_function(method, module)
+        own = layer_macs(module, output_shape) if cost == "macs" else count_params(module)
+        error = how.error_bound(module)
         rungs, seen = [], set()
         for level in sorted(LEVELS, reverse=True):
             rank = how.select_rank(module, {"rank_selection": "ratio", "rank_ratio": float(level)})
@@ -86,7 +48,7 @@ def rank_ladders(method: str, candidates: list[tuple[str, nn.Module, tuple, tupl
             if key in seen:
                 continue
             seen.add(key)
-            spent = replacement_cost(method, module, rank, input_shape)[index]
+            spent = replacement_cost(how, module, rank, input_shape)[index]
             if spent < own:
                 rungs.append((rank, spent, error(rank) ** 2))
         if rungs:
@@ -99,11 +61,12 @@ def least_budget(ladders: dict, total_cost: float) -> float:
     return (total_cost - sum(ladder["own"] - ladder["rungs"][-1][1] for ladder in ladders.values())) / total_cost
 
 
-def global_ranks(method: str, candidates: list[tuple[str, nn.Module, tuple, tuple]], total_cost: int, budget: float,
+def global_ranks(how: Factorization, name: str, candidates: list[tuple[str, nn.Module, tuple, tuple]], total_cost: int, budget: float,
                  cost: str = "macs") -> dict:
     """Return ``{layer: rank}`` meeting ``budget`` (a fraction of ``total_cost``) with the least added error.
 
-    ``candidates`` and ``cost`` are as for :func:`rank_ladders`; ``total_cost`` is the model's MACs
+    ``how``, ``candidates`` and ``cost`` are as for :func:`rank_ladders` (``name`` is the method's, for
+    messages); ``total_cost`` is the model's MACs
     (conv and linear layers) or parameters. Greedy: starting from every layer whole, the step
     down a ladder that adds the least squared relative error per unit of cost saved goes first.
 
@@ -111,9 +74,9 @@ def global_ranks(method: str, candidates: list[tuple[str, nn.Module, tuple, tupl
         ValueError: the budget cannot be met even with every ladder at its lowest rung (the
             message gives the least reachable fraction).
     """
-    ladders = rank_ladders(method, candidates, cost)
+    ladders = rank_ladders(how, candidates, cost)
     if budget * total_cost < least_budget(ladders, total_cost) * total_cost - 1e-9:
-        raise ValueError(f"{method}: a {cost} budget of {budget:g} cannot be reached by factorizing the selected layers; "
+        raise ValueError(f"{name}: a {cost} budget of {budget:g} cannot be reached by factorizing the selected layers; "
                          f"the least reachable is {least_budget(ladders, total_cost):.3f} of the model's {cost}")
     at = {name: -1 for name in ladders}
     current_cost, target, chosen = float(total_cost), budget * total_cost, {}
@@ -156,9 +119,8 @@ def search_for_latency(build: Callable[[float], nn.Module], original: nn.Module,
     [``low``, ``high``] (more compression as the knob falls).
 
     A grid, not a bisection: measured speed-up is not monotonic in the knob (channel counts cross the
-    multiples a runtime's kernels prefer: pruned Slim-Net measured 1.88x keeping 43 % of its channels,
-    2.52x at 41.6 %, 2.35x at 32 %), and a bisection misled by one such step or by timing noise ends on
-    a different branch. The chosen knob is measured a second time and kept only if it still meets the
+    multiples a runtime's kernels prefer, so keeping fewer channels can run slower), and a bisection
+    misled by one such step or by timing noise ends on a different branch. The chosen knob is measured a second time and kept only if it still meets the
     target; otherwise the next knob down is tried.
 
     Raises:

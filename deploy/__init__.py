@@ -8,8 +8,9 @@ Below ``compress`` and ``bench`` (both use it) and above ``models`` only: it imp
 """
 from deploy.runtimes import (RUNTIMES, Deployed, RuntimeParityError, RuntimeUnavailable, deploy, export_onnx, list_runtimes,
                              quantize_int8, unavailable_reason)
-from deploy.timing import LoadProbe, Timing, compare, floor_ms, peak_gflops, steady_allocator, time_calls
+from deploy.timing import (Interleaved, LoadProbe, MemoryProbe, Timing, bootstrap_median, bootstrap_ratio, compare,
+                           memory_probe_module, floor_ms, peak_gflops, steady_allocator, time_calls, torch_threads)
 
-__all__ = ["RUNTIMES", "Deployed", "LoadProbe", "RuntimeParityError", "RuntimeUnavailable", "Timing", "compare", "deploy",
-           "export_onnx", "floor_ms", "list_runtimes", "peak_gflops", "quantize_int8", "steady_allocator", "time_calls",
+__all__ = ["RUNTIMES", "Deployed", "Interleaved", "LoadProbe", "MemoryProbe", "bootstrap_median", "bootstrap_ratio", "memory_probe_module", "RuntimeParityError", "RuntimeUnavailable", "Timing", "compare", "deploy",
+           "export_onnx", "floor_ms", "list_runtimes", "peak_gflops", "quantize_int8", "steady_allocator", "time_calls", "torch_threads",
            "unavailable_reason"]

@@ -6,13 +6,14 @@
 * :class:`LoadProbe` times a short fixed kernel before and after each block; a block timed while
   the kernel ran well above its best time is retimed once and, if still slow, flagged busy.
 * :func:`steady_allocator` pins glibc malloc's thresholds, without which eager PyTorch's speed
-  depends on what the process freed earlier (measured: Slim-Net batch 1 at 10.0 or 6.9 ms).
+  depends on what the process freed earlier.
 * :func:`peak_gflops` measures fp32 GEMM throughput in every library at hand (ONNX Runtime's MLAS,
   torch, NumPy) and keeps the best; :func:`floor_ms` turns MACs into the time a model needs at
   that peak, the least any runtime can take.
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import time
@@ -31,9 +32,9 @@ def steady_allocator(threshold: int = 1 << 30) -> bool:
 
     glibc serves large buffers by ``mmap`` below a threshold it moves as the process frees
     memory, so the same forward pass either reuses heap pages or pays page faults for every
-    activation buffer, depending on the process's history: eager Slim-Net at batch 1 measured 10.0
-    ms in one process and 6.9 ms in another, identical otherwise. Pinned thresholds keep large
-    buffers on the heap. Returns False where there is no glibc (nothing to pin).
+    activation buffer, depending on the process's history. Pinned thresholds keep large buffers on
+    the heap (``tests/test_deploy.py`` shows a freed 256 MB buffer staying with the process).
+    Returns False where there is no glibc (nothing to pin).
     """
     name = ctypes.util.find_library("c")
     try:
@@ -44,6 +45,18 @@ def steady_allocator(threshold: int = 1 << 30) -> bool:
     if mallopt is None:
         return False
     return bool(mallopt(_M_MMAP_THRESHOLD, int(threshold))) and bool(mallopt(_M_TRIM_THRESHOLD, int(threshold)))
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int | None):
+    """Context manager that sets ``torch.set_num_threads(threads)`` and restores the previous count (None: no change)."""
+    previous = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(int(threads))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def time_calls(run: Callable[[Any], Any], x: Any, sync: Callable[[], None] = lambda: None, min_iters: int = 5,
@@ -63,19 +76,21 @@ def time_calls(run: Callable[[Any], Any], x: Any, sync: Callable[[], None] = lam
     return np.asarray(times)
 
 
+# ONNX Runtime's and OpenVINO's worker threads spin for a while after each call; a probe timed while they
+# spin measures them, not the machine (the README's "Measured figures" gives the numbers). The probes wait this long first.
+PROBE_SETTLE_SECONDS = 0.02
+
+
 class LoadProbe:
     """A short fixed kernel (a 512 x 512 fp32 matmul on ``threads`` torch threads, median of ``repeats``) whose
     time says whether the machine is busy: ``ratio()`` is its current time over the best time seen.
 
-    It sees other processes competing for the cores (two busy loops per core: ratio > 2). It does
-    not see everything: this machine also has phases, lasting seconds to minutes, in which
-    cache-bound work (ONNX Runtime's Slim-Net: 1.17 -> 1.73 ms) runs 1.5x slower while this matmul
-    and a scalar loop do not; candidate kernels that tracked those phases (a depthwise conv in
-    torch, small conv stacks in ONNX Runtime) were too noisy on a quiet machine to serve.
-
-    ``reference_ms``, a best time measured earlier (e.g. at the start of a study), carries the idle
-    reference across processes and cells, so load lasting a whole cell is still seen.
+    It sees other processes competing for the cores. It does not see phases in which cache- and
+    memory-bound work slows while compute-bound work does not: :class:`MemoryProbe` is for those.
+    ``reference_ms``, a best time measured earlier, carries the idle reference across processes.
     """
+
+    name = "gemm"
 
     def __init__(self, threads: int | None = None, size: int = 512, repeats: int = 5, calibration_rounds: int = 5,
                  reference_ms: float | None = None):
@@ -91,18 +106,14 @@ class LoadProbe:
 
     def measure_ms(self) -> float:
         """Return the kernel's median time now, in ms (and lower the best time if this is better)."""
-        previous = torch.get_num_threads()
-        if self.threads:
-            torch.set_num_threads(int(self.threads))
-        try:
+        time.sleep(PROBE_SETTLE_SECONDS)
+        with torch_threads(self.threads):
             torch.mm(self._a, self._b)
             times = []
             for _ in range(self._repeats):
                 tick = time.perf_counter()
                 torch.mm(self._a, self._b)
                 times.append(time.perf_counter() - tick)
-        finally:
-            torch.set_num_threads(previous)
         value = 1000.0 * float(np.median(times))
         self.best_ms = min(self.best_ms, value)
         return value
@@ -112,14 +123,60 @@ class LoadProbe:
         return self.measure_ms() / self.best_ms
 
 
+class MemoryProbe:
+    """A memory-bound probe: a small depthwise-separable graph (the kind of work Slim-Net and MobileNets do)
+    called through ``run`` (a callable on ``x``, e.g. the graph deployed in the runtime being timed);
+    ``ratio()`` is its median time over ``calls`` calls now, over the best such median seen.
+
+    Depthwise convolutions move many bytes per multiply, so this probe slows in the phases in which
+    cache-bound work slows and a GEMM does not.
+    """
+
+    name = "memory"
+
+    def __init__(self, run: Callable[[Any], Any], x: Any, calls: int = 9, calibration_rounds: int = 5):
+        self._run, self._x, self._calls = run, x, calls
+        self.best_ms = float("inf")
+        for _ in range(2):
+            run(x)
+        for _ in range(calibration_rounds):
+            self.ratio()
+
+    def measure_ms(self) -> float:
+        """Return the graph's median time now, in ms (and lower the best time if this is better)."""
+        time.sleep(PROBE_SETTLE_SECONDS)
+        times = []
+        for _ in range(self._calls):
+            tick = time.perf_counter()
+            self._run(self._x)
+            times.append(time.perf_counter() - tick)
+        value = 1000.0 * float(np.median(times))
+        self.best_ms = min(self.best_ms, value)
+        return value
+
+    def ratio(self) -> float:
+        """Return the graph's time now over its best time (1.0 outside a slow phase)."""
+        return self.measure_ms() / self.best_ms
+
+
+def memory_probe_module() -> "torch.nn.Module":
+    """Return the graph :class:`MemoryProbe` runs, for a (1, 32, 56, 56) input: two depthwise-separable blocks."""
+    from torch import nn
+
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(32, 32, 3, padding=1, groups=32), nn.Conv2d(32, 64, 1), nn.ReLU(),
+                         nn.Conv2d(64, 64, 3, padding=1, groups=64), nn.Conv2d(64, 32, 1), nn.ReLU()).eval()
+
+
 @dataclass
 class Timing:
-    """One candidate's latency from :func:`compare`, in ms per call.
+    """One candidate's latency from interleaved blocks, in ms per call.
 
-    ``median_ms`` is the median of the block medians; ``p10_ms``/``p90_ms``/``iqr_ms`` describe all
-    timed calls; ``spread_pct`` is (max - min) / median of the block medians; ``load_ratio`` the
-    worst probe ratio around the blocks; ``busy`` is set when a block stayed above the busy ratio
-    after its retime; ``retimed`` counts retimed blocks (shared by all candidates of a comparison).
+    ``median_ms`` is the median of the block medians (blocks flagged busy left out while enough
+    others remain); ``p10_ms``/``p90_ms``/``iqr_ms`` describe all timed calls; ``spread_pct`` is
+    (max - min) / median of the block medians; ``load_ratio`` the worst probe ratio around the
+    blocks; ``busy`` is set when a block stayed above the busy ratio after its retime; ``retimed``
+    counts retimed blocks (shared by all candidates of a comparison).
     """
 
     median_ms: float
@@ -134,54 +191,118 @@ class Timing:
     retimed: int = 0
 
 
-def compare(candidates: dict[str, tuple[Callable[[Any], Any], Any, Callable[[], None]]], blocks: int = 5,
-            min_iters: int = 3, min_seconds: float = 0.1, warmup: int = 2, probe: LoadProbe | None = None,
-            busy_ratio: float = 1.3) -> dict[str, Timing]:
-    """Time ``candidates`` ({name: (run, input, sync)}) interleaved; return {name: :class:`Timing`}.
+class Interleaved:
+    """Interleaved timing of fixed candidates ({name: (run, input, sync)}), one block at a time.
 
-    Each of ``blocks`` blocks times every candidate once (``min_iters`` calls and ``min_seconds``
-    at least), starting each block one candidate further, so no candidate always runs first or
-    last. With a ``probe``, a block whose probe ratio before or after exceeds ``busy_ratio`` is
-    retimed once; if the retime is also slow, its candidates are flagged ``busy``. Calls
-    :func:`steady_allocator` first.
+    Each block times every candidate once (``min_iters`` calls and ``min_seconds`` at least),
+    starting one candidate further than the block before, so no candidate always runs first or
+    last. The probes (:class:`LoadProbe`, :class:`MemoryProbe`) are read before and after each
+    block: a block whose worst ratio exceeds ``busy_ratio`` is retimed once and, if still slow,
+    flagged busy. Blocks can be added until the figures are as sure as needed (:meth:`add_block`).
+
+    Raises:
+        ValueError: no candidates.
+    """
+
+    def __init__(self, candidates: dict[str, tuple[Callable[[Any], Any], Any, Callable[[], None]]], min_iters: int = 3,
+                 min_seconds: float = 0.1, warmup: int = 2, probes: tuple = (), busy_ratio: float = 1.3):
+        if not candidates:
+            raise ValueError("interleaved timing needs at least one candidate")
+        steady_allocator()
+        self.candidates, self.names = candidates, list(candidates)
+        self.min_iters, self.min_seconds, self.probes, self.busy_ratio = min_iters, min_seconds, tuple(probes), busy_ratio
+        for name in self.names:  # first calls build caches, compile graphs, allocate: never part of a block
+            run, x, sync = candidates[name]
+            time_calls(run, x, sync, min_iters=1, min_seconds=0.0, warmup=warmup)
+        self.samples = {name: [] for name in self.names}
+        self.block_medians = {name: [] for name in self.names}
+        self.block_busy: list[bool] = []
+        self.block_load: list[dict[str, float]] = []
+        self.retimed = 0
+
+    def _load(self) -> dict[str, float]:
+        return {probe.name: probe.ratio() for probe in self.probes}
+
+    def add_block(self) -> None:
+        """Time one more block of every candidate (retimed once when a probe says the machine was slow)."""
+        shift = len(self.block_busy) % len(self.names)
+        order = self.names[shift:] + self.names[:shift]
+        for attempt in range(2):
+            before = self._load()
+            times = {name: time_calls(*self.candidates[name], min_iters=self.min_iters, min_seconds=self.min_seconds, warmup=0)
+                     for name in order}
+            after = self._load()
+            load = {k: max(before[k], after[k]) for k in before}
+            slow = any(v > self.busy_ratio for v in load.values())
+            if not slow or attempt == 1:
+                break
+            self.retimed += 1
+        self.block_busy.append(slow)
+        self.block_load.append(load)
+        for name in self.names:
+            self.samples[name].extend(times[name].tolist())
+            self.block_medians[name].append(float(np.median(times[name])))
+
+    def kept_blocks(self) -> list[int]:
+        """Return the indices of the blocks the figures use: the quiet ones, or every block when fewer than half are quiet."""
+        quiet = [i for i, busy in enumerate(self.block_busy) if not busy]
+        return quiet if len(quiet) * 2 >= len(self.block_busy) else list(range(len(self.block_busy)))
+
+    def timings(self) -> dict[str, Timing]:
+        """Return {name: :class:`Timing`} from the blocks so far."""
+        kept = self.kept_blocks()
+        worst = max((max(load.values(), default=1.0) for load in self.block_load), default=1.0)
+        result = {}
+        for name in self.names:
+            values, medians = np.asarray(self.samples[name]), np.asarray(self.block_medians[name])[kept]
+            middle = float(np.median(medians))
+            q10, q25, q75, q90 = np.percentile(values, [10, 25, 75, 90])
+            result[name] = Timing(middle, float(q10), float(q90), float(q75 - q25), int(len(values)), medians.tolist(),
+                                  100.0 * float(medians.max() - medians.min()) / middle if middle > 0 else 0.0,
+                                  worst, any(self.block_busy[i] for i in kept), self.retimed)
+        return result
+
+
+def compare(candidates: dict[str, tuple[Callable[[Any], Any], Any, Callable[[], None]]], blocks: int = 5,
+            min_iters: int = 3, min_seconds: float = 0.1, warmup: int = 2, probe=None,
+            busy_ratio: float = 1.3) -> dict[str, Timing]:
+    """Time ``candidates`` ({name: (run, input, sync)}) in ``blocks`` interleaved blocks; return {name: :class:`Timing`}
+    (see :class:`Interleaved`; ``probe`` is one probe, or a tuple of them, or None).
 
     Raises:
         ValueError: no candidates, or fewer than one block.
     """
     if not candidates or blocks < 1:
         raise ValueError(f"compare needs at least one candidate and one block, got {len(candidates)} and {blocks}")
-    steady_allocator()
-    names = list(candidates)
-    for name in names:  # first calls build caches, compile graphs, allocate: never part of a block
-        run, x, sync = candidates[name]
-        time_calls(run, x, sync, min_iters=1, min_seconds=0.0, warmup=warmup)
-    samples = {name: [] for name in names}
-    medians = {name: [] for name in names}
-    worst_load, busy, retimed = 1.0, False, 0
-    for block in range(blocks):
-        order = names[block % len(names):] + names[:block % len(names)]
-        for attempt in range(2):
-            before = probe.ratio() if probe else 1.0
-            times = {name: time_calls(candidates[name][0], candidates[name][1], candidates[name][2], min_iters, min_seconds, warmup=0)
-                     for name in order}
-            load = max(before, probe.ratio()) if probe else 1.0
-            if load <= busy_ratio or attempt == 1:
-                break
-            retimed += 1
-        busy = busy or load > busy_ratio
-        worst_load = max(worst_load, load)
-        for name in names:
-            samples[name].extend(times[name].tolist())
-            medians[name].append(float(np.median(times[name])))
-    result = {}
-    for name in names:
-        values, block_medians = np.asarray(samples[name]), np.asarray(medians[name])
-        middle = float(np.median(block_medians))
-        q10, q25, q75, q90 = np.percentile(values, [10, 25, 75, 90])
-        result[name] = Timing(middle, float(q10), float(q90), float(q75 - q25), int(len(values)), block_medians.tolist(),
-                              100.0 * float(block_medians.max() - block_medians.min()) / middle if middle > 0 else 0.0,
-                              worst_load, busy, retimed)
-    return result
+    probes = probe if isinstance(probe, tuple) else ((probe,) if probe is not None else ())
+    timer = Interleaved(candidates, min_iters, min_seconds, warmup, probes, busy_ratio)
+    for _ in range(blocks):
+        timer.add_block()
+    return timer.timings()
+
+
+def bootstrap_median(block_medians, resamples: int = 1000, seed: int = 0) -> tuple[float, float]:
+    """Return the 95 % bootstrap interval (2.5th, 97.5th percentiles) of the median of ``block_medians``,
+    resampling whole blocks."""
+    values = np.asarray(block_medians, dtype=float)
+    index = np.random.default_rng(seed).integers(0, len(values), (resamples, len(values)))
+    medians = np.median(values[index], axis=1)
+    return float(np.percentile(medians, 2.5)), float(np.percentile(medians, 97.5))
+
+
+def bootstrap_ratio(numerator, denominator, resamples: int = 1000, seed: int = 0) -> tuple[float, float, float]:
+    """Return ``(ratio, low, high)``: median(numerator) / median(denominator) of block medians timed in the same
+    blocks, with its 95 % bootstrap interval from resampling whole blocks (paired: a block's two medians stay together).
+
+    Raises:
+        ValueError: the two sequences differ in length (they were not timed in the same blocks).
+    """
+    a, b = np.asarray(numerator, dtype=float), np.asarray(denominator, dtype=float)
+    if len(a) != len(b) or not len(a):
+        raise ValueError(f"a ratio needs block medians from the same blocks, got {len(a)} and {len(b)}")
+    index = np.random.default_rng(seed).integers(0, len(a), (resamples, len(a)))
+    ratios = np.median(a[index], axis=1) / np.median(b[index], axis=1)
+    return float(np.median(a) / np.median(b)), float(np.percentile(ratios, 2.5)), float(np.percentile(ratios, 97.5))
 
 
 def _best_seconds(fn: Callable[[], Any], repeats: int) -> float:
@@ -221,15 +342,11 @@ def peak_gflops(threads: int | None = None, size: int = 2048, repeats: int = 5) 
     threads = int(threads or torch.get_num_threads())
     flops = 2.0 * size ** 3
     per_library = {}
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
+    with torch_threads(threads):
         a, b = torch.randn(size, size), torch.randn(size, size)
         per_library["torch"] = flops / _best_seconds(lambda: torch.mm(a, b), repeats) / 1e9
         an, bn = a.numpy(), b.numpy()
         per_library["numpy"] = flops / _best_seconds(lambda: an @ bn, repeats) / 1e9
-    finally:
-        torch.set_num_threads(previous)
     try:
         per_library["onnxruntime"] = flops / _best_seconds(_ort_matmul(size, threads), repeats) / 1e9
     except ImportError:

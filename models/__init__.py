@@ -1,6 +1,5 @@
 """Model zoo: one registry (``create_model``, ``list_models``) over Slim-Net and the baselines."""
 import os
-import socket
 
 import torch
 from torch import nn
@@ -28,21 +27,26 @@ def checkpoint_header(model: nn.Module) -> dict:
             "data_config": {k: list(v) if isinstance(v, tuple) else v for k, v in getattr(model, "data_config", {}).items()}}
 
 
-def save_model(model: nn.Module, path: str | os.PathLike, **extra) -> None:
-    """Write ``model`` (plain, pruned, factorized or a pipeline of both) so :func:`load_model` rebuilds it.
-
-    The file holds :func:`checkpoint_header`, ``model_state_dict`` and any ``extra`` plain values;
-    it loads with ``torch.load(weights_only=True)`` (no pickled code). Written atomically.
+def model_checkpoint(model: nn.Module, **extra) -> dict:
+    """Return what :func:`save_model` writes: :func:`checkpoint_header`, ``model_state_dict`` and any ``extra``
+    plain values (a dict ``torch.load(weights_only=True)`` reads back, no pickled code).
 
     Raises:
         ValueError: the model was not built by :func:`create_model`.
     """
-    path = os.fspath(path)
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    # named as bench.files.partial_name names it, so a killed save is cleaned up the same way
-    partial = f"{path}.partial@{socket.gethostname().replace('@', '_') or 'localhost'}@{os.getpid()}"
-    torch.save({**extra, **checkpoint_header(model), "model_state_dict": model.state_dict()}, partial)
-    os.replace(partial, path)
+    return {**extra, **checkpoint_header(model), "model_state_dict": model.state_dict()}
+
+
+def save_model(model: nn.Module, path: str | os.PathLike, **extra) -> None:
+    """Write ``model`` (plain, pruned, factorized or a pipeline of both) so :func:`load_model` rebuilds it.
+
+    A plain ``torch.save`` of :func:`model_checkpoint`; the study runner writes the same dict through its
+    one atomic writer (``bench.files.write_atomically``), so a killed run never leaves half a file.
+
+    Raises:
+        ValueError: the model was not built by :func:`create_model`.
+    """
+    torch.save(model_checkpoint(model, **extra), os.fspath(path))
 
 
 def load_model(path):
@@ -96,6 +100,6 @@ __all__ = [
     "pse_masks",
     "read_checkpoint",
     "register_model",
-    "save_model",
+    "model_checkpoint", "save_model",
     "slimnet_kwargs_from_reference",
 ]

@@ -95,7 +95,8 @@ def create_model(
         The model, in train mode.
     Raises:
         KeyError: ``name`` is not registered (the message lists close names).
-        ValueError: ``input_size`` is smaller than the model accepts (the message says what it needs).
+        ValueError: ``input_size`` is smaller than the model accepts (the message says what it needs), or a
+            keyword argument the model does not take (named).
         models.PretrainedWeightsError: ``pretrained=True`` and the weights cannot be fetched, or the
             model has none to fetch.
         FileNotFoundError / ValueError: ``checkpoint_path`` is missing or does not fit the model.
@@ -116,7 +117,12 @@ def create_model(
         if len(input_size) != 3 or min(input_size) < 1:
             raise ValueError(f"{name}: input_size must be (channels, height, width) of positive ints, got {input_size}")
     extra = {"input_size": input_size} if input_size is not None and entry.builds_for_input_size else {}
-    model = entry.fn(num_classes=num_classes, pretrained=pretrained, **kwargs, **extra)
+    try:
+        model = entry.fn(num_classes=num_classes, pretrained=pretrained, **kwargs, **extra)
+    except TypeError as exc:
+        if "keyword argument" not in str(exc):
+            raise
+        raise ValueError(f"{name}: kwargs {sorted(kwargs)}: {exc}; the model's constructor names the arguments it takes") from None
     model.arch = {"name": name, "num_classes": num_classes, **kwargs}
     if input_size is not None:
         # Fully convolutional nets with global pooling take any size; the contract says which one we feed.

@@ -4,7 +4,8 @@ import os
 from bench.config import DEFAULT_CONFIG, merge_config
 
 TINY_SLIMNET = {"filter_count_values": [4, 4, 4, 4], "initial_conv": [8, 7, 2]}
-FAST_PROFILE = {"latency": True, "batch_n": 2, "min_iters": 2, "min_seconds": 0.0}
+# Two runtimes keep the timing phase short; tests/test_run_bench.py times every runtime end to end.
+FAST_PROFILE = {"latency": True, "runtimes": ["eager", "onnxruntime"], "layer_runtimes": ["eager", "onnxruntime"], "batch_n": 2, "blocks": 2, "max_blocks": 4, "min_iters": 2, "min_seconds": 0.0, "max_seconds": 3.0, "peak_tries": 1}
 
 
 def tiny_study(study: str = "unit", **overrides) -> dict:

@@ -5,7 +5,7 @@ from torch import nn
 
 import compress
 import models
-from compress.factorize import (cp_als, cp_reconstruct, cp_sequence, epc_correct, rank_one_norm_sum, svd_sequence,
+from compress.decompose import (cp_als, cp_reconstruct, cp_sequence, epc_correct, rank_one_norm_sum, svd_sequence,
                                 tucker2_sequence)
 from compress.layers import layer_macs, record_output_shapes
 from compress.rank import rank_by_energy, rank_by_ratio, rank_by_vbmf, select_rank
@@ -173,7 +173,12 @@ def test_apply_leaves_the_input_untouched_and_skips_with_reasons(slimnet_and_inp
     assert reasons["fc"] == "classifier kept"
     assert reasons["slim1.sse1.expand3_dw.0"] == "grouped/depthwise conv (groups=16)"
     assert reasons["conv1.0"] == "7x7 conv: use tucker2 or cp"
-    assert report.params_after < report.params_before == 571_304
+    assert report.params_before == 571_304 and report.params_after == sum(p.numel() for p in new_model.parameters())
+    for row in report.compressed():  # rank = half of min(out, in); the chain in -> R -> out keeps the bias
+        conv = model.get_submodule(row["layer"])
+        rank = max(1, round(0.5 * min(conv.out_channels, conv.in_channels)))
+        assert row["rank"] == rank and row["params_after"] == rank * (conv.in_channels + conv.out_channels) + (conv.bias is not None) * conv.out_channels
+    assert report.params_after == 571_304 - sum(r["params_before"] - r["params_after"] for r in report.compressed()) == 389_288
     assert new_model.data_config == model.data_config
     assert all(isinstance(m, (nn.Conv2d, nn.Linear, nn.BatchNorm2d, nn.ReLU, nn.MaxPool2d, nn.AdaptiveAvgPool2d, nn.Flatten,
                               nn.Sequential, models.SlimNet)) or type(m).__module__ == "models.slimnet" for m in new_model.modules())
@@ -212,7 +217,8 @@ def test_tucker2_and_cp_on_resnet18_3x3_layers():
     model = models.create_model("resnet18").eval()
     x = torch.randn(1, 3, 224, 224)
     new_model, report = compress.apply(model, "tucker2", x, rank_ratio=0.5, kernel_sizes=[3], layers=["layer4.*"])
-    assert len(report.compressed()) == 4 and report.params_after < report.params_before
+    # ranks (out/2, in/2): 256->512 keeps 458,752 of 1,179,648 weights, each 512->512 851,968 of 2,359,296
+    assert len(report.compressed()) == 4 and report.params_before - report.params_after == 720_896 + 3 * 1_507_328
     assert new_model(x).shape == (1, 40)
 
 
@@ -237,7 +243,9 @@ def test_every_criterion_prunes_zoo_models_to_a_runnable_smaller_model(name, imp
             compress.apply(model, "prune", x, pruning_ratio=0.3, importance=importance)
         return
     new_model, report = compress.apply(model, "prune", x, pruning_ratio=0.3, importance=importance, calibration=calibration)
-    assert report.params_after < report.params_before
+    # 30 % of the channels leave both sides of most layers: about half the parameters stay (not one layer's worth gone)
+    assert report.params_after == sum(p.numel() for p in new_model.parameters())
+    assert 0.35 < report.params_after / report.params_before < 0.85
     with torch.no_grad():
         assert new_model.eval()(x).shape == (1, 40)
 
@@ -363,7 +371,7 @@ def test_validate_options_names_the_option_and_its_range(method, options, messag
 
 
 def test_every_factorization_has_a_row_and_takes_the_shared_options():
-    from compress.methods import FACTORIZATION_OPTIONS
+    from compress.options import FACTORIZATION_OPTIONS
 
     for name in compress.list_methods():
         method = compress.get_method(name)
@@ -383,7 +391,8 @@ def test_a_data_driven_selector_needs_ranks(slimnet_and_input):
 # ---- targets -------------------------------------------------------------------------------------
 
 def test_global_ranks_take_error_where_the_spectrum_is_cheapest():
-    from compress.targets import global_ranks, weight_error
+    from compress.factorizations import SVD
+    from compress.targets import global_ranks
 
     fast, flat = nn.Linear(32, 32, bias=False), nn.Linear(32, 32, bias=False)
     u, _, v = torch.linalg.svd(torch.randn(32, 32))
@@ -393,22 +402,22 @@ def test_global_ranks_take_error_where_the_spectrum_is_cheapest():
     candidates = [("fast", fast, (1, 32), (1, 32)), ("flat", flat, (1, 32), (1, 32))]
     total = 2 * 32 * 32
     # An SVD of a 32x32 layer at rank r costs 64 r MACs: 0.6 of 2048 leaves the cheap layer 1228 - 1024, i.e. rank 3.
-    ranks = global_ranks("svd", candidates, total, 0.6, "macs")
+    ranks = global_ranks(SVD, "svd", candidates, total, 0.6, "macs")
     assert ranks == {"fast": 3}  # the whole budget comes from the layer whose spectrum decays
     # dropped: 29 singular values of 0.01, of a spectrum 10, 5, 0.01 x 30
-    assert weight_error("svd", fast, 3) == pytest.approx(np.sqrt(29e-4 / (125 + 30e-4)), rel=1e-5)
-    assert weight_error("svd", fast, 1) == pytest.approx(svd_sequence(fast, 1)[1], rel=1e-9)  # exact for SVD
+    assert SVD.error_bound(fast)(3) == pytest.approx(np.sqrt(29e-4 / (125 + 30e-4)), rel=1e-5)
+    assert SVD.error_bound(fast)(1) == pytest.approx(svd_sequence(fast, 1)[1], rel=1e-9)  # exact for SVD
     with pytest.raises(ValueError, match=r"the least reachable is 0\.\d+ of the model's macs"):
-        global_ranks("svd", candidates, total, 0.01, "macs")
+        global_ranks(SVD, "svd", candidates, total, 0.01, "macs")
 
 
 def test_weight_error_bounds_hold_for_tucker2_and_cp():
-    from compress.targets import weight_error
+    from compress.factorizations import CP, TUCKER2
 
     torch.manual_seed(0)
     conv = nn.Conv2d(8, 12, 3)
-    assert weight_error("tucker2", conv, (6, 4)) >= tucker2_sequence(conv, (6, 4))[1] - 1e-9  # HOSVD bound >= HOOI error
-    assert weight_error("cp", conv, 5) <= cp_sequence(conv, 5)[1]["rel_error"] + 1e-9  # a lower bound on any rank-5 CP
+    assert TUCKER2.error_bound(conv)((6, 4)) >= tucker2_sequence(conv, (6, 4))[1] - 1e-9  # HOSVD bound >= HOOI error
+    assert CP.error_bound(conv)(5) <= cp_sequence(conv, 5)[1]["rel_error"] + 1e-9  # a lower bound on any rank-5 CP
 
 
 def test_macs_and_params_targets_are_met_globally(slimnet_and_input):
@@ -428,10 +437,10 @@ def test_macs_and_params_targets_are_met_globally(slimnet_and_input):
 
 
 def test_layers_slower_in_the_runtime_stay_whole(slimnet_and_input, monkeypatch):
-    import compress.targets as targets
+    import compress.factorize as engine
 
     model, x = slimnet_and_input
-    monkeypatch.setattr(targets, "slower_in_runtime", lambda layer, replacement, shape, runtime: (shape[1] == 96, 1.0, 2.0))
+    monkeypatch.setattr(engine, "slower_in_runtime", lambda layer, replacement, shape, runtime: (shape[1] == 96, 1.0, 2.0))
     _, report = compress.apply(model, "svd", x, rank_ratio=0.5, runtime="onnxruntime", layers=["slim1.*"])
     reasons = {r["layer"]: r["reason"] for r in report.layers}
     assert reasons["slim1.skip_projection.0"] == "factorized form is slower in onnxruntime: 2.000 ms vs 1.000 ms"  # its input has 96 channels
@@ -440,13 +449,14 @@ def test_layers_slower_in_the_runtime_stay_whole(slimnet_and_input, monkeypatch)
 
 @pytest.mark.parametrize("method, knob", [("prune", "pruning ratio"), ("svd", "MAC budget")])
 def test_latency_targets_search_measured_speedups(slimnet_and_input, monkeypatch, method, knob):
+    import compress.factorize as engine
     import compress.targets as targets
 
     model, x = slimnet_and_input
     # A stand-in runtime where time is proportional to parameters: the target then fixes the parameters exactly.
     monkeypatch.setattr(targets, "measured_speedup", lambda original, compressed, runtime, example, batch=1:
                         sum(p.numel() for p in original.parameters()) / sum(p.numel() for p in compressed.parameters()))
-    monkeypatch.setattr(targets, "slower_in_runtime", lambda layer, replacement, shape, runtime: (False, 1.0, 1.0))
+    monkeypatch.setattr(engine, "slower_in_runtime", lambda layer, replacement, shape, runtime: (False, 1.0, 1.0))
     compressed, report = compress.apply(model, method, x, target_latency=0.8, runtime="onnxruntime")
     kept = sum(p.numel() for p in compressed.parameters()) / 571_304
     assert 0.55 < kept <= 0.8 and report.notes and knob in report.notes[0] and "in onnxruntime" in report.notes[0]
@@ -469,3 +479,34 @@ def test_the_three_lwalm_compressions_of_resnet18_finish_in_three_minutes_each()
         compress.apply(step1, "svd", x, rank_ratio=0.25, exclude=exclude)
         assert time.perf_counter() - started < 180, first
         assert all(r["decompose_seconds"] > 0 for r in report.compressed())
+
+
+def test_a_made_up_factorization_needs_one_function_and_one_row(slimnet_and_input, monkeypatch):
+    """Adding a factorization: one decomposition function and one row of the method table, nothing else (issue 19)."""
+    from bench.variants import parse_variant
+    from compress import factorizations
+    from compress.factorizations import Factorization
+    from compress.methods import METHODS, factorization_method
+    from compress.options import FACTORIZATION_OPTIONS
+
+    calls = []
+
+    def halve_decompose(module, rank, options):  # the new decomposition: SVD's, counted
+        calls.append((module.in_channels, rank))
+        return factorizations.svd_decompose(module, rank, options)
+
+    def flat_error(module):  # its own error bound: 0.5 at every rank below full
+        full = factorizations.matrix_full_rank(module)
+        return lambda rank: 0.0 if rank >= full else 0.5
+
+    row = Factorization(factorizations.pointwise_only, factorizations.matrix_full_rank, lambda m, r: r, factorizations.svd_rank,
+                        compress.decompose.svd_layers, halve_decompose, flat_error)
+    monkeypatch.setitem(METHODS, "madeup", factorization_method("madeup", "a test factorization", FACTORIZATION_OPTIONS, row))
+    model, x = slimnet_and_input
+    assert "madeup" in compress.list_methods()
+    new_model, report = compress.apply(model, "madeup", x, rank_ratio=0.5, layers=["slim1.*"])
+    assert calls and len(report.compressed()) == len(calls) and new_model(x).shape == (1, 40)
+    calls.clear()
+    _, report = compress.apply(model, "madeup", x, target_params=0.8)  # the budget search reads the row's error bound
+    assert calls and sum(p.numel() for p in _.parameters()) <= 0.8 * 571_304
+    assert parse_variant("madeup:rank_ratio=0.25,layers=slim1.*") == [{"method": "madeup", "rank_ratio": 0.25, "layers": ["slim1.*"]}]

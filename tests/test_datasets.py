@@ -135,7 +135,10 @@ def test_a_folder_with_one_tsv_and_split_files(tmp_path):
 @pytest.mark.parametrize("edit, message", [
     (lambda rows: rows[3].__setitem__(-1, "holdout"), r"peta.csv, line 4, column 'split': expected train/val/test or 0/1/2, found 'holdout'"),
     (lambda rows: rows[2].__setitem__(2, "0.5"), r"peta.csv, line 3, column 'personalLess45': expected 0/1 or -1/1, found '0.5'"),
-    (lambda rows: rows.append(list(rows[1])), r"peta.csv, line 32: image 'images/000000.jpg' is listed again \(first on line 2\)"),
+    (lambda rows: rows.append(list(rows[1])), r"peta.csv, line 32: image 'images/000000.jpg' is listed again \(first on line 2 as"),
+    # the same file under another spelling could sit in train and test at once
+    (lambda rows: rows.append(["./" + rows[1][0]] + rows[1][1:]),
+     r"line 32: image './images/000000.jpg' is listed again \(first on line 2 as 'images/000000.jpg'\)"),
     (lambda rows: rows[5].pop(), r"peta.csv, line 6: expected 10 fields, found 9"),
 ])
 def test_bad_tables_are_named_by_file_and_line(tmp_path, edit, message):
@@ -178,3 +181,18 @@ def test_dmtl_models_need_groups_outside_celeba(tmp_path, cache_dir):
     with pytest.raises(ValueError, match=r"in no group \['boots'\]"):
         create_cell_model({"model": "slimnet_dmtl", "kwargs": {"groups": {**groups, "clothes": PA100K_ATTRIBUTES[13:-1]}}},
                           data.attr_names)
+
+
+def test_a_replaced_image_is_decoded_again(tmp_path, cache_dir):
+    """The decoded cache was keyed on paths alone: a picture replaced under the same name kept its old pixels (issue 23)."""
+    import shutil
+    import time
+
+    _write_peta(tmp_path)
+    first = load_data({"data_dir": str(tmp_path), "cache_dir": cache_dir})
+    images = sorted((tmp_path / "images").glob("*.jpg"))
+    time.sleep(0.01)
+    shutil.copyfile(images[1], images[0])  # 000000.jpg now shows 000001.jpg's face
+    second = load_data({"data_dir": str(tmp_path), "cache_dir": cache_dir})
+    assert second.fingerprint != first.fingerprint
+    assert not np.array_equal(np.asarray(first.images), np.asarray(second.images))  # the new pixels, not the cached ones

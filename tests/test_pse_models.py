@@ -81,7 +81,9 @@ def test_new_models_prune_with_torch_pruning(name):
     model = models.create_model(name).eval()
     x = torch.randn(1, *model.data_config["input_size"])
     new_model, report = compress.apply(model, "prune", x, pruning_ratio=0.25)
-    assert report.params_after < report.params_before
+    # a quarter of the channels leave both sides of most layers: well under 90 % of the parameters stay
+    assert report.params_after == sum(p.numel() for p in new_model.parameters())
+    assert 0.3 < report.params_after / report.params_before < 0.9
     if hasattr(new_model, "heads"):  # every group keeps all its outputs; only their inputs may shrink
         assert [g[-1].out_features for g in new_model.heads.groups.values()] == [len(a) for a in ATTRIBUTE_GROUPS.values()]
     with torch.no_grad():

@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from bench.config import DEFAULT_CONFIG, merge_config
+from bench.config import merge_config
 from bench.schema import load_records
 from bench.study import RayExecutor, SequentialExecutor, make_executor, run_study
+from tests.helpers import TINY_SLIMNET, tiny_study
 
 ray = pytest.importorskip("ray")
 REPO = Path(__file__).resolve().parents[1]
@@ -21,18 +22,10 @@ COMPARED = ("acc_mean", "mA", "f1", "precision", "recall", "hamming_loss", "ece"
 
 
 def _config(**overrides):
-    data = {**DEFAULT_CONFIG["data"], "synthetic_images": 60, "cache_dir": os.environ.get("SLIMBENCH_CACHE")}
-    return merge_config(DEFAULT_CONFIG, merge_config({
-        "study": "ray",
-        "data": data,
-        "models": [{"name": "slimnet", "kwargs": {"filter_count_values": [4, 4, 4, 4], "initial_conv": [8, 7, 2]},
-                    "compressions": ["svd:rank_ratio=0.5"]}],
-        "seeds": [0],
+    return tiny_study("ray", **merge_config({
+        "models": [{"name": "slimnet", "kwargs": TINY_SLIMNET, "compressions": ["svd:rank_ratio=0.5"]}],
         "threads": 1,  # one thread in both executors: identical arithmetic, identical records
-        "train": {"epochs": 1, "batch_size": 16},
-        "finetune": {"epochs": 1},
-        "profile": {"latency": True, "runtimes": ["eager", "onnxruntime"], "batch_n": 2, "blocks": 1, "min_iters": 1,
-                    "min_seconds": 0.0, "layer_runtimes": []},
+        "profile": {"runtimes": ["eager", "onnxruntime"], "layer_runtimes": []},
     }, overrides))
 
 
@@ -44,18 +37,17 @@ def local_cluster():
 
 
 def test_ray_executor_gives_the_sequential_records(tmp_path, cache_dir, local_cluster):
-    config = merge_config(_config(), {"models": [{"name": "slimnet", "kwargs": {"filter_count_values": [4, 4, 4, 4], "initial_conv": [8, 7, 2]},
-                                                  "compressions": ["svd:rank_ratio=0.5"]}], "seeds": [0, 1]})
+    config = _config(seeds=[0, 1])
     sequential, on_ray = str(tmp_path / "sequential"), str(tmp_path / "ray")
     started = time.perf_counter()
     run_study(config, sequential, executor=SequentialExecutor())
     sequential_seconds = time.perf_counter() - started
     events = []
     started = time.perf_counter()
-    run_study(config, on_ray, executor=RayExecutor(), on_event=lambda kind, cell: events.append((kind, cell["model"], cell["seed"])))
+    run_study(config, on_ray, executor=RayExecutor(), on_event=lambda kind, payload: events.append((kind, payload.get("model"))))
     ray_seconds = time.perf_counter() - started
     print(f"4-cell study + majority: sequential {sequential_seconds:.1f} s, local Ray cluster (2 workers) {ray_seconds:.1f} s")
-    assert sorted(k for k, *_ in events) == sorted(["start"] * 5 + ["done"] * 5 + ["timed"] * 4)
+    assert sorted(k for k, *_ in events) == sorted(["start"] * 5 + ["done"] * 5 + ["timing", "timed"])
     first, second = load_records(sequential, "ray"), load_records(on_ray, "ray")
     assert sorted(r["row"]["config_hash"] for r in first) == sorted(r["row"]["config_hash"] for r in second)
     assert len(first) == 5
@@ -67,9 +59,10 @@ def test_ray_executor_gives_the_sequential_records(tmp_path, cache_dir, local_cl
             if value not in ("", None):
                 assert other["row"][column] == pytest.approx(value, abs=1e-6), column
         assert other["test_predictions"] == record["test_predictions"]
-        if record["row"]["model"] != "majority":
-            assert not other.get("latency_pending") and other["row"]["runtime_b1"] in ("eager", "onnxruntime")
-            assert {x["runtime"] for x in other["latency"]} == {"eager", "onnxruntime"}
+    # Both executors time the same way: every model of the study in one phase, after the last cell.
+    for results in (sequential, on_ray):
+        timing = json.load(open(os.path.join(results, "ray", "timing.json")))
+        assert len(timing["cells"]) == 4 and {r["runtime"] for r in timing["latency"]} == {"eager", "onnxruntime"}
 
 
 def test_executor_from_config_and_missing_ray_message(monkeypatch):

@@ -2,7 +2,8 @@ import numpy as np
 import pandas as pd
 
 from bench.plots import pareto_front
-from bench.report import summary_table, to_latex, to_markdown
+from bench.render import to_latex, to_markdown
+from bench.tables import summary_table
 from bench.schema import RESULT_COLUMNS, make_row
 
 
@@ -50,3 +51,32 @@ def test_one_seed_shows_half_the_bootstrap_interval():
 
 def test_pipes_inside_markdown_cells_are_escaped():
     assert "| prune:exclude=conv1.*\\|*.squeeze.* | 1 |" in to_markdown(["Model", "n"], [["prune:exclude=conv1.*|*.squeeze.*", "1"]])
+
+
+def test_latency_figures_carry_their_interval_and_a_diverged_row_is_never_bold():
+    frame = _frame().assign(latency_b1_lo=[np.nan, 4.8, 8.0], latency_b1_hi=[np.nan, 5.2, 10.0], ref_ratio_b1=[np.nan, 1.0, 1.8],
+                            ref_ratio_b1_lo=[np.nan, 1.0, 1.7], ref_ratio_b1_hi=[np.nan, 1.0, 1.9], seed=0, config_hash=["m", "a", "b"],
+                            diverged=["", "", "train loss rose"])
+    headers, rows, bold = summary_table(frame)
+    assert rows[1][headers.index("b1 (ms)")] == "5.00 +- 0.20" and rows[2][headers.index("b1 (ms)")] == "9.00 +- 1.00"
+    assert rows[2][headers.index("b1 / ref")] == "1.80x +- 0.10x"
+    assert rows[2][0] == "b (diverged)" and not bold[2][headers.index("Acc")]  # 91.0 is the highest, but diverged
+
+
+def test_comparisons_use_the_studys_reference_model():
+    from bench import metrics
+    from bench.tables import comparisons
+
+    labels = np.array([[1, 0], [0, 1], [1, 1]])
+
+    def record(model, key, predictions, compression=None, base=None):
+        cell = {"model": model, "seed": 0, **({"compression": compression, "base_hash": base} if compression else {})}
+        return {"cell": cell, "row": {"config_hash": key}, "test_labels": metrics.pack_bits(labels),
+                "test_predictions": metrics.pack_bits(np.asarray(predictions)), "per_attribute": [{"attribute": "x"}, {"attribute": "y"}]}
+
+    records = [record("resnet18", "r", labels), record("slimnet", "s", 1 - labels), record("resnet18", "v", labels, [{"method": "svd"}], "r")]
+    names = {"r": "resnet18", "s": "slimnet", "v": "resnet18 [svd]"}
+    rows, _ = comparisons(records, names, "resnet18")
+    assert {(r["comparison"], r["kind"]) for r in rows} == {("resnet18 [svd] vs resnet18", "variant vs its base"),
+                                                           ("slimnet vs resnet18", "model vs resnet18")}
+    assert next(r for r in rows if r["comparison"] == "slimnet vs resnet18")["d_acc_mean"] == -100.0

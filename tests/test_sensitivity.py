@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import models
-from bench.sensitivity import factorization_units, pruning_units, sensitivity
+from bench.sensitivity import layer_units, pruning_units, sensitivity
 from bench.train import TrainConfig, train_model
 
 SMALL = dict(filter_count_values=[8, 8, 8, 8], initial_conv=[16, 7, 2])
@@ -21,8 +21,10 @@ def test_pruning_units_are_the_coupled_groups():
     assert by_root["slim1.skip_projection.0"] == {"slim1.skip_projection.0", "slim1.sse1.expand1.0", "slim1.sse1.expand3_dw.3",
                                                   "slim1.sse2.squeeze.0"}
     assert "fc" not in by_root  # the classifier's outputs are never pruned
-    layers = factorization_units(model, "svd", torch.zeros(1, 3, 218, 178))
+    layers = layer_units(model, "svd", torch.zeros(1, 3, 218, 178))
     assert len(layers) == 32 and all(u.members == (u.name,) for u in layers)
+    convs = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Conv2d)]
+    assert [u.name for u in layer_units(model, "sparsity", torch.zeros(1, 3, 218, 178))] == convs  # every conv, the classifier kept
 
 
 def test_sensitivity_rows_per_unit_and_attribute(tiny_synthetic):
@@ -50,8 +52,9 @@ def test_sensitivity_command(tmp_path, tiny_synthetic, capsys):
             "--results-dir", str(tmp_path / "r"), "--reports-dir", str(tmp_path / "p"), "-q"]
     assert run_bench.main(argv) == 0
     assert "| Unit | Layers |" in capsys.readouterr().out
-    assert len(pd.read_csv(tmp_path / "r" / "sensitivity" / "sensitivity_svd_0.25.csv")) == 32
-    assert (tmp_path / "p" / "sensitivity" / "sensitivity_svd_0.25.png").is_file()
+    units = pd.read_csv(tmp_path / "r" / "sensitivity" / f"sensitivity_{tmp_path.name}-model_svd_0.25.csv")
+    assert len(units) == 32 and (units["checkpoint"] == str(tmp_path / "model.pt")).all() and units["data"].str.startswith("synthetic").all()
+    assert (tmp_path / "p" / "sensitivity" / f"sensitivity_{tmp_path.name}-model_svd_0.25.png").is_file()
 
 
 def test_distillation_from_an_identical_teacher_leaves_the_student_unchanged(tiny_synthetic):
@@ -66,3 +69,27 @@ def test_distillation_from_an_identical_teacher_leaves_the_student_unchanged(tin
     assert all(torch.allclose(before[k], v, atol=1e-6) for k, v in student.state_dict().items())
     train_model(student, tiny_synthetic, config)
     assert not all(torch.allclose(before[k], v, atol=1e-6) for k, v in student.state_dict().items())
+
+
+def test_sensitivity_of_sparsity_zeroes_one_layer_at_a_time(tiny_synthetic, tmp_path, capsys):
+    """`run_bench.py sensitivity --method sparsity` died with an AttributeError (sparsity has no factorization row)."""
+    import run_bench
+
+    from compress.layers import classifier_names
+
+    model = models.create_model("course_cnn")  # 13 layers at 128 x 128: quick to evaluate once per layer
+    models.save_model(model, tmp_path / "model.pt")
+    config = tmp_path / "data.yaml"
+    config.write_text("data: {synthetic_images: 60}\n")
+    argv = ["sensitivity", "--checkpoint", str(tmp_path / "model.pt"), "--method", "sparsity", "--ratio", "0.5", "--config",
+            str(config), "--results-dir", str(tmp_path / "r"), "--reports-dir", str(tmp_path / "p"), "-q", "--no-plots"]
+    assert run_bench.main(argv) == 0
+    units = pd.read_csv(tmp_path / "r" / "sensitivity" / f"sensitivity_{tmp_path.name}-model_sparsity_0.5.csv")
+    layers = [n for n, m in model.named_modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)) and n not in classifier_names(model)]
+    assert units["unit"].tolist() == layers and (units["params_removed"] == 0).all() and (units["macs_removed"] == 0).all()
+
+
+def test_a_checkpoint_for_other_attributes_is_refused(tiny_synthetic):
+    model = models.create_model("slimnet", num_classes=26, **SMALL)
+    with pytest.raises(ValueError, match="the model has 26 outputs but the data .* has 40 attributes"):
+        sensitivity(model, tiny_synthetic, "svd", 0.5)

@@ -13,23 +13,41 @@ def _config(tmp_path, **train):
     return tiny_study(train=train)
 
 
-def test_rerun_skips_finished_cells_and_force_recomputes(tmp_path, cache_dir):
+def _log(events):
+    return lambda kind, payload: events.append((kind, payload["model"] if "model" in payload else len(payload["cells"]) if kind == "timed" else payload["cells"]))
+
+
+def test_rerun_skips_finished_cells_retimes_only_when_asked_and_force_recomputes(tmp_path, cache_dir):
     config = _config(tmp_path)
     results = str(tmp_path / "results")
     events = []
-    rows = run_study(config, results, on_event=lambda kind, cell: events.append((kind, cell["model"])))
+    rows = run_study(config, results, on_event=_log(events))
     assert [r["model"] for r in rows] == [MAJORITY, "slimnet"]
-    assert events == [("start", MAJORITY), ("done", MAJORITY), ("start", "slimnet"), ("done", "slimnet")]
+    assert events == [("start", MAJORITY), ("done", MAJORITY), ("start", "slimnet"), ("done", "slimnet"), ("timing", 1), ("timed", 1)]
     record_file = record_path(results, preflight(config, results)[0][1])
-    first = json.load(open(record_file))
+    timing_file = os.path.join(results, "unit", "timing.json")
+    written = os.stat(record_file).st_mtime_ns, os.stat(timing_file).st_mtime_ns
     events.clear()
-    again = run_study(config, results, on_event=lambda kind, cell: events.append((kind, cell["model"])))
-    assert events == [("skip", MAJORITY), ("skip", "slimnet")]
-    assert again == rows
+    again = run_study(config, results, on_event=_log(events))
+    assert events == [("skip", MAJORITY), ("skip", "slimnet")]  # nothing computed, nothing timed
+    assert again == rows and (os.stat(record_file).st_mtime_ns, os.stat(timing_file).st_mtime_ns) == written
     events.clear()
-    run_study(config, results, force=True, on_event=lambda kind, cell: events.append((kind, cell["model"])))
-    assert ("start", "slimnet") in events
-    assert json.load(open(record_file))["row"]["timestamp"] >= first["row"]["timestamp"]
+    run_study(config, results, retime=True, on_event=_log(events))
+    assert events[-2:] == [("timing", 1), ("timed", 1)] and os.stat(record_file).st_mtime_ns == written[0]
+    events.clear()
+    run_study(config, results, force=True, on_event=_log(events))
+    assert ("start", "slimnet") in events and os.stat(record_file).st_mtime_ns > written[0]
+
+
+def test_a_rerun_that_adds_a_cell_times_the_whole_set_again(tmp_path, cache_dir):
+    results = str(tmp_path / "results")
+    run_study(_config(tmp_path), results)
+    events = []
+    added = tiny_study(compressions=["svd:rank_ratio=0.5"], finetune={"epochs": 0}, profile={"layer_runtimes": []})
+    run_study(added, results, on_event=_log(events))
+    assert ("timing", 2) in events
+    timing = json.load(open(os.path.join(results, "unit", "timing.json")))
+    assert len(timing["cells"]) == 2 and {r["variant"] for r in timing["latency"]} == {"", "svd:rank_ratio=0.5"}
 
 
 def test_killed_cell_resumes_from_its_last_epoch(tmp_path, cache_dir, monkeypatch):

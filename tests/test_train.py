@@ -64,7 +64,7 @@ def test_head_parameters_for_each_family():
 
 
 def test_bad_config_and_device():
-    with pytest.raises(ValueError, match="'epochs' must be >= 1"):
+    with pytest.raises(ValueError, match=r"train.epochs: expected an integer in \[1, inf\], got 0"):
         TrainConfig(epochs=0)
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="CUDA is not available"):
@@ -86,4 +86,7 @@ def test_evaluating_in_channels_last_leaves_the_model_trainable(tiny_synthetic):
     predict_probs(model, tiny_synthetic, "test", channels_last=True)
     svd, _ = compress.apply(model, "svd", torch.zeros(1, 3, 218, 178), rank_ratio=1e-6)  # rank-1 convs
     predict_probs(svd, tiny_synthetic, "test", channels_last=True)
-    train_model(svd, tiny_synthetic, TrainConfig(epochs=1, batch_size=16))
+    assert not any(p.is_inference() for p in svd.parameters())
+    before = {k: v.clone() for k, v in svd.state_dict().items()}
+    result = train_model(svd, tiny_synthetic, TrainConfig(epochs=1, batch_size=16))
+    assert len(result.history) == 1 and any(not torch.equal(before[k], v) for k, v in svd.state_dict().items())

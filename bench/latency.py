@@ -1,0 +1,277 @@
+"""The timing phase of a study: every model of every cell timed together, in one fresh process.
+
+After every cell has trained, been compressed and been evaluated, the saved models of **all cells**
+are loaded in a new process (nothing left over from training in its allocator, threads or caches),
+built in every runtime, and timed per runtime and batch size in interleaved blocks in which every
+model runs once, in a rotating order. Every latency, speed-up, realization, floor ratio and ratio to
+the study's reference model comes from those blocks, with a 95 % bootstrap interval over blocks;
+blocks are added (within ``profile.max_seconds``) until each ratio to the reference model and each
+speed-up over a base is known to ``profile.ratio_tolerance_pct``. The result is one file,
+``results/<study>/timing.json``, which :func:`bench.schema.write_tables` joins into the tables.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from bench.schema import LATENCY_COLUMNS, MAJORITY, TIMING_FILE, TIMING_VERSION, make_row, study_dir, write_text_atomic
+from bench.settings import ProfileSettings
+
+_logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Candidate:
+    """One model of the timing phase: its cell's hash (``key``), identity columns, saved model, base cell and counts."""
+
+    key: str
+    identity: dict
+    model_path: str
+    base: str | None
+    macs: int
+    params: int
+    acc_mean: float | None
+    eval_batch_size: int
+    cuda: bool
+
+
+def timing_candidates(records: list[dict], checkpoints: str) -> list[Candidate]:
+    """Return the candidates of a study's timing phase: every model cell's saved final model.
+
+    Raises:
+        FileNotFoundError: a cell's saved model is missing (rerun the study with --force for it).
+    """
+    candidates = []
+    for record in records:
+        cell, row = record["cell"], record["row"]
+        if cell["model"] == MAJORITY:
+            continue
+        path = os.path.join(checkpoints, row["config_hash"], "model.pt")
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"the saved model of cell {cell['model']} {cell.get('variant', '')} seed {cell['seed']} is "
+                                    f"missing ({path}); rerun the study with --force to recompute that cell")
+        device = str(cell.get("train", {}).get("device", "auto"))
+        candidates.append(Candidate(row["config_hash"], {k: row[k] for k in ("study", "model", "variant", "seed", "config_hash")},
+                                    path, cell.get("base_hash"), int(row["macs"]), int(row["params"]),
+                                    float(row["acc_mean"]) if row.get("acc_mean") not in (None, "") else None,
+                                    int(cell.get("train", {}).get("eval_batch_size", 64)), device.startswith("cuda")))
+    return candidates
+
+
+def reference_key(candidates: list[Candidate], reference_model: str | None) -> str | None:
+    """Return the hash of the study's reference cell: the uncompressed cell of ``reference_model`` (the study's
+    first model unless the config names one) with the lowest seed, or None when the study has no such cell."""
+    matches = [c for c in candidates if c.identity["model"] == reference_model and not c.base]
+    return min(matches, key=lambda c: c.identity["seed"]).key if matches else None
+
+
+def _ratio_columns(prefix: str, numerator, denominator) -> dict:
+    import deploy
+
+    value, low, high = deploy.bootstrap_ratio(numerator, denominator)
+    return {prefix: value, f"{prefix}_lo": low, f"{prefix}_hi": high}
+
+
+def _within(numerator, denominator, tolerance: float) -> tuple[bool, float]:
+    import deploy
+
+    value, low, high = deploy.bootstrap_ratio(numerator, denominator)
+    half = (high - low) / 2 / value
+    return half <= tolerance, half
+
+
+def _probe_runtime(runtime: str) -> str:
+    import deploy
+
+    return runtime if deploy.RUNTIMES[runtime].exact else "onnxruntime"
+
+
+def time_candidates(candidates: list[Candidate], data, settings: ProfileSettings, reference: str | None) -> dict:
+    """Return the timing phase's result (the content of ``timing.json``) for ``candidates`` timed in this process.
+
+    Keys: ``cells`` (the hashes timed), ``reference``, ``machine`` (fp32 peak, best of three tries, and the
+    probes' best times), ``latency`` (rows of ``bench.schema.LATENCY_COLUMNS``), ``columns`` ({hash: result
+    columns}), ``skipped`` ({hash: {runtime: reason}}), ``unresolved`` (ratios not known to the tolerance,
+    in words), ``seconds`` and the settings.
+
+    Raises:
+        deploy.RuntimeParityError: an exact runtime broke parity with eager PyTorch.
+    """
+    import torch
+
+    import deploy
+    import models
+    from bench.evaluate import model_inputs, runtime_accuracy
+    from bench.profile import build_runtimes, latency_row, resolve_runtimes, summary_latency_columns
+
+    started = time.perf_counter()
+    deploy.steady_allocator()
+    threads = int(settings.threads or torch.get_num_threads())
+    tolerance = settings.ratio_tolerance_pct / 100.0
+    with deploy.torch_threads(threads):
+        peaks = [deploy.peak_gflops(threads) for _ in range(settings.peak_tries)]
+        machine = max(peaks, key=lambda p: p["peak_gflops"])
+        machine["tries"] = [round(p["peak_gflops"], 1) for p in peaks]
+        gemm_probe = deploy.LoadProbe(threads, calibration_rounds=10)
+        machine["gemm_probe_ms"] = gemm_probe.best_ms
+        loaded = {c.key: models.load_model(c.model_path).eval() for c in candidates}
+        devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() and any(c.cuda for c in candidates) else [])
+        deployed, skipped, columns = {}, {c.key: {} for c in candidates}, {c.key: {} for c in candidates}
+        for device in devices:
+            for c in candidates:
+                model = loaded[c.key]
+                example = model_inputs(data, "val", 2, model.data_config)
+                calibration = model_inputs(data, "train", settings.int8_calibration_images, model.data_config)
+                built, why = build_runtimes(model, settings.runtimes, example, threads, device, calibration)
+                for runtime, d in built.items():
+                    deployed[(c.key, runtime, device)] = d
+                skipped[c.key].update({(runtime if device == "cpu" else f"{runtime}@{device}"): reason for runtime, reason in why.items()})
+        for c in candidates:
+            int8 = deployed.get((c.key, "onnxruntime_int8", "cpu"))
+            if int8 is not None:
+                accuracy = runtime_accuracy(int8, data, loaded[c.key].data_config, "test", c.eval_batch_size)
+                columns[c.key].update({"acc_mean_int8": accuracy,
+                                       "acc_int8_delta": accuracy - c.acc_mean if c.acc_mean is not None else None})
+        batches = [1, settings.batch_n] if settings.batch_n != 1 else [1]
+        groups = [(runtime, batch, device) for device in devices for batch in batches for runtime in resolve_runtimes(settings.runtimes)
+                  if any((c.key, runtime, device) in deployed for c in candidates)]
+        deadline = started + settings.max_seconds
+        rows, unresolved, memory_probes = [], [], {}
+        by_key = {c.key: c for c in candidates}
+        for index, (runtime, batch, device) in enumerate(groups):
+            members = [c for c in candidates if (c.key, runtime, device) in deployed]
+            inputs = {}
+            for c in members:
+                size = tuple(loaded[c.key].data_config["input_size"])
+                inputs[c.key] = np.random.default_rng(0).standard_normal((batch, *size)).astype(np.float32)
+            timed = {c.key: (deployed[(c.key, runtime, device)].run, deployed[(c.key, runtime, device)].prepare(inputs[c.key]),
+                             deployed[(c.key, runtime, device)].sync) for c in members}
+            probe_runtime = _probe_runtime(runtime) if device == "cpu" else "eager"
+            if (probe_runtime, device) not in memory_probes:  # one probe per runtime, its best time kept across batch sizes
+                probe_x = np.random.default_rng(1).standard_normal((1, 32, 56, 56)).astype(np.float32)
+                probe_model = deploy.deploy(deploy.memory_probe_module(), probe_runtime, probe_x, threads=threads, device=device)
+                memory_probes[(probe_runtime, device)] = deploy.MemoryProbe(probe_model.run, probe_model.prepare(probe_x))
+            memory_probe = memory_probes[(probe_runtime, device)]
+            timer = deploy.Interleaved(timed, settings.min_iters, settings.min_seconds, probes=(gemm_probe, memory_probe),
+                                       busy_ratio=settings.busy_ratio)
+            for _ in range(settings.blocks):
+                timer.add_block()
+            pairs = [(c.key, reference) for c in members if reference in timed and c.key != reference]
+            pairs += [(c.key, c.base) for c in members if c.base in timed and c.base != reference]
+            group_end = time.perf_counter() + max(0.0, deadline - time.perf_counter()) / (len(groups) - index)
+            while pairs and len(timer.block_busy) < settings.max_blocks and time.perf_counter() < group_end:
+                medians = timer.timings()
+                if all(_within(medians[a].block_medians, medians[b].block_medians, tolerance)[0] for a, b in pairs):
+                    break
+                timer.add_block()
+            timings = timer.timings()
+            for a, b in pairs:
+                ok, half = _within(timings[a].block_medians, timings[b].block_medians, tolerance)
+                if not ok:
+                    names = " / ".join(f"{by_key[k].identity['model']}" + (f" [{by_key[k].identity['variant']}]" if by_key[k].identity["variant"] else "")
+                                       for k in (a, b))
+                    unresolved.append(f"{names} in {runtime}, batch {batch}{'' if device == 'cpu' else ' on ' + device}: "
+                                      f"+-{100 * half:.1f} % after {len(timer.block_busy)} blocks")
+            for c in members:
+                t = timings[c.key]
+                built = deployed[(c.key, runtime, device)]
+                row = latency_row(t, runtime, batch, built, c.macs, threads, machine["peak_gflops"], len(t.block_medians))
+                low, high = deploy.bootstrap_median(t.block_medians)
+                row.update({"median_lo": low, "median_hi": high, "memory_load_ratio": max(load.get("memory", 1.0) for load in timer.block_load),
+                            "blocks_total": len(timer.block_busy)})
+                if row["floor_ms"]:
+                    row.update({"floor_ratio_lo": low / row["floor_ms"], "floor_ratio_hi": high / row["floor_ms"]})
+                if reference in timed:
+                    row.update(_ratio_columns("ref_ratio", t.block_medians, timings[reference].block_medians))
+                if c.base in timed:
+                    base = by_key[c.base]
+                    row.update({"base_median_ms": timings[c.base].median_ms,
+                                **_ratio_columns("speedup", timings[c.base].block_medians, t.block_medians),
+                                "mac_reduction": base.macs / c.macs if c.macs else None,
+                                "param_reduction": base.params / c.params if c.params else None})
+                    if row["mac_reduction"]:
+                        row.update({k.replace("speedup", "realization"): v / row["mac_reduction"]
+                                    for k, v in row.items() if k.startswith("speedup")})
+                rows.append(make_row(LATENCY_COLUMNS, {**c.identity, **row}))
+        for c in candidates:
+            mine = [r for r in rows if r["config_hash"] == c.key]
+            columns[c.key].update({**summary_latency_columns(mine, settings.batch_n), "threads": threads,
+                                   "peak_gflops": machine["peak_gflops"], "peak_library": machine["peak_library"]})
+    return {"version": TIMING_VERSION, "cells": sorted(c.key for c in candidates), "reference": reference, "machine": machine,
+            "settings": settings.to_dict(), "latency": rows, "columns": columns, "skipped": skipped, "unresolved": unresolved,
+            "seconds": time.perf_counter() - started, "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S")}
+
+
+class TimingPhaseError(RuntimeError):
+    """The timing phase's process failed (the message carries its error, in one line)."""
+
+
+def run_timing_phase(results_dir: str, study: str, records: list[dict], data_settings: dict, settings: ProfileSettings,
+                     reference_model: str | None) -> dict:
+    """Time every model cell of ``records`` together in a fresh process and write ``timing.json``; return its content.
+
+    The child is a new interpreter (``python -m bench.latency``), so it starts from nothing: no
+    allocator state, thread pools or caches left by training, and no re-import of the caller's
+    script. It loads the data (``data_settings``, from the decode cache) for parity examples, int8
+    calibration and int8 accuracy, and writes ``timing.json`` itself.
+
+    Raises:
+        FileNotFoundError: a cell's saved model is missing.
+        TimingPhaseError: the child failed (a runtime's parity error, for one; its message is kept).
+    """
+    import subprocess
+    import sys
+    import tempfile
+
+    folder = study_dir(results_dir, study)
+    candidates = timing_candidates(records, os.path.join(folder, "checkpoints"))
+    job = {"candidates": [asdict(c) for c in candidates], "data": data_settings, "settings": settings.to_dict(),
+           "reference": reference_key(candidates, reference_model), "output": os.path.abspath(os.path.join(folder, TIMING_FILE))}
+    with tempfile.TemporaryDirectory() as work:
+        job_path, error_path = os.path.join(work, "job.json"), os.path.join(work, "error.txt")
+        with open(job_path, "w", encoding="utf-8") as handle:
+            json.dump({**job, "error": error_path}, handle, default=_json_default)
+        done = subprocess.run([sys.executable, "-m", "bench.latency", job_path], capture_output=True, text=True)
+        if done.returncode != 0:
+            message = open(error_path, encoding="utf-8").read() if os.path.isfile(error_path) else (done.stderr.strip().splitlines() or ["?"])[-1]
+            raise TimingPhaseError(f"the timing phase failed: {message}")
+    with open(job["output"], encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+def _run_job(job_path: str) -> int:
+    from bench.data import load_data
+
+    with open(job_path, encoding="utf-8") as handle:
+        job = json.load(handle)
+    try:
+        result = time_candidates([Candidate(**c) for c in job["candidates"]], load_data(job["data"]), ProfileSettings(**job["settings"]),
+                                 job["reference"])
+        write_text_atomic(job["output"], json.dumps(result, indent=1, default=_json_default))
+    except Exception as exc:  # the parent reports it in one line
+        with open(job["error"], "w", encoding="utf-8") as handle:
+            handle.write(f"{type(exc).__name__}: {exc}".replace("\n", " "))
+        if os.environ.get("SLIMBENCH_TRACEBACK"):
+            raise
+        return 3
+    return 0
+
+
+def _json_default(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, (np.ndarray, tuple)):
+        return list(value)
+    return str(value)
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.stdout.flush()
+    os._exit(_run_job(sys.argv[1]))  # no interpreter teardown (seconds of runtime destructors): the result is on disk

@@ -1,0 +1,238 @@
+"""Typed, validated settings of a study: training, fine-tuning and profiling, each default written once.
+
+Each section of a study YAML is one dataclass here. A field carries its meaning, its kind and its
+valid values (a :class:`compress.options.Option`), so a value is checked against its type when the
+config is loaded, with the field named (``train.epochs: expected an integer in [1, inf], got 'ten'``),
+and nothing downstream carries a default of its own: code reads ``settings.field``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import re
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar
+
+from compress.options import Option
+
+
+class StudyConfigError(ValueError):
+    """A study configuration value is missing or invalid (the message names the field)."""
+
+
+def setting(default: Any, doc: str, kind: str, low: float | None = None, high: float | None = None, open: str = "[]",
+            choices: tuple = (), check: Callable[[Any], str | None] | None = None):
+    """Return a dataclass field with its :class:`Option` (meaning, kind, range) in the metadata.
+
+    A default of None makes None a valid value ("not set": the docstring of the field says what then
+    happens). ``check(value)`` returns what is wrong with a value beyond its kind, or None.
+    """
+    metadata = {"option": Option(doc, kind, low, high, open, choices, default), "check": check}
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+def field_problem(spec: dataclasses.Field, value) -> str | None:
+    """Return what is wrong with ``value`` for the settings field ``spec`` (None if it is valid)."""
+    option: Option = spec.metadata["option"]
+    if value is None:
+        return None if option.default is None else f"expected {_expected(option)}, got None"
+    problem = option.problem(value)
+    if problem:
+        return problem.replace("must be ", "expected ", 1)
+    check = spec.metadata.get("check")
+    return check(value) if check else None
+
+
+def _expected(option: Option) -> str:
+    problem = option.problem(object()) or ""
+    return problem.replace("must be ", "", 1).rsplit(", got", 1)[0] or option.kind
+
+
+class Settings:
+    """Base of the settings dataclasses: validation on construction, and :meth:`from_mapping` for YAML."""
+
+    SECTION: ClassVar[str] = ""
+
+    def __post_init__(self):
+        for spec in dataclasses.fields(self):
+            problem = field_problem(spec, getattr(self, spec.name))
+            if problem:
+                raise StudyConfigError(f"{self.SECTION}.{spec.name}: {problem}")
+
+    @classmethod
+    def from_mapping(cls, mapping, where: str | None = None):
+        """Return the settings in ``mapping`` (a YAML section) over the defaults.
+
+        Raises:
+            StudyConfigError: ``mapping`` is not a mapping, has an unknown key (named, with the
+                closest known one), or a value of the wrong type or out of range (named, with what
+                was expected).
+        """
+        where = where or cls.SECTION
+        if mapping is None:
+            mapping = {}
+        if not isinstance(mapping, dict):
+            raise StudyConfigError(f"{where}: expected a mapping, got {mapping!r}")
+        specs = {spec.name: spec for spec in dataclasses.fields(cls)}
+        for key, value in mapping.items():
+            if key not in specs:
+                close = difflib.get_close_matches(str(key), sorted(specs), n=1, cutoff=0.6)
+                hint = f"did you mean {where}.{close[0]}? " if close else ""
+                raise StudyConfigError(f"unknown key {where}.{key}: {hint}known: {', '.join(sorted(specs))}")
+            problem = field_problem(specs[key], value)
+            if problem:
+                raise StudyConfigError(f"{where}.{key}: {problem}")
+        return cls(**mapping)
+
+    def to_dict(self) -> dict:
+        """Return the settings as a plain dict (what a cell's hash and a record hold)."""
+        return dataclasses.asdict(self)
+
+
+def field_names(cls) -> list[str]:
+    """Return the field names of a settings dataclass."""
+    return [spec.name for spec in dataclasses.fields(cls)]
+
+
+def defaults(cls) -> dict:
+    """Return ``{field: default}`` of a settings dataclass."""
+    return cls().to_dict()
+
+
+def _device_problem(value: str) -> str | None:
+    if value in ("auto", "cpu", "mps") or re.fullmatch(r"cuda(:\d+)?", value):
+        return None
+    return f"expected 'auto', 'cpu', 'cuda' or 'cuda:N', got {value!r}"
+
+
+def _runtimes_problem(value) -> str | None:
+    import deploy
+
+    names = [value] if isinstance(value, str) else value
+    if not isinstance(names, (list, tuple)) or not all(isinstance(n, str) for n in names):
+        return f"expected 'all' or a list of runtime names (empty: none), got {value!r}"
+    if list(names) in (["all"],):
+        return None
+    unknown = [n for n in names if n not in deploy.RUNTIMES]
+    return f"unknown runtimes {unknown}; known: {', '.join(deploy.RUNTIMES)}" if unknown else None
+
+
+@dataclass
+class TrainConfig(Settings):
+    """Training hyper-parameters; the defaults are the Slim-CNN reference's (Adam 1e-4, wd 1e-4)."""
+
+    SECTION: ClassVar[str] = "train"
+
+    epochs: int = setting(1, "training epochs", "int", 1, None)
+    batch_size: int = setting(32, "training batch size", "int", 1, None)
+    lr: float = setting(1e-4, "Adam learning rate", "float", 0, None, "(]")
+    weight_decay: float = setting(1e-4, "Adam weight decay", "float", 0, None)
+    lr_step_epochs: int = setting(0, "StepLR step size in epochs; 0 disables decay", "int", 0, None)
+    lr_gamma: float = setting(0.1, "StepLR factor", "float", 0, None, "(]")
+    pos_weight: bool = setting(False, "weight positives by n_neg / n_pos per attribute (class imbalance)", "bool")
+    freeze_backbone_epochs: int = setting(0, "transfer protocol: train only the head for this many epochs", "int", 0, None)
+    unfreeze_lr: float | None = setting(None, "transfer protocol: learning rate once all layers train (None: keep lr)",
+                                        "float", 0, None, "(]")
+    hflip: bool = setting(False, "random horizontal flips (face attributes are mirror-invariant)", "bool")
+    channels_last: bool = setting(True, "channels_last memory format (faster convolutions on CPUs)", "bool")
+    seed: int = setting(0, "seed of weights, shuffling and flips", "int", 0, None)
+    device: str = setting("auto", "'auto' (CUDA when available), 'cpu', 'cuda' or 'cuda:N'", "any", check=_device_problem)
+    eval_batch_size: int = setting(64, "evaluation batch size", "int", 1, None)
+
+
+@dataclass
+class FinetuneSettings(Settings):
+    """Fine-tuning after compression; None in ``lr``, ``batch_size`` and ``hflip`` means the training setting's value."""
+
+    SECTION: ClassVar[str] = "finetune"
+
+    epochs: int = setting(1, "fine-tuning epochs after compression (0: none)", "int", 0, None)
+    lr: float | None = setting(None, "learning rate (None: training's)", "float", 0, None, "(]")
+    norm_lambda: float = setting(0.0, "weight of LWALM's factor-norm penalty (0: none)", "float", 0, None)
+    limit_train: int | None = setting(None, "fine-tune on the first N training images (None: all)", "int", 1, None)
+    batch_size: int | None = setting(None, "batch size (None: training's)", "int", 1, None)
+    distill: float = setting(0.0, "knowledge-distillation weight alpha: the uncompressed model teaches (0: none)", "float", 0, 1)
+    temperature: float = setting(2.0, "distillation temperature", "float", 0, None, "(]")
+    hflip: bool | None = setting(None, "random horizontal flips (None: training's)", "bool")
+    lr_step_epochs: int = setting(0, "StepLR step in epochs (0: constant)", "int", 0, None)
+
+    def train_config(self, train: TrainConfig) -> TrainConfig:
+        """Return the training settings a fine-tune runs with: ``train`` with this section's values over it."""
+        return dataclasses.replace(
+            train, epochs=max(1, self.epochs), lr=self.lr if self.lr is not None else train.lr,
+            batch_size=self.batch_size or train.batch_size, lr_step_epochs=self.lr_step_epochs, freeze_backbone_epochs=0,
+            hflip=train.hflip if self.hflip is None else self.hflip)
+
+
+@dataclass
+class ProfileSettings(Settings):
+    """How a study measures costs: latency runtimes, batch sizes, interleaved timing and the per-layer table."""
+
+    SECTION: ClassVar[str] = "profile"
+
+    latency: bool = setting(True, "time latency (false: count parameters, MACs and bytes only)", "bool")
+    runtimes: Any = setting("all", "runtimes timed: 'all' or a list of deploy runtime names", "any", check=_runtimes_problem)
+    batch_n: int = setting(32, "the batch size timed beside 1", "int", 1, None)
+    blocks: int = setting(5, "interleaved blocks per runtime and batch size, at least", "int", 2, None)
+    max_blocks: int = setting(40, "interleaved blocks per runtime and batch size, at most", "int", 2, None)
+    max_seconds: float = setting(240.0, "seconds the timing phase may spend adding blocks until every ratio is known to "
+                                 "ratio_tolerance_pct", "float", 0, None)
+    ratio_tolerance_pct: float = setting(3.0, "half-width of the 95 % interval (percent) wanted for every ratio to the "
+                                         "reference model and every speed-up over a base", "float", 0, None, "(]")
+    peak_tries: int = setting(3, "times the fp32 peak is measured at the start of the timing phase (the best counts)", "int", 1, None)
+    busy_ratio: float = setting(1.3, "a block is retimed (then flagged busy) when a load probe ran this much above its best",
+                                "float", 1, None, "(]")
+    min_iters: int = setting(3, "calls per candidate and block, at least", "int", 1, None)
+    min_seconds: float = setting(0.1, "seconds per candidate and block, at least", "float", 0, None)
+    threads: int | None = setting(None, "threads timed with (None: torch's default, all cores)", "int", 1, None)
+    int8_calibration_images: int = setting(64, "training images that calibrate int8 quantization", "int", 1, None)
+    layer_runtimes: list = setting(["eager", "onnxruntime"], "runtimes of the per-layer speed-up table", "any",
+                                   check=_runtimes_problem)
+    layer_blocks: int = setting(3, "interleaved blocks per layer in the per-layer table", "int", 1, None)
+    layer_min_iters: int = setting(5, "calls per layer and block, at least", "int", 1, None)
+    layer_min_seconds: float = setting(0.05, "seconds per layer and block, at least", "float", 0, None)
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.max_blocks < self.blocks:
+            raise StudyConfigError(f"profile.max_blocks: expected at least profile.blocks ({self.blocks}), got {self.max_blocks}")
+
+    def layer_timing(self) -> dict:
+        """Return the per-layer timer's keyword settings (``bench.speedup.layer_speedup_table``)."""
+        return {"runtimes": tuple(self.layer_runtimes), "blocks": self.layer_blocks, "min_iters": self.layer_min_iters,
+                "min_seconds": self.layer_min_seconds, "threads": self.threads}
+
+
+def _image_size_problem(value) -> str | None:
+    if isinstance(value, (list, tuple)) and len(value) == 2 and all(isinstance(v, int) and not isinstance(v, bool) and v >= 8 for v in value):
+        return None
+    return f"expected [height, width] in pixels (integers >= 8), got {value!r}"
+
+
+@dataclass
+class DataSettings(Settings):
+    """Which data a study uses: a dataset folder or table (``data_dir``), or the built-in synthetic set."""
+
+    SECTION: ClassVar[str] = "data"
+
+    data_dir: str | None = setting(None, "CelebA folder, attribute table or PA-100K folder (None: the built-in synthetic set)", "any",
+                                   check=lambda v: None if isinstance(v, str) and v else f"expected a path, got {v!r}")
+    synthetic_images: int = setting(3000, "images of the synthetic set (CelebA's 80/10/10 partition)", "int", 10, None)
+    synthetic_seed: int = setting(0, "seed of the synthetic set", "int", 0, None)
+    limit_train: int | None = setting(None, "the first N training images (None: all)", "int", 1, None)
+    limit_val: int | None = setting(None, "the first N validation images (None: all)", "int", 1, None)
+    limit_test: int | None = setting(None, "the first N test images (None: all)", "int", 1, None)
+    cache_dir: str | None = setting(None, "where decoded images are cached (None: $SLIMBENCH_CACHE or ~/.cache/slimbench)", "any",
+                                    check=lambda v: None if isinstance(v, str) and v else f"expected a path, got {v!r}")
+    format: str | None = setting(None, "the reader (None: detected)", "str", choices=("auto", "celeba", "csv", "pa100k"))
+    image_size: list | None = setting(None, "decode size [H, W] (None: the first image's)", "any", check=_image_size_problem)
+    name: str | None = setting(None, "the dataset's name in tables", "any", check=lambda v: None if isinstance(v, str) else f"expected text, got {v!r}")
+    annotations: Any = setting(None, "csv: the attribute table, when data_dir is a folder holding several", "any")
+    image_column: str | None = setting(None, "csv: the image column", "any")
+    split_column: str | None = setting(None, "csv: the split column", "any")
+    attributes: list | None = setting(None, "csv: the attribute columns (None: all others)", "any")
+    split_files: dict | None = setting(None, "csv: {train: file, val: file, test: file} of image paths", "any")
+    image_root: str | None = setting(None, "csv: folder image paths are relative to (None: the table's)", "any")
+    delimiter: str | None = setting(None, "csv: the column delimiter (None: detected)", "any")
