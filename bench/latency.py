@@ -85,6 +85,42 @@ def _within(numerator, denominator, tolerance: float) -> tuple[bool, float]:
     return half <= tolerance, half
 
 
+def _blocks(row: dict) -> list[float]:
+    return [float(v) for v in row["block_medians_ms"].split("|")]
+
+
+def _best_vs_best(numerator: dict | None, denominator: dict | None, prefix: str) -> dict:
+    """Return ``{prefix, prefix_lo, prefix_hi}``: the ratio of two summary latencies (each a model's fastest exact runtime),
+    paired over blocks when both come from one runtime's comparison, resampled apart when they do not."""
+    import deploy
+
+    if numerator is None or denominator is None:
+        return {}
+    paired = numerator["runtime"] == denominator["runtime"] and numerator["device"] == denominator["device"]
+    value, low, high = deploy.bootstrap_ratio(_blocks(numerator), _blocks(denominator), paired=paired)
+    return {prefix: value, f"{prefix}_lo": low, f"{prefix}_hi": high}
+
+
+def _summary_ratios(candidate: Candidate, rows_of: dict, reference: str | None, by_key: dict, batch_n: int) -> dict:
+    """Return the result row's ratios, each between the two latencies the summary shows (fastest exact runtime against
+    fastest exact runtime), so that dividing the summary's columns gives the summary's ratios: ``ref_ratio_*`` (this
+    model over the reference model) and ``speedup_*`` / ``realization_*`` (the base over this variant)."""
+    from bench.profile import best_runtime
+
+    columns = {}
+    for suffix, batch in (("b1", 1), ("bN", batch_n)):
+        mine = best_runtime(rows_of[candidate.key], batch)
+        if reference in rows_of:
+            columns.update(_best_vs_best(mine, best_runtime(rows_of[reference], batch), f"ref_ratio_{suffix}"))
+        if candidate.base in rows_of:
+            speedup = _best_vs_best(best_runtime(rows_of[candidate.base], batch), mine, f"speedup_{suffix}")
+            columns.update(speedup)
+            reduction = by_key[candidate.base].macs / candidate.macs if candidate.macs else None
+            if speedup and reduction:
+                columns.update({key.replace("speedup", "realization"): value / reduction for key, value in speedup.items()})
+    return columns
+
+
 def _probe_runtime(runtime: str) -> str:
     import deploy
 
@@ -140,7 +176,7 @@ def time_candidates(candidates: list[Candidate], data, settings: ProfileSettings
         batches = [1, settings.batch_n] if settings.batch_n != 1 else [1]
         groups = [(runtime, batch, device) for device in devices for batch in batches for runtime in resolve_runtimes(settings.runtimes)
                   if any((c.key, runtime, device) in deployed for c in candidates)]
-        deadline = started + settings.max_seconds
+        deadline = time.perf_counter() + settings.max_seconds  # the blocks' budget; building runtimes is not in it
         rows, unresolved, memory_probes = [], [], {}
         by_key = {c.key: c for c in candidates}
         for index, (runtime, batch, device) in enumerate(groups):
@@ -170,20 +206,24 @@ def time_candidates(candidates: list[Candidate], data, settings: ProfileSettings
                     break
                 timer.add_block()
             timings = timer.timings()
+            wide = []
             for a, b in pairs:
                 ok, half = _within(timings[a].block_medians, timings[b].block_medians, tolerance)
                 if not ok:
                     names = " / ".join(f"{by_key[k].identity['model']}" + (f" [{by_key[k].identity['variant']}]" if by_key[k].identity["variant"] else "")
                                        for k in (a, b))
-                    unresolved.append(f"{names} in {runtime}, batch {batch}{'' if device == 'cpu' else ' on ' + device}: "
-                                      f"+-{100 * half:.1f} % after {len(timer.block_busy)} blocks")
+                    wide.append((half, names))
+            if wide:
+                widest = sorted(wide, reverse=True)
+                unresolved.append(f"{runtime}, batch {batch}{'' if device == 'cpu' else ' on ' + device}: {len(wide)} of {len(pairs)} ratios "
+                                  f"after {len(timer.block_busy)} blocks; " + ", ".join(f"{names} +-{100 * half:.1f} %" for half, names in widest))
             for c in members:
                 t = timings[c.key]
                 built = deployed[(c.key, runtime, device)]
                 row = latency_row(t, runtime, batch, built, c.macs, threads, machine["peak_gflops"], len(t.block_medians))
                 low, high = deploy.bootstrap_median(t.block_medians)
                 row.update({"median_lo": low, "median_hi": high, "memory_load_ratio": max(load.get("memory", 1.0) for load in timer.block_load),
-                            "blocks_total": len(timer.block_busy)})
+                            "blocks_total": len(timer.block_busy), "block_medians_ms": "|".join(f"{m:.4g}" for m in t.block_medians)})
                 if row["floor_ms"]:
                     row.update({"floor_ratio_lo": low / row["floor_ms"], "floor_ratio_hi": high / row["floor_ms"]})
                 if reference in timed:
@@ -198,10 +238,11 @@ def time_candidates(candidates: list[Candidate], data, settings: ProfileSettings
                         row.update({k.replace("speedup", "realization"): v / row["mac_reduction"]
                                     for k, v in row.items() if k.startswith("speedup")})
                 rows.append(make_row(LATENCY_COLUMNS, {**c.identity, **row}))
+        rows_of = {c.key: [r for r in rows if r["config_hash"] == c.key] for c in candidates}
         for c in candidates:
-            mine = [r for r in rows if r["config_hash"] == c.key]
-            columns[c.key].update({**summary_latency_columns(mine, settings.batch_n), "threads": threads,
+            columns[c.key].update({**summary_latency_columns(rows_of[c.key], settings.batch_n), "threads": threads,
                                    "peak_gflops": machine["peak_gflops"], "peak_library": machine["peak_library"]})
+            columns[c.key].update(_summary_ratios(c, rows_of, reference, by_key, settings.batch_n))
     return {"version": TIMING_VERSION, "cells": sorted(c.key for c in candidates), "reference": reference, "machine": machine,
             "settings": settings.to_dict(), "latency": rows, "columns": columns, "skipped": skipped, "unresolved": unresolved,
             "seconds": time.perf_counter() - started, "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S")}

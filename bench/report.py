@@ -83,8 +83,8 @@ def render_report(results_dir: str, study: str, reports_dir: str = "reports", pl
             f"seeds for several (seeds column); paired differences between models: comparisons.md.")
     warnings = warning_lines(records, labels)
     if timing and timing.get("unresolved"):
-        warnings += [f"latency ratio not known to +-{timing['settings']['ratio_tolerance_pct']:g} % within the timing budget: {line}"
-                     for line in timing["unresolved"]]
+        warnings += [f"latency ratios wider than +-{timing['settings']['ratio_tolerance_pct']:g} % when the timing budget ran out, "
+                     f"in {line}" for line in timing["unresolved"]]
     warning_text = ("\n## Warnings\n\n" + "".join(f"- {line}\n" for line in warnings)) if warnings else ""
     written["summary.md"] = _write(out, "summary.md", f"# {study}: summary\n\n{note}\n\n" + to_markdown(headers, rows, bold) + warning_text)
     written["summary.tex"] = _write(out, "summary.tex", to_latex(headers, rows, bold, caption=note, label=f"tab:{study}-summary"))

@@ -29,8 +29,9 @@ RESULT_COLUMNS = (
     "study", "model", "variant", "compression", "seed", "dataset", "input_size", "epochs", "batch_size", "lr",
     "n_train", "n_val", "n_test",
     # cost; latency: the fastest exact (fp32) runtime at batch 1 and batch N (all runtimes are in latency.csv), from the
-    # study's one timing phase; *_lo / *_hi: 95 % bootstrap interval over timing blocks; ref_ratio: latency over the
-    # study's reference model's in the same runtime and blocks; speedup: the base's latency over this variant's
+    # study's one timing phase; *_lo / *_hi: 95 % bootstrap interval over timing blocks; ref_ratio: this latency over the
+    # reference model's summary latency; speedup: the base's summary latency over this one (both fastest exact runtimes,
+    # so the columns divide into the ratios; paired over blocks when the two runtimes are one, latency.csv has each runtime's)
     "params", "nonzero_params", "macs", "disk_bytes", "disk_bytes_zip",
     "runtime_b1", "latency_b1_ms", "latency_b1_lo", "latency_b1_hi", "floor_ratio_b1", "ref_ratio_b1", "ref_ratio_b1_lo",
     "ref_ratio_b1_hi", "speedup_b1", "speedup_b1_lo", "speedup_b1_hi", "realization_b1", "realization_b1_lo", "realization_b1_hi",
@@ -59,13 +60,14 @@ PER_ATTRIBUTE_COLUMNS = (
 # runtime and batch: median_ms is the median of its block medians (blocks: those used, blocks_total: those timed),
 # median_lo/hi its 95 % bootstrap interval over blocks; ref_ratio = median / the reference model's median,
 # speedup = base_median_ms / median_ms, realization = speedup / mac_reduction, each with its interval (paired
-# bootstrap over blocks). load_ratio / memory_load_ratio: the worst GEMM / memory-bound probe ratio over the blocks.
+# bootstrap over blocks). load_ratio / memory_load_ratio: the worst GEMM / memory-bound probe ratio over the blocks;
+# block_medians_ms: the medians of the blocks used, '|'-separated, for anyone who wants to redo the statistics.
 LATENCY_COLUMNS = (
     "study", "model", "variant", "seed", "config_hash", "runtime", "exact", "device", "batch", "threads", "median_ms", "median_lo",
     "median_hi", "p10_ms", "p90_ms", "iqr_ms", "iterations", "blocks", "blocks_total", "spread_pct", "load_ratio", "memory_load_ratio",
     "busy", "retimed", "macs", "floor_ms", "floor_ratio", "floor_ratio_lo", "floor_ratio_hi", "peak_gflops", "ref_ratio", "ref_ratio_lo",
     "ref_ratio_hi", "base_median_ms", "speedup", "speedup_lo", "speedup_hi", "mac_reduction", "param_reduction", "realization",
-    "realization_lo", "realization_hi", "max_abs_diff",
+    "realization_lo", "realization_hi", "max_abs_diff", "block_medians_ms",
 )
 
 LAYER_COLUMNS = (
@@ -147,7 +149,7 @@ def read_results(path: str):
 TEXT_COLUMNS = {"diverged": str, "note": str, "study": str, "model": str, "variant": str, "compression": str, "input_size": str,
                 "config_hash": str, "group_hash": str, "git_commit": str, "attribute": str, "rank": str, "kernel": str, "layer": str,
                 "method": str, "new_layer_macs": str, "runtime": str, "runtime_b1": str, "runtime_bN": str, "device": str,
-                "peak_library": str, "unit": str, "members": str, "checkpoint": str, "data": str}
+                "peak_library": str, "block_medians_ms": str, "unit": str, "members": str, "checkpoint": str, "data": str}
 
 
 def read_csv_table(path: str):

@@ -177,8 +177,8 @@ class ProfileSettings(Settings):
     batch_n: int = setting(32, "the batch size timed beside 1", "int", 1, None)
     blocks: int = setting(5, "interleaved blocks per runtime and batch size, at least", "int", 2, None)
     max_blocks: int = setting(40, "interleaved blocks per runtime and batch size, at most", "int", 2, None)
-    max_seconds: float = setting(240.0, "seconds the timing phase may spend adding blocks until every ratio is known to "
-                                 "ratio_tolerance_pct", "float", 0, None)
+    max_seconds: float = setting(240.0, "seconds the timing phase's blocks may take (building the runtimes comes on top), "
+                                 "added until every ratio is known to ratio_tolerance_pct", "float", 0, None)
     ratio_tolerance_pct: float = setting(3.0, "half-width of the 95 % interval (percent) wanted for every ratio to the "
                                          "reference model and every speed-up over a base", "float", 0, None, "(]")
     peak_tries: int = setting(3, "times the fp32 peak is measured at the start of the timing phase (the best counts)", "int", 1, None)

@@ -94,6 +94,10 @@ def _ort_session(onnx_model: bytes, threads: int | None, device: str):
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.log_severity_level = 3
+    # Idle intra-op workers spin by default, on the cores the next model needs: two sessions interleaved then ran
+    # 2.5x slower each than alone, with per-block ratios from 0.13 to 1.28 (README, "Measured figures"). Off, models
+    # timed together run as fast as alone. (A process serving one model may turn it back on; it then runs faster.)
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     providers = ["CPUExecutionProvider"]
     if torch.device(device).type == "cuda":
         if "CUDAExecutionProvider" not in ort.get_available_providers():

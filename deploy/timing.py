@@ -290,18 +290,21 @@ def bootstrap_median(block_medians, resamples: int = 1000, seed: int = 0) -> tup
     return float(np.percentile(medians, 2.5)), float(np.percentile(medians, 97.5))
 
 
-def bootstrap_ratio(numerator, denominator, resamples: int = 1000, seed: int = 0) -> tuple[float, float, float]:
-    """Return ``(ratio, low, high)``: median(numerator) / median(denominator) of block medians timed in the same
-    blocks, with its 95 % bootstrap interval from resampling whole blocks (paired: a block's two medians stay together).
+def bootstrap_ratio(numerator, denominator, resamples: int = 1000, seed: int = 0, paired: bool = True) -> tuple[float, float, float]:
+    """Return ``(ratio, low, high)``: median(numerator) / median(denominator) of block medians, with its 95 % bootstrap
+    interval from resampling whole blocks: paired (the default: both timed in the same blocks, a block's two medians
+    stay together) or, for figures from different comparisons, each resampled on its own.
 
     Raises:
-        ValueError: the two sequences differ in length (they were not timed in the same blocks).
+        ValueError: paired sequences that differ in length (they were not timed in the same blocks), or an empty one.
     """
     a, b = np.asarray(numerator, dtype=float), np.asarray(denominator, dtype=float)
-    if len(a) != len(b) or not len(a):
+    if (paired and len(a) != len(b)) or not len(a) or not len(b):
         raise ValueError(f"a ratio needs block medians from the same blocks, got {len(a)} and {len(b)}")
-    index = np.random.default_rng(seed).integers(0, len(a), (resamples, len(a)))
-    ratios = np.median(a[index], axis=1) / np.median(b[index], axis=1)
+    generator = np.random.default_rng(seed)
+    index_a = generator.integers(0, len(a), (resamples, len(a)))
+    index_b = index_a if paired else generator.integers(0, len(b), (resamples, len(b)))
+    ratios = np.median(a[index_a], axis=1) / np.median(b[index_b], axis=1)
     return float(np.median(a) / np.median(b)), float(np.percentile(ratios, 2.5)), float(np.percentile(ratios, 97.5))
 
 

@@ -156,6 +156,9 @@ def test_bootstrap_ratio_is_the_ratio_of_medians_with_an_interval_around_it():
     with pytest.raises(ValueError, match="same blocks"):
         deploy.bootstrap_ratio([1.0, 2.0], [1.0])
     assert deploy.bootstrap_median([3.0, 3.0, 3.0]) == (3.0, 3.0)
+    # figures from two comparisons (different runtimes) are resampled apart: any lengths, a wider interval
+    value, low, high = deploy.bootstrap_ratio(base, variant[:4], paired=False)
+    assert value == np.median(base) / np.median(variant[:4]) and low <= value <= high
 
 
 def test_summary_columns_never_pick_int8_as_the_best_exact_runtime():

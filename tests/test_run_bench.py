@@ -71,6 +71,14 @@ def test_main_job_end_to_end(tmp_path, cache_dir, capsys):
     assert len(per_attribute) == 4 * 40 and per_attribute["attribute"].iloc[0] == "5_o_Clock_Shadow"
 
     assert compressed["speedup_b1"].notna().all() and compressed["realization_b1"].notna().all()
+    # the summary's ratios are its latencies divided (issue 24): no reader can divide two columns and get another figure
+    base = table[(table["model"] == "slimnet") & table["compression"].isna()].iloc[0]
+    for suffix in ("b1", "bN"):
+        assert compressed[f"speedup_{suffix}"].iloc[0] == pytest.approx(base[f"latency_{suffix}_ms"] / compressed[f"latency_{suffix}_ms"].iloc[0],
+                                                                       rel=1e-4)
+        for _, row in models.iterrows():
+            assert row[f"ref_ratio_{suffix}"] == pytest.approx(row[f"latency_{suffix}_ms"] / base[f"latency_{suffix}_ms"], rel=1e-4)
+            assert row[f"ref_ratio_{suffix}_lo"] <= row[f"ref_ratio_{suffix}"] <= row[f"ref_ratio_{suffix}_hi"]
     latency_md = (reports / "e2e" / "latency.md").read_text()
     assert "## Compute floor" in latency_md and "slimnet, batch 1: fastest exact runtime" in latency_md
     assert "## Realized speed-up of compressed variants" in latency_md
