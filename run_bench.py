@@ -65,6 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--executor", choices=("sequential", "ray"), help="run cells here one by one (default), or as Ray tasks")
     run.add_argument("--ray-address", help="join the Ray cluster at HOST:PORT (or 'auto'); default: start a local one")
     run.add_argument("--cpus-per-cell", type=_positive_int, help="CPUs each Ray task asks for (default 1)")
+    run.add_argument("--mlflow", metavar="URI", help="log every cell as an MLflow run at this tracking URI (pip install -e \".[mlflow]\")")
     run.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     report = commands.add_parser("report", help="render reports from existing results")
     report.add_argument("--study", default="default")
@@ -150,6 +151,8 @@ def config_from_args(args) -> dict:
         config["profile"]["batch_n"] = args.batch_n
     if args.executor:
         config["executor"] = args.executor
+    if args.mlflow:
+        config["mlflow"] = args.mlflow
     if args.ray_address:
         config["executor"], config["ray"]["address"] = "ray", args.ray_address
     if args.cpus_per_cell:
@@ -299,9 +302,10 @@ def command_run(args) -> int:
     started = time.perf_counter()
     progress = None if args.quiet else (lambda total=None, desc=None: tqdm(total=total, desc=desc, unit="img", leave=False, dynamic_ncols=True, disable=None))
 
+    from bench.labels import display_label
+
     def on_event(kind: str, cell: dict) -> None:
-        label = (f"{cell['model']}" + (f" [{cell['variant']}]" if cell.get("variant") else "") + f" seed {cell['seed']}"
-                 if "model" in cell else "")
+        label = f"{display_label(cell['model'], cell.get('variant'))} seed {cell['seed']}" if "model" in cell else ""
         if kind == "skip":
             print(f"= {label}: cached result, skipped (use --force to recompute)", flush=True)
         elif kind == "start":
@@ -339,6 +343,13 @@ def command_run(args) -> int:
     print(open(written["summary.md"], encoding="utf-8").read())
     print(f"results: {os.path.join(args.results_dir, config['study'])}/results.csv")
     print(f"reports: {os.path.join(args.reports_dir, config['study'])}/ ({len(written)} files)")
+    if config["mlflow"]:
+        from bench.schema import load_records
+        from bench.tracking import log_study
+
+        runs = log_study(config["mlflow"], config["study"], load_records(args.results_dir, config["study"]),
+                         os.path.join(args.reports_dir, config["study"]))
+        print(f"mlflow: {len(runs)} cell runs in experiment {config['study']!r} at {config['mlflow']}")
     print(f"wall time: {time.perf_counter() - started:.0f} s")
     return 0
 

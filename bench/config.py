@@ -15,7 +15,7 @@ import os
 import models
 from bench.schema import MAJORITY, config_hash
 from bench.settings import DataSettings, FinetuneSettings, ProfileSettings, StudyConfigError, TrainConfig, defaults, field_problem
-from bench.variants import VariantSpecError, parse_variant, variant_label
+from bench.variants import VariantSpecError, parse_variant, variant_label, variant_name
 
 EXECUTORS = ("sequential", "ray")
 
@@ -36,6 +36,9 @@ DEFAULT_CONFIG = {
     # local one, "auto" or HOST:PORT joins one). Not part of any cell's hash: where a cell runs does not change it.
     "executor": "sequential",
     "ray": {"address": None, "cpus_per_cell": 1, "num_cpus": None},
+    # An MLflow tracking URI (a server, or a local store such as file:///path/mlruns): every cell is logged there as a
+    # run after the study (bench.tracking). None: no tracking. Not part of any cell's hash.
+    "mlflow": None,
 }
 MODEL_KEYS = ("name", "kwargs", "train", "pretrained", "checkpoint", "variant", "compressions")
 VARIANT_KEYS = ("name", "steps", "finetune")
@@ -115,6 +118,8 @@ def validate_config(config: dict) -> None:
     check_keys("", config, DEFAULT_CONFIG)
     if not isinstance(config["study"], str) or not config["study"] or os.sep in config["study"]:
         raise StudyConfigError(f"study: expected a name (text without '{os.sep}'), got {config['study']!r}")
+    if config["mlflow"] is not None and (not isinstance(config["mlflow"], str) or not config["mlflow"]):
+        raise StudyConfigError(f"mlflow: expected a tracking URI (e.g. file:///tmp/mlruns or http://host:5000), got {config['mlflow']!r}")
     if config["executor"] not in EXECUTORS:
         raise StudyConfigError(f"executor: expected one of {list(EXECUTORS)}, got {config['executor']!r}")
     seeds = config["seeds"]
@@ -236,6 +241,6 @@ def expand_cells(config: dict, data_fingerprint: str | None = None) -> list[dict
                 finetune = FinetuneSettings.from_mapping(
                     {**config["finetune"], **((variant.get("finetune") or {}) if isinstance(variant, dict) else {})},
                     f"compressions of {spec['name']}: finetune")
-                cells.append({**base_cell, "variant": name or label, "compression": steps, "finetune": finetune.to_dict(),
+                cells.append({**base_cell, "variant": name or variant_name(steps), "compression": steps, "finetune": finetune.to_dict(),
                               "base_hash": config_hash(base_cell)})
     return cells

@@ -13,18 +13,9 @@ import seaborn as sns  # noqa: E402
 
 from bench.labels import row_label  # noqa: E402
 from bench.schema import MAJORITY  # noqa: E402
+from bench.tables import pareto_front  # noqa: E402
 
 COLUMN_WIDTH_IN = 3.4  # one column of a two-column paper
-
-
-def pareto_front(costs, scores) -> np.ndarray:
-    """Return the indices of points no other point beats (cost <= and score >=, one strictly), by cost."""
-    costs, scores = np.asarray(costs, float), np.asarray(scores, float)
-    front = [
-        i for i in range(len(costs))
-        if not np.any((costs <= costs[i]) & (scores >= scores[i]) & ((costs < costs[i]) | (scores > scores[i])))
-    ]
-    return np.asarray(sorted(front, key=lambda i: costs[i]), dtype=int)
 
 
 def _save(fig, folder: str, name: str) -> dict[str, str]:
@@ -41,27 +32,70 @@ def _labels(frame):
     return [row_label(row) for _, row in frame.iterrows()]
 
 
-def tradeoff_plot(frame, cost_column: str, cost_label: str, folder: str, name: str, log_x: bool = True) -> dict[str, str]:
-    """Plot test acc_mean against a cost column with the Pareto front and the majority line; return paths."""
-    models = frame[(frame["model"] != MAJORITY) & frame[cost_column].notna()]
-    models = models.groupby("label", sort=False).mean(numeric_only=True).reset_index()
-    fig, ax = plt.subplots(figsize=(COLUMN_WIDTH_IN, 2.6))
-    if len(models):
-        ax.scatter(models[cost_column], models["acc_mean"], s=22, zorder=3)
-        for label, x, y in zip(_labels(models), models[cost_column], models["acc_mean"]):
-            ax.annotate(label, (x, y), fontsize=6, xytext=(3, 3), textcoords="offset points")
-        front = pareto_front(models[cost_column].values, models["acc_mean"].values)
-        ax.plot(models[cost_column].values[front], models["acc_mean"].values[front], "--", lw=1, color="C3", label="Pareto front")
+def _log_axis(axis) -> None:
+    """Readable log ticks: 1-2-5 steps as plain numbers, no colliding minor labels."""
+    axis.set_major_locator(matplotlib.ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    axis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:,.6g}"))
+    axis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+
+
+def _interval(frame, column: str, low: str, high: str):
+    """Return the (2, N) asymmetric error-bar array of ``column`` from its interval columns (zeros where absent)."""
+    values = frame[column].astype(float).values
+    lows = frame[low].astype(float).values if low in frame else values
+    highs = frame[high].astype(float).values if high in frame else values
+    return np.vstack([np.nan_to_num(values - lows), np.nan_to_num(highs - values)]).clip(min=0)
+
+
+def _place_labels(ax, xs, ys, labels) -> list:
+    """Write ``labels`` beside their points, moved apart (adjustText) and kept inside the axes."""
+    from adjustText import adjust_text
+
+    texts = [ax.text(x, y, label, fontsize=6, clip_on=True) for x, y, label in zip(xs, ys, labels)]
+    if texts:
+        adjust_text(texts, x=list(xs), y=list(ys), ax=ax, ensure_inside_axes=True, expand=(1.2, 1.4),
+                    arrowprops=dict(arrowstyle="-", color="grey", lw=0.4))
+    return texts
+
+
+def _majority_line(ax, frame) -> None:
     majority = frame.loc[frame["model"] == MAJORITY, "acc_mean"]
     if len(majority):
-        ax.axhline(float(majority.mean()), color="grey", lw=0.8, ls=":", label="majority class")
+        value = float(majority.mean())
+        ax.axhline(value, color="grey", lw=0.8, ls=":", label=f"majority class ({value:.1f} %)")
+
+
+def tradeoff_figure(frame, cost_column: str, cost_label: str, log_x: bool = True, cost_interval: tuple[str, str] | None = None):
+    """Return a figure of test acc_mean (with its 95 % interval) against a cost column, one labelled point per experiment,
+    the Pareto front drawn through its members and the majority predictor's accuracy as a labelled line."""
+    models = frame[(frame["model"] != MAJORITY) & frame[cost_column].notna()]
+    models = models.groupby("label", sort=False).mean(numeric_only=True).reset_index()
+    fig, ax = plt.subplots(figsize=(COLUMN_WIDTH_IN * 1.4, 3.0), layout="constrained")
+    if len(models):
+        xerr = _interval(models, cost_column, *cost_interval) if cost_interval else None
+        ax.errorbar(models[cost_column], models["acc_mean"], yerr=_interval(models, "acc_mean", "acc_mean_lo", "acc_mean_hi"),
+                    xerr=xerr, fmt="o", ms=4, lw=0.8, capsize=2, zorder=3, label="experiment (95 % intervals)")
+        front = pareto_front(models[cost_column].values, models["acc_mean"].values)
+        if len(front) > 1:
+            ax.plot(models[cost_column].values[front], models["acc_mean"].values[front], "--", lw=1, color="C3", label="Pareto front")
+    _majority_line(ax, frame)
     if log_x and len(models) and (models[cost_column] > 0).all():
         ax.set_xscale("log")
-        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # minor labels collide on short ranges
+        _log_axis(ax.xaxis)
     ax.set_xlabel(cost_label)
     ax.set_ylabel("mean accuracy (%)")
     ax.legend(fontsize=6, loc="lower right")
-    return _save(fig, folder, name)
+    if len(models):
+        ax.margins(x=0.15, y=0.12)
+        fig.canvas.draw()  # fixes the limits the labels are kept inside
+        _place_labels(ax, models[cost_column].values, models["acc_mean"].values, list(models["label"]))
+    return fig
+
+
+def tradeoff_plot(frame, cost_column: str, cost_label: str, folder: str, name: str, log_x: bool = True,
+                  cost_interval: tuple[str, str] | None = None) -> dict[str, str]:
+    """Write :func:`tradeoff_figure` as ``<name>.png`` / ``.pdf``; return paths."""
+    return _save(tradeoff_figure(frame, cost_column, cost_label, log_x, cost_interval), folder, name)
 
 
 def per_attribute_plot(per_attribute, folder: str) -> dict[str, str]:
@@ -138,43 +172,60 @@ def pse_mask_plot(record: dict, folder: str, name: str) -> dict[str, str]:
 
 
 def _with_accuracy(latency, frame):
-    """Return latency rows at batch 1 on the CPU with the accuracy of their model variant (int8: its own)."""
-    accuracy = frame.groupby("label", sort=False)[["acc_mean", "acc_mean_int8"]].mean().reset_index()
+    """Return latency rows at batch 1 on the CPU with the accuracy of their model variant (int8: its own) and both intervals."""
+    columns = [c for c in ("acc_mean", "acc_mean_lo", "acc_mean_hi", "acc_mean_int8") if c in frame]
+    accuracy = frame.groupby("label", sort=False)[columns].mean().reset_index()
     rows = latency[(latency["batch"] == 1) & (latency["device"] == "cpu")]
-    rows = rows.groupby(["label", "runtime"], sort=False)[["median_ms", "floor_ratio"]].median().reset_index()
+    timed = [c for c in ("median_ms", "median_lo", "median_hi", "floor_ratio") if c in rows]
+    rows = rows.groupby(["label", "runtime"], sort=False)[timed].median().reset_index()
     rows = rows.merge(accuracy, on="label", how="left")
-    rows["accuracy"] = np.where(rows["runtime"] == "onnxruntime_int8", rows["acc_mean_int8"], rows["acc_mean"])
+    int8 = rows["runtime"] == "onnxruntime_int8"
+    rows["accuracy"] = np.where(int8, rows.get("acc_mean_int8", np.nan), rows["acc_mean"])
+    # int8 accuracy has no interval of its own here: its bars are the fp32 model's, shifted
+    for end in ("lo", "hi"):
+        rows[f"accuracy_{end}"] = rows[f"acc_mean_{end}"] - rows["acc_mean"] + rows["accuracy"]
     return rows
 
 
-def latency_panels_plot(latency, frame, folder: str) -> dict[str, str]:
-    """Plot test accuracy against batch-1 latency, one panel per runtime, with each panel's Pareto front; return paths."""
+def latency_panels_figure(latency, frame):
+    """Return a figure of test accuracy against batch-1 latency, one panel per runtime, with both intervals as error
+    bars, each panel's Pareto front, the majority line and labels kept apart inside their panel."""
     rows = _with_accuracy(latency, frame)
     runtimes = list(dict.fromkeys(rows["runtime"]))
-    columns = min(3, len(runtimes))
+    columns = min(2, len(runtimes))
     lines = int(np.ceil(len(runtimes) / columns))
-    fig, axes = plt.subplots(lines, columns, figsize=(2 * COLUMN_WIDTH_IN, 2.1 * lines), squeeze=False, sharey=True)
-    majority = frame.loc[frame["model"] == MAJORITY, "acc_mean"]
+    fig, axes = plt.subplots(lines, columns, figsize=(2 * COLUMN_WIDTH_IN, 2.6 * lines), squeeze=False, sharey=True,
+                             layout="constrained")
     for ax, runtime in zip(np.ravel(axes), runtimes):
         part = rows[(rows["runtime"] == runtime) & rows["accuracy"].notna()]
-        ax.scatter(part["median_ms"], part["accuracy"], s=14, zorder=3)
-        for label, x, y in zip(_labels(part), part["median_ms"], part["accuracy"]):
-            ax.annotate(label, (x, y), fontsize=5, xytext=(2, 2), textcoords="offset points")
         if len(part):
+            ax.errorbar(part["median_ms"], part["accuracy"], xerr=_interval(part, "median_ms", "median_lo", "median_hi"),
+                        yerr=_interval(part, "accuracy", "accuracy_lo", "accuracy_hi"), fmt="o", ms=3, lw=0.7, capsize=1.5, zorder=3)
             front = pareto_front(part["median_ms"].values, part["accuracy"].values)
-            ax.plot(part["median_ms"].values[front], part["accuracy"].values[front], "--", lw=0.8, color="C3")
+            if len(front) > 1:
+                ax.plot(part["median_ms"].values[front], part["accuracy"].values[front], "--", lw=0.8, color="C3")
             if (part["median_ms"] > 0).all():
                 ax.set_xscale("log")
-                ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-        if len(majority):
-            ax.axhline(float(majority.mean()), color="grey", lw=0.8, ls=":")
+                _log_axis(ax.xaxis)
+        _majority_line(ax, frame)
         ax.set_title(runtime, fontsize=7)
-        ax.set_xlabel("batch-1 latency (ms, log)")
+        ax.set_xlabel("batch-1 latency (ms, log)", fontsize=6)
+        ax.tick_params(labelsize=6)
+        ax.margins(x=0.2, y=0.15)
     for ax in np.ravel(axes)[len(runtimes):]:
         ax.axis("off")
     for ax in axes[:, 0]:
         ax.set_ylabel("mean accuracy (%)")
-    return _save(fig, folder, "acc_vs_latency_per_runtime")
+    fig.canvas.draw()
+    for ax, runtime in zip(np.ravel(axes), runtimes):
+        part = rows[(rows["runtime"] == runtime) & rows["accuracy"].notna()]
+        _place_labels(ax, part["median_ms"].values, part["accuracy"].values, list(part["label"]))
+    return fig
+
+
+def latency_panels_plot(latency, frame, folder: str) -> dict[str, str]:
+    """Write :func:`latency_panels_figure` as ``acc_vs_latency_per_runtime.png`` / ``.pdf``; return paths."""
+    return _save(latency_panels_figure(latency, frame), folder, "acc_vs_latency_per_runtime")
 
 
 def floor_ratio_plot(latency, frame, folder: str) -> dict[str, str]:
@@ -216,7 +267,8 @@ def render_plots(frame, per_attribute, history, records, folder: str, latency=No
     written.update(tradeoff_plot(frame, "params", "parameters (log)", folder, "acc_vs_params"))
     written.update(tradeoff_plot(frame, "macs", "MACs (log)", folder, "acc_vs_macs"))
     if frame["latency_b1_ms"].notna().any():
-        written.update(tradeoff_plot(frame, "latency_b1_ms", "latency, batch 1, fastest runtime (ms, log)", folder, "acc_vs_latency"))
+        written.update(tradeoff_plot(frame, "latency_b1_ms", "latency, batch 1, fastest exact runtime (ms, log)", folder, "acc_vs_latency",
+                                     cost_interval=("latency_b1_lo", "latency_b1_hi")))
     if latency is not None and len(latency):
         written.update(latency_panels_plot(latency, frame, folder))
         if latency["floor_ratio"].notna().any():

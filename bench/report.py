@@ -14,7 +14,7 @@ from bench.render import to_latex, to_markdown
 from bench.schema import (MAJORITY, load_records, read_csv_table, read_results, read_timing, study_dir, with_timing, write_tables,
                           write_text_atomic)
 from bench.tables import (attribute_difference_table, comparison_table, comparisons, floor_statements, latency_table, layer_table,
-                          per_attribute_table, realization_table, summary_table, warning_lines)
+                          per_attribute_table, realization_table, summary_table, variant_key_table, warning_lines)
 
 _logger = logging.getLogger(__name__)
 
@@ -86,6 +86,10 @@ def render_report(results_dir: str, study: str, reports_dir: str = "reports", pl
         warnings += [f"latency ratios wider than +-{timing['settings']['ratio_tolerance_pct']:g} % when the timing budget ran out, "
                      f"in {line}" for line in timing["unresolved"]]
     warning_text = ("\n## Warnings\n\n" + "".join(f"- {line}\n" for line in warnings)) if warnings else ""
+    k_headers, k_rows = variant_key_table(frame)
+    if k_rows:
+        warning_text = ("\n## Variants\n\nThe short names of the tables and plots, and what each compression is in full.\n\n"
+                        + to_markdown(k_headers, k_rows) + warning_text)
     written["summary.md"] = _write(out, "summary.md", f"# {study}: summary\n\n{note}\n\n" + to_markdown(headers, rows, bold) + warning_text)
     written["summary.tex"] = _write(out, "summary.tex", to_latex(headers, rows, bold, caption=note, label=f"tab:{study}-summary"))
     written["summary.csv"] = _write(out, "summary.csv", pd.DataFrame(rows, columns=headers).to_csv(index=False))
@@ -142,9 +146,35 @@ def render_report(results_dir: str, study: str, reports_dir: str = "reports", pl
             written["realization.tex"] = _write(out, "realization.tex", to_latex(r_headers, r_rows, caption=f"Measured speed-up (realization) of compressed variants, study {study}", label=f"tab:{study}-realization"))
     if plots:
         from bench import plots as plotting
+        from bench.html import answer_lines, render_page
 
         written.update(plotting.render_plots(frame, per_attribute, table("history.csv"), records, out, latency, labels))
+        page_tables = {"Summary": (headers, rows), "Variants": (k_headers, k_rows)}
+        if compared:
+            page_tables["Comparisons"] = comparison_table(compared)
+        if latency is not None and len(latency):
+            page_tables["Latency"] = latency_table(latency)
+        if per_attribute is not None and len(per_attribute):
+            page_tables["Per attribute"] = per_attribute_table(per_attribute)
+        if layers is not None and len(layers):
+            page_tables["Per layer"] = layer_table(layers)
+        page = render_page(study, frame, latency, page_tables, answer_lines(frame, latency, compared), warnings,
+                           environment_lines(frame, timing))
+        written["index.html"] = _write(out, "index.html", page)
     return written
+
+
+def environment_lines(frame, timing: dict | None) -> list[str]:
+    """Return what the study ran on, in words: the machine, the library versions, the threads and the timing phase."""
+    first = frame.iloc[-1]
+    lines = [f"CPU: {first.get('cpu_name', '')}; threads: {first.get('threads', '')}",
+             f"torch {first.get('torch_version', '')}, timm {first.get('timm_version', '')}, onnxruntime {first.get('onnxruntime_version', '')}",
+             f"git commit {first.get('git_commit', '')}"]
+    if timing:
+        machine = timing["machine"]
+        lines.append(f"timing phase: {timing['seconds']:.0f} s on {timing['timestamp']}; fp32 peak {machine['peak_gflops']:.0f} GFLOP/s "
+                     f"({machine['peak_library']}, best of {machine.get('tries')})")
+    return lines
 
 
 def render_sensitivity(units, attributes, folder: str, name: str, plots: bool = True) -> dict[str, str]:

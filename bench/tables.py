@@ -50,6 +50,16 @@ LATENCY_INTERVALS = {f"{name}_{suffix}{unit}": (f"{name}_{suffix}_lo", f"{name}_
                      for suffix in ("b1", "bN")}
 
 
+def pareto_front(costs, scores) -> np.ndarray:
+    """Return the indices of points no other point beats (cost <= and score >=, one strictly), by cost."""
+    costs, scores = np.asarray(costs, float), np.asarray(scores, float)
+    front = [
+        i for i in range(len(costs))
+        if not np.any((costs <= costs[i]) & (scores >= scores[i]) & ((costs < costs[i]) | (scores > scores[i])))
+    ]
+    return np.asarray(sorted(front, key=lambda i: costs[i]), dtype=int)
+
+
 def _missing(value) -> bool:
     return value is None or value == "" or (isinstance(value, float) and np.isnan(value))
 
@@ -127,6 +137,13 @@ def summary_table(frame, labels: dict[str, str] | None = None) -> tuple[list[str
         rows.append(texts)
         bold.append(flags)
     return headers, rows, bold
+
+
+def variant_key_table(frame) -> tuple[list[str], list[list[str]]]:
+    """Return (headers, rows): each compressed variant's display label beside its full specification (the ``compression`` column)."""
+    compressed = frame[frame["compression"].fillna("").astype(str) != ""]
+    seen = dict.fromkeys(zip((row_label(r) for _, r in compressed.iterrows()), compressed["compression"]))
+    return ["Variant", "Compression (full specification)"], [[label, spec] for label, spec in seen]
 
 
 def comparisons(records: list[dict], labels: dict[str, str], reference: str) -> tuple[list[dict], list[dict]]:

@@ -122,6 +122,26 @@ def parse_variant(spec) -> list[dict]:
     raise VariantSpecError(f"compression variant {spec!r}: expected 'method:opts+...' or a mapping with 'steps'")
 
 
+# The option that says how far a step goes, in the order a short name looks for it.
+NAME_KNOBS = ("rank_ratio", "pruning_ratio", "amount", "energy", "target_macs", "target_params", "target_latency")
+
+
+def variant_name(steps: list[dict]) -> str:
+    """Return a pipeline's short display name: per step its method, the layers it is limited to and how far it goes,
+    e.g. ``svd 0.5``, ``prune 0.3``, ``cp conv1 0.25``, ``prune macs 0.5 + svd 0.25`` (the full specification is
+    :func:`variant_label`, kept in the ``compression`` column)."""
+    parts = []
+    for step in steps:
+        where = " ".join(pattern.strip("*.") or pattern for pattern in as_patterns(step.get("layers")))
+        knob = next((step[k] for k in NAME_KNOBS if k in step), None)
+        amount = ""
+        if knob is not None:
+            key = next(k for k in NAME_KNOBS if k in step)
+            amount = (f"{key.removeprefix('target_')} " if key.startswith("target_") else "") + f"{knob:g}"
+        parts.append(" ".join(p for p in (step["method"], where, amount) if p))
+    return " + ".join(parts)
+
+
 def variant_label(steps: list[dict]) -> str:
     """Return the canonical text of a pipeline (the ``compression`` column), e.g. ``prune:pruning_ratio=0.5+svd:rank_ratio=0.5``."""
     parts = []

@@ -1,7 +1,7 @@
 import numpy as np
 import pandas as pd
 
-from bench.plots import pareto_front
+from bench.tables import pareto_front
 from bench.render import to_latex, to_markdown
 from bench.tables import summary_table
 from bench.schema import RESULT_COLUMNS, make_row

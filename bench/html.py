@@ -1,0 +1,176 @@
+"""``reports/<study>/index.html``: one self-contained page of a study, built with Plotly (no network, no CDN).
+
+The page opens with the study's answer in a few lines (the accuracy-latency Pareto front, the
+variants that lost significantly against their base, the fastest model per runtime), then
+interactive plots (hover shows a point's name, parameters, MACs, accuracy and latency with their
+intervals; a runtime selector), the tables, the warnings and the environment. Plotly's JavaScript is
+inlined once; the tables sort on a click of their header.
+"""
+from __future__ import annotations
+
+import html
+import math
+
+import numpy as np
+
+from bench.labels import row_label
+from bench.schema import MAJORITY
+from bench.tables import pareto_front
+
+# The page's only script of our own: sorting a table by the clicked column (numbers as numbers).
+_SORT_SCRIPT = """
+document.querySelectorAll('table.sortable th').forEach(function (th, column) {
+  th.addEventListener('click', function () {
+    var body = th.closest('table').tBodies[0];
+    var rows = Array.from(body.rows);
+    var up = th.dataset.order !== 'up';
+    th.dataset.order = up ? 'up' : 'down';
+    function key(row) { var text = row.cells[column].dataset.value || row.cells[column].textContent;
+                        var number = parseFloat(text); return isNaN(number) ? text : number; }
+    rows.sort(function (a, b) { var x = key(a), y = key(b); return (x > y ? 1 : x < y ? -1 : 0) * (up ? 1 : -1); });
+    rows.forEach(function (row) { body.appendChild(row); });
+  });
+});
+"""
+
+_STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; color: #222; }
+h1 { font-size: 1.6em; } h2 { font-size: 1.25em; margin-top: 2em; border-bottom: 1px solid #ddd; }
+table { border-collapse: collapse; font-size: 0.85em; margin: 0.5em 0; }
+th, td { border-bottom: 1px solid #eee; padding: 3px 8px; text-align: right; white-space: nowrap; }
+th { cursor: pointer; background: #f6f6f6; } td:first-child, th:first-child { text-align: left; }
+.answer li { margin: 0.3em 0; } .warning { color: #a40; } .note { color: #555; font-size: 0.9em; }
+"""
+
+
+def _number(value) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return float("nan")
+    return number
+
+
+def _half(row, column: str) -> float:
+    return (_number(row.get(f"{column}_hi")) - _number(row.get(f"{column}_lo"))) / 2
+
+
+def _table_html(headers, rows, table_id: str) -> str:
+    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(cell))}</td>" for cell in row) + "</tr>" for row in rows)
+    return f'<table class="sortable" id="{table_id}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+
+
+def _models(frame):
+    return frame[frame["model"] != MAJORITY]
+
+
+def answer_lines(frame, latency, compared: list[dict]) -> list[str]:
+    """Return the study's answer in a few sentences: the accuracy / batch-1 latency Pareto front (fastest exact runtime),
+    the variants that lost significantly against their base, and the fastest model per runtime at batch 1."""
+    lines = []
+    models = _models(frame)
+    timed = models[models["latency_b1_ms"].notna()] if "latency_b1_ms" in models else models.iloc[0:0]
+    if len(timed):
+        front = pareto_front(timed["latency_b1_ms"].values, timed["acc_mean"].values)
+        members = [f"{row_label(timed.iloc[i])} ({timed.iloc[i]['acc_mean']:.2f} %, {timed.iloc[i]['latency_b1_ms']:.2f} ms "
+                   f"in {timed.iloc[i]['runtime_b1']})" for i in front]
+        lines.append("Pareto front of accuracy against batch-1 latency: " + "; ".join(members) + ".")
+    losers = [r for r in compared if r["kind"] == "variant vs its base" and r["significant"] and r["d_acc_mean"] < 0]
+    if losers:
+        lines.append("Lost significantly against their base: " + "; ".join(
+            f"{r['comparison']} ({r['d_acc_mean']:+.2f} points [{r['d_acc_mean_lo']:+.2f}, {r['d_acc_mean_hi']:+.2f}])" for r in losers) + ".")
+    elif compared:
+        lines.append("No compressed variant lost significantly against its base (paired 95 % intervals).")
+    if latency is not None and len(latency):
+        batch_1 = latency[(latency["batch"] == 1) & (latency["device"] == "cpu")]
+        fastest = []
+        for runtime, part in batch_1.groupby("runtime", sort=False):
+            best = part.loc[part["median_ms"].idxmin()]
+            fastest.append(f"{runtime}: {row_label(best)} ({best['median_ms']:.2f} ms)")
+        if fastest:
+            lines.append("Fastest model per runtime at batch 1: " + "; ".join(fastest) + ".")
+    return lines
+
+
+def _hover(row) -> str:
+    parts = [f"<b>{html.escape(row_label(row))}</b>", f"params {int(_number(row['params'])):,}", f"MACs {int(_number(row['macs'])):,}",
+             f"accuracy {row['acc_mean']:.2f} +- {_half(row, 'acc_mean'):.2f} %"]
+    return "<br>".join(parts)
+
+
+def accuracy_latency_figure(frame, latency):
+    """Return the Plotly figure of accuracy against batch-1 latency, one trace per runtime (a dropdown shows one at a time),
+    with both intervals as error bars and the majority predictor's accuracy as a labelled line."""
+    import plotly.graph_objects as go
+
+    models = _models(frame).set_index("config_hash")
+    figure = go.Figure()
+    rows = latency[(latency["batch"] == 1) & (latency["device"] == "cpu")]
+    runtimes = list(dict.fromkeys(rows["runtime"]))
+    for index, runtime in enumerate(runtimes):
+        part = rows[rows["runtime"] == runtime]
+        part = part[part["config_hash"].isin(models.index)]
+        accuracy = models.loc[part["config_hash"]]
+        text = [f"{_hover(accuracy.loc[key])}<br>{runtime}: {ms:.3f} ms [{lo:.3f}, {hi:.3f}]"
+                for key, ms, lo, hi in zip(part["config_hash"], part["median_ms"], part["median_lo"], part["median_hi"])]
+        figure.add_trace(go.Scatter(
+            x=part["median_ms"], y=accuracy["acc_mean"].values, mode="markers+text", name=runtime, visible=index == 0,
+            text=[row_label(accuracy.loc[k]) for k in part["config_hash"]], textposition="top center", hovertext=text, hoverinfo="text",
+            error_x=dict(type="data", symmetric=False, array=(part["median_hi"] - part["median_ms"]).values,
+                         arrayminus=(part["median_ms"] - part["median_lo"]).values),
+            error_y=dict(type="data", symmetric=False, array=(accuracy["acc_mean_hi"] - accuracy["acc_mean"]).values,
+                         arrayminus=(accuracy["acc_mean"] - accuracy["acc_mean_lo"]).values)))
+    majority = frame.loc[frame["model"] == MAJORITY, "acc_mean"]
+    if len(majority):
+        figure.add_hline(y=float(majority.mean()), line_dash="dot", line_color="grey", annotation_text="majority class",
+                         annotation_position="bottom right")
+    buttons = [dict(label=runtime, method="update", args=[{"visible": [j == i for j in range(len(runtimes))]},
+                                                          {"title": f"Accuracy against batch-1 latency in {runtime}"}])
+               for i, runtime in enumerate(runtimes)]
+    figure.update_layout(title=f"Accuracy against batch-1 latency in {runtimes[0]}" if runtimes else "Accuracy against latency",
+                         xaxis=dict(title="latency, batch 1 (ms, log)", type="log"), yaxis=dict(title="mean accuracy (%)"),
+                         updatemenus=[dict(buttons=buttons, x=1.0, y=1.15, xanchor="right", showactive=True)] if runtimes else [],
+                         showlegend=False, height=480, margin=dict(t=80))
+    return figure
+
+
+def accuracy_cost_figure(frame, column: str, title: str):
+    """Return the Plotly figure of accuracy (with its interval) against a counted cost (log axis)."""
+    import plotly.graph_objects as go
+
+    models = _models(frame)
+    figure = go.Figure(go.Scatter(
+        x=models[column], y=models["acc_mean"], mode="markers+text", text=[row_label(r) for _, r in models.iterrows()],
+        textposition="top center", hovertext=[_hover(r) for _, r in models.iterrows()], hoverinfo="text",
+        error_y=dict(type="data", symmetric=False, array=(models["acc_mean_hi"] - models["acc_mean"]).values,
+                     arrayminus=(models["acc_mean"] - models["acc_mean_lo"]).values)))
+    figure.update_layout(title=title, xaxis=dict(title=title.split(" against ")[-1] + " (log)", type="log"),
+                         yaxis=dict(title="mean accuracy (%)"), height=420, showlegend=False)
+    return figure
+
+
+def render_page(study: str, frame, latency, tables: dict[str, tuple], answer: list[str], warnings: list[str],
+                environment: list[str]) -> str:
+    """Return the page's HTML: ``tables`` maps a section title to ``(headers, rows)``."""
+    from plotly.offline import get_plotlyjs
+
+    figures = []
+    if latency is not None and len(latency) and "median_lo" in latency:
+        figures.append(accuracy_latency_figure(frame, latency))
+    figures.append(accuracy_cost_figure(frame, "params", "Accuracy against parameters"))
+    figures.append(accuracy_cost_figure(frame, "macs", "Accuracy against MACs"))
+    plots = "".join(f'<div class="plot">{f.to_html(full_html=False, include_plotlyjs=False, div_id=f"plot{i}")}</div>'
+                    for i, f in enumerate(figures))
+    sections = "".join(f"<h2>{html.escape(title)}</h2>{_table_html(headers, rows, 'table-' + title.lower().replace(' ', '-'))}"
+                       for title, (headers, rows) in tables.items())
+    answer_html = "".join(f"<li>{html.escape(line)}</li>" for line in answer)
+    warning_html = "".join(f'<li class="warning">{html.escape(line)}</li>' for line in warnings) or "<li>none</li>"
+    environment_html = "".join(f"<li>{html.escape(line)}</li>" for line in environment)
+    return (f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{html.escape(study)}: slimbench report</title>"
+            f"<style>{_STYLE}</style><script>{get_plotlyjs()}</script></head><body>"
+            f"<h1>Study {html.escape(study)}</h1><h2>The answer</h2><ul class=\"answer\">{answer_html}</ul>"
+            f"<h2>Plots</h2><p class=\"note\">Hover a point for its figures; the menu above the first plot picks the runtime. "
+            f"Error bars: 95 % bootstrap intervals (test images for accuracy, timing blocks for latency).</p>{plots}"
+            f"{sections}<h2>Warnings</h2><ul>{warning_html}</ul><h2>Environment</h2><ul>{environment_html}</ul>"
+            f"<script>{_SORT_SCRIPT}</script></body></html>")
