@@ -39,9 +39,11 @@ def _number(value) -> float | None:
     return number if math.isfinite(number) else None
 
 
-def log_study(tracking_uri: str, study: str, records: list[dict], report_folder: str | None = None) -> dict[str, str]:
-    """Log a study's records to the MLflow tracking server or store at ``tracking_uri`` (experiment ``study``);
-    return ``{config_hash: run id}`` of every cell's run (those logged before included).
+def log_study(tracking_uri: str, study: str, records: list[dict], report_folder: str | None = None,
+              artifact_location: str | None = None) -> dict[str, str]:
+    """Log a study's records to the MLflow tracking server or store at ``tracking_uri`` (experiment ``study``, created with
+    ``artifact_location`` when new; None: the server's default); return ``{config_hash: run id}`` of every cell's run
+    (those logged before included).
 
     Raises:
         ImportError: MLflow is not installed (``pip install -e ".[mlflow]"``).
@@ -52,7 +54,7 @@ def log_study(tracking_uri: str, study: str, records: list[dict], report_folder:
 
     client = MlflowClient(tracking_uri=tracking_uri)
     experiment = client.get_experiment_by_name(study)
-    experiment_id = experiment.experiment_id if experiment else client.create_experiment(study)
+    experiment_id = experiment.experiment_id if experiment else client.create_experiment(study, artifact_location=artifact_location)
     parents = client.search_runs([experiment_id], filter_string="tags.slimbench_kind = 'study'")
     parent = parents[0].info.run_id if parents else client.create_run(experiment_id, run_name=study,
                                                                           tags={"slimbench_kind": "study"}).info.run_id

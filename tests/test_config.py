@@ -86,6 +86,8 @@ def test_default_yaml_documents_every_default_it_changes(section, settings_class
     for line in lines:
         if not line.startswith("  "):
             break
+        if line.strip().startswith("#"):
+            continue
         key_value, _, comment = line.strip().partition("#")
         key, _, value = key_value.partition(":")
         seen[key.strip()] = (yaml.safe_load(value), comment)

@@ -31,7 +31,7 @@ def test_main_job_end_to_end(tmp_path, cache_dir, capsys):
     assert run_bench.main(argv) == 0
     out = capsys.readouterr().out
     assert "| majority class |" in out and "| slimnet |" in out and "| mobilenetv3_small_100 |" in out
-    assert "| slimnet [svd:rank_ratio=0.5] |" in out
+    assert "| slimnet [svd 0.5] |" in out and "| slimnet [svd 0.5] | svd:rank_ratio=0.5 |" in out  # short name, and its key
 
     table = pd.read_csv(results / "e2e" / "results.csv")
     assert list(table.columns) == list(RESULT_COLUMNS)
@@ -51,9 +51,9 @@ def test_main_job_end_to_end(tmp_path, cache_dir, capsys):
     assert len(latency) == 3 * len(expected) * 2  # slimnet, its svd variant, mobilenet x runtimes x 2 batch sizes
     assert latency["floor_ratio"].notna().all() and (latency["floor_ratio"] > 0).all()
     assert latency["max_abs_diff"].notna().all()
-    variant = latency[latency["variant"] == "svd:rank_ratio=0.5"]
+    variant = latency[latency["variant"] == "svd 0.5"]
     assert variant["speedup"].notna().all() and variant["realization"].notna().all()
-    assert latency[latency["variant"] != "svd:rank_ratio=0.5"]["speedup"].isna().all()
+    assert latency[latency["variant"] != "svd 0.5"]["speedup"].isna().all()
     models = table[table["model"] != "majority"]
     for column in ("params", "macs", "disk_bytes", "disk_bytes_zip", "acc_mean", "acc_majority", "mA", "inst_acc",
                    "precision", "recall", "f1", "hamming_loss", "ece", "ece_ts", "temperature", "ppp", "runtime_b1",

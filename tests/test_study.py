@@ -47,7 +47,7 @@ def test_a_rerun_that_adds_a_cell_times_the_whole_set_again(tmp_path, cache_dir)
     run_study(added, results, on_event=_log(events))
     assert ("timing", 2) in events
     timing = json.load(open(os.path.join(results, "unit", "timing.json")))
-    assert len(timing["cells"]) == 2 and {r["variant"] for r in timing["latency"]} == {"", "svd:rank_ratio=0.5"}
+    assert len(timing["cells"]) == 2 and {r["variant"] for r in timing["latency"]} == {"", "svd 0.5"}
 
 
 def test_killed_cell_resumes_from_its_last_epoch(tmp_path, cache_dir, monkeypatch):

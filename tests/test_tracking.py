@@ -20,8 +20,9 @@ def test_every_cell_is_a_run_with_its_config_metrics_history_and_the_report(tmp_
     reports = tmp_path / "reports"
     reports.mkdir()
     (reports / "summary.md").write_text("# tracked\n")
-    uri = (tmp_path / "mlruns").as_uri()
-    ids = log_study(uri, "tracked", records, str(reports))
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"  # a real local store (MLflow's file store is deprecated)
+    artifacts = (tmp_path / "artifacts").as_uri()
+    ids = log_study(uri, "tracked", records, str(reports), artifacts)
     assert set(ids) == {r["row"]["config_hash"] for r in records}
     client = MlflowClient(tracking_uri=uri)
     experiment = client.get_experiment_by_name("tracked")
@@ -35,6 +36,6 @@ def test_every_cell_is_a_run_with_its_config_metrics_history_and_the_report(tmp_
             assert run.data.params["train.epochs"] == "2"
     (parent,) = client.search_runs([experiment.experiment_id], filter_string="tags.slimbench_kind = 'study'")
     assert [a.path for a in client.list_artifacts(parent.info.run_id, "report")] == ["report/summary.md"]
-    again = log_study(uri, "tracked", records, str(reports))  # a second logging adds no run
+    again = log_study(uri, "tracked", records, str(reports), artifacts)  # a second logging adds no run
     assert again == ids
     assert len(client.search_runs([experiment.experiment_id], filter_string="tags.slimbench_kind = 'cell'")) == len(records)

@@ -8,7 +8,7 @@ import models
 from bench.config import DEFAULT_CONFIG, StudyConfigError, expand_cells, merge_config
 from bench.schema import config_hash
 from bench.train import TrainConfig, seed_everything, train_model
-from bench.variants import VariantSpecError, compress_and_finetune, parse_step, parse_variant, variant_label
+from bench.variants import variant_name, VariantSpecError, compress_and_finetune, parse_step, parse_variant, variant_label
 
 
 def test_parse_step_types_and_lists():
@@ -45,7 +45,9 @@ def test_compressed_cells_follow_their_base_cell():
     config = merge_config(DEFAULT_CONFIG, {"models": [{"name": "slimnet", "compressions": ["svd:rank_ratio=0.5", {"name": "P50", "steps": ["prune:pruning_ratio=0.5"], "finetune": {"epochs": 2}}]}],
                                            "finetune": {"epochs": 1, "norm_lambda": 0.1}})
     cells = expand_cells(config)
-    assert [c.get("variant") for c in cells] == ["", "", "svd:rank_ratio=0.5", "P50"]
+    assert [c.get("variant") for c in cells] == ["", "", "svd 0.5", "P50"]  # the short name, or the variant's own
+    assert variant_name(parse_variant("prune:target_macs=0.5+svd:rank_ratio=0.25,layers=slim1.*")) == "prune macs 0.5 + svd slim1 0.25"
+    assert variant_name(parse_variant("cp_epc:rank_ratio=0.25,layers=conv1.*")) == "cp_epc conv1 0.25"
     assert cells[2]["base_hash"] == cells[3]["base_hash"] == config_hash(cells[1])
     defaults = FinetuneSettings().to_dict()
     assert cells[2]["finetune"] == {**defaults, "epochs": 1, "norm_lambda": 0.1}
