@@ -43,6 +43,9 @@ th { cursor: pointer; background: #f6f6f6; } td:first-child, th:first-child { te
 """
 
 
+_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
+
+
 def _number(value) -> float:
     try:
         number = float(value)
@@ -99,78 +102,88 @@ def _hover(row) -> str:
     return "<br>".join(parts)
 
 
-def accuracy_latency_figure(frame, latency):
-    """Return the Plotly figure of accuracy against batch-1 latency, one trace per runtime (a dropdown shows one at a time),
-    with both intervals as error bars and the majority predictor's accuracy as a labelled line."""
+def accuracy_latency_figure(frame, latency, first_runtime: str | None = None):
+    """Return the Plotly figure of accuracy against batch-1 latency: per runtime one trace per model (a dropdown shows
+    one runtime at a time, ``first_runtime`` first), both intervals as error bars, names in the legend (never on top of
+    each other) and in the hover, and the majority predictor's accuracy as a labelled line."""
     import plotly.graph_objects as go
 
     models = _models(frame).set_index("config_hash")
     figure = go.Figure()
-    rows = latency[(latency["batch"] == 1) & (latency["device"] == "cpu")]
+    rows = latency[(latency["batch"] == 1) & (latency["device"] == "cpu") & latency["config_hash"].isin(models.index)]
     runtimes = list(dict.fromkeys(rows["runtime"]))
+    if first_runtime in runtimes:
+        runtimes.remove(first_runtime)
+        runtimes.insert(0, first_runtime)
+    owners = []
     for index, runtime in enumerate(runtimes):
         part = rows[rows["runtime"] == runtime]
-        part = part[part["config_hash"].isin(models.index)]
-        accuracy = models.loc[part["config_hash"]]
-        text = [f"{_hover(accuracy.loc[key])}<br>{runtime}: {ms:.3f} ms [{lo:.3f}, {hi:.3f}]"
-                for key, ms, lo, hi in zip(part["config_hash"], part["median_ms"], part["median_lo"], part["median_hi"])]
-        figure.add_trace(go.Scatter(
-            x=part["median_ms"], y=accuracy["acc_mean"].values, mode="markers+text", name=runtime, visible=index == 0,
-            text=[row_label(accuracy.loc[k]) for k in part["config_hash"]], textposition="top center", hovertext=text, hoverinfo="text",
-            error_x=dict(type="data", symmetric=False, array=(part["median_hi"] - part["median_ms"]).values,
-                         arrayminus=(part["median_ms"] - part["median_lo"]).values),
-            error_y=dict(type="data", symmetric=False, array=(accuracy["acc_mean_hi"] - accuracy["acc_mean"]).values,
-                         arrayminus=(accuracy["acc_mean"] - accuracy["acc_mean_lo"]).values)))
+        for colour, (_, row) in enumerate(part.iterrows()):
+            model = models.loc[row["config_hash"]]
+            figure.add_trace(go.Scatter(
+                x=[row["median_ms"]], y=[model["acc_mean"]], mode="markers", name=row_label(model), visible=index == 0,
+                marker=dict(size=10, color=_COLOURS[colour % len(_COLOURS)]), legendgroup=row_label(model),
+                hovertext=[f"{_hover(model)}<br>{runtime}: {row['median_ms']:.3f} ms [{row['median_lo']:.3f}, {row['median_hi']:.3f}]"],
+                hoverinfo="text",
+                error_x=dict(type="data", symmetric=False, array=[row["median_hi"] - row["median_ms"]],
+                             arrayminus=[row["median_ms"] - row["median_lo"]]),
+                error_y=dict(type="data", symmetric=False, array=[model["acc_mean_hi"] - model["acc_mean"]],
+                             arrayminus=[model["acc_mean"] - model["acc_mean_lo"]])))
+            owners.append(index)
     majority = frame.loc[frame["model"] == MAJORITY, "acc_mean"]
     if len(majority):
         figure.add_hline(y=float(majority.mean()), line_dash="dot", line_color="grey", annotation_text="majority class",
                          annotation_position="bottom right")
-    buttons = [dict(label=runtime, method="update", args=[{"visible": [j == i for j in range(len(runtimes))]},
+    buttons = [dict(label=runtime, method="update", args=[{"visible": [owner == i for owner in owners]},
                                                           {"title": f"Accuracy against batch-1 latency in {runtime}"}])
                for i, runtime in enumerate(runtimes)]
     figure.update_layout(title=f"Accuracy against batch-1 latency in {runtimes[0]}" if runtimes else "Accuracy against latency",
                          xaxis=dict(title="latency, batch 1 (ms, log)", type="log"), yaxis=dict(title="mean accuracy (%)"),
-                         updatemenus=[dict(buttons=buttons, x=1.0, y=1.15, xanchor="right", showactive=True)] if runtimes else [],
-                         showlegend=False, height=480, margin=dict(t=80))
+                         updatemenus=[dict(buttons=buttons, x=0.0, y=1.12, xanchor="left", showactive=True)] if runtimes else [],
+                         legend=dict(font=dict(size=10)), height=480, margin=dict(t=90))
     return figure
 
 
 def accuracy_cost_figure(frame, column: str, title: str):
-    """Return the Plotly figure of accuracy (with its interval) against a counted cost (log axis)."""
+    """Return the Plotly figure of accuracy (with its interval) against a counted cost (log axis), one legend entry per model."""
     import plotly.graph_objects as go
 
-    models = _models(frame)
-    figure = go.Figure(go.Scatter(
-        x=models[column], y=models["acc_mean"], mode="markers+text", text=[row_label(r) for _, r in models.iterrows()],
-        textposition="top center", hovertext=[_hover(r) for _, r in models.iterrows()], hoverinfo="text",
-        error_y=dict(type="data", symmetric=False, array=(models["acc_mean_hi"] - models["acc_mean"]).values,
-                     arrayminus=(models["acc_mean"] - models["acc_mean_lo"]).values)))
+    figure = go.Figure()
+    for colour, (_, row) in enumerate(_models(frame).iterrows()):
+        figure.add_trace(go.Scatter(
+            x=[row[column]], y=[row["acc_mean"]], mode="markers", name=row_label(row), hovertext=[_hover(row)], hoverinfo="text",
+            marker=dict(size=10, color=_COLOURS[colour % len(_COLOURS)]),
+            error_y=dict(type="data", symmetric=False, array=[row["acc_mean_hi"] - row["acc_mean"]],
+                         arrayminus=[row["acc_mean"] - row["acc_mean_lo"]])))
     figure.update_layout(title=title, xaxis=dict(title=title.split(" against ")[-1] + " (log)", type="log"),
-                         yaxis=dict(title="mean accuracy (%)"), height=420, showlegend=False)
+                         yaxis=dict(title="mean accuracy (%)"), height=420, legend=dict(font=dict(size=10)))
     return figure
 
 
 def render_page(study: str, frame, latency, tables: dict[str, tuple], answer: list[str], warnings: list[str],
                 environment: list[str]) -> str:
-    """Return the page's HTML: ``tables`` maps a section title to ``(headers, rows)``."""
+    """Return the page's HTML: ``tables`` maps a section title to ``(headers, rows)`` (the "Summary" comes right after
+    the answer, the others after the plots)."""
     from plotly.offline import get_plotlyjs
 
     figures = []
     if latency is not None and len(latency) and "median_lo" in latency:
-        figures.append(accuracy_latency_figure(frame, latency))
+        reference = frame[frame["ref_ratio_b1"] == 1.0]["runtime_b1"] if "ref_ratio_b1" in frame else []
+        figures.append(accuracy_latency_figure(frame, latency, reference.iloc[0] if len(reference) else None))
     figures.append(accuracy_cost_figure(frame, "params", "Accuracy against parameters"))
     figures.append(accuracy_cost_figure(frame, "macs", "Accuracy against MACs"))
     plots = "".join(f'<div class="plot">{f.to_html(full_html=False, include_plotlyjs=False, div_id=f"plot{i}")}</div>'
                     for i, f in enumerate(figures))
-    sections = "".join(f"<h2>{html.escape(title)}</h2>{_table_html(headers, rows, 'table-' + title.lower().replace(' ', '-'))}"
-                       for title, (headers, rows) in tables.items())
+    sections = {title: f"<h2>{html.escape(title)}</h2>{_table_html(headers, rows, 'table-' + title.lower().replace(' ', '-'))}"
+                for title, (headers, rows) in tables.items()}
+    first = sections.pop("Summary", "")
     answer_html = "".join(f"<li>{html.escape(line)}</li>" for line in answer)
     warning_html = "".join(f'<li class="warning">{html.escape(line)}</li>' for line in warnings) or "<li>none</li>"
     environment_html = "".join(f"<li>{html.escape(line)}</li>" for line in environment)
     return (f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{html.escape(study)}: slimbench report</title>"
             f"<style>{_STYLE}</style><script>{get_plotlyjs()}</script></head><body>"
-            f"<h1>Study {html.escape(study)}</h1><h2>The answer</h2><ul class=\"answer\">{answer_html}</ul>"
+            f"<h1>Study {html.escape(study)}</h1><h2>The answer</h2><ul class=\"answer\">{answer_html}</ul>{first}"
             f"<h2>Plots</h2><p class=\"note\">Hover a point for its figures; the menu above the first plot picks the runtime. "
             f"Error bars: 95 % bootstrap intervals (test images for accuracy, timing blocks for latency).</p>{plots}"
-            f"{sections}<h2>Warnings</h2><ul>{warning_html}</ul><h2>Environment</h2><ul>{environment_html}</ul>"
+            f"{''.join(sections.values())}<h2>Warnings</h2><ul>{warning_html}</ul><h2>Environment</h2><ul>{environment_html}</ul>"
             f"<script>{_SORT_SCRIPT}</script></body></html>")

@@ -25,6 +25,12 @@ def rendered(tmp_path_factory, cache_dir):
     return results, reports, written
 
 
+def frame_labels(results):
+    frame = pd.read_csv(os.path.join(results, "page", "results.csv"))
+    frame = frame[frame["model"] != "majority"]
+    return [m if not isinstance(v, str) or not v else f"{m} [{v}]" for m, v in zip(frame["model"], frame["variant"])]
+
+
 def _browser_binaries():
     browser = next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome") if shutil.which(n)), None)
     return browser, shutil.which("chromedriver")
@@ -62,8 +68,10 @@ def test_the_page_renders_in_a_real_browser_and_shows_the_results(rendered, tmp_
         errors = [entry for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
         assert errors == []
         # hover text carries the figures of a point
-        hover = driver.execute_script("return document.getElementById('plot0').data[0].hovertext")
+        hover = driver.execute_script("return document.getElementById('plot0').data.map(t => t.hovertext[0])")
         assert any("params" in h and "MACs" in h and "accuracy" in h and "ms [" in h for h in hover)
+        names = driver.execute_script("return document.getElementById('plot0').data.filter(t => t.visible === true).map(t => t.name)")
+        assert sorted(names) == sorted(frame_labels(results))  # one legend entry per model, in the first runtime
         # the numbers on the page are results.csv's
         frame = pd.read_csv(os.path.join(results, "page", "results.csv"))
         table = driver.find_element(By.ID, "table-summary")
