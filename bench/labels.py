@@ -20,12 +20,13 @@ def row_label(row) -> str:
     return display_label(row["model"], row.get("variant"))
 
 
-def _flatten(config, prefix: str = "") -> dict:
+def flatten_config(config, prefix: str = "") -> dict:
+    """Return a nested config as ``{'train.epochs': 4, ...}`` (dotted paths to leaf values)."""
     if not isinstance(config, dict):
         return {prefix: config}
     flat = {}
     for key, value in config.items():
-        flat.update(_flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+        flat.update(flatten_config(value, f"{prefix}.{key}" if prefix else str(key)))
     return flat
 
 
@@ -49,7 +50,7 @@ def group_labels(records: list[dict]) -> dict[str, str]:
     groups = {}
     for record in records:
         cell = record["cell"]
-        groups.setdefault(group_hash(cell), (display_label(cell["model"], cell.get("variant", "")), _flatten(seedless(cell))))
+        groups.setdefault(group_hash(cell), (display_label(cell["model"], cell.get("variant", "")), flatten_config(seedless(cell))))
     by_base_label = {}
     for key, (label, flat) in groups.items():
         by_base_label.setdefault(label, []).append((key, flat))

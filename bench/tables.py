@@ -211,29 +211,6 @@ def attribute_difference_table(attribute_rows: list[dict]) -> tuple[list[str], l
     return ["Attribute"] + columns, [[a] + [cells.get((c, a), "") for c in columns] for a in attributes]
 
 
-def _difference_text(value, low, high, significant: bool) -> str:
-    return f"{value:+.2f} [{low:+.2f}, {high:+.2f}]" + ("" if significant else " n.s.")
-
-
-def comparison_table(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
-    """Return (headers, rows) of the paired comparisons: A - B in points with the 95 % interval; n.s. = it contains 0."""
-    headers = ["Comparison (A vs B)", "Seed", "d Acc", "d mA", "d F1"]
-    body = [[r["comparison"], str(r["seed"])] + [_difference_text(r[f"d_{m}"], r[f"d_{m}_lo"], r[f"d_{m}_hi"],
-                                                                   not (r[f"d_{m}_lo"] <= 0 <= r[f"d_{m}_hi"])) for m in INTERVAL_COLUMNS]
-            for r in rows]
-    return headers, body
-
-
-def attribute_difference_table(attribute_rows: list[dict]) -> tuple[list[str], list[list[str]]]:
-    """Return (headers, rows): attributes as rows, one column per comparison, each cell A - B in points of
-    that attribute's accuracy with its paired interval (n.s. = it contains 0)."""
-    columns = list(dict.fromkeys(f"{r['comparison']} (seed {r['seed']})" for r in attribute_rows))
-    cells = {(f"{r['comparison']} (seed {r['seed']})", r["attribute"]): _difference_text(r["d_acc"], r["d_acc_lo"], r["d_acc_hi"], r["significant"])
-             for r in attribute_rows}
-    attributes = list(dict.fromkeys(r["attribute"] for r in attribute_rows))
-    return ["Attribute"] + columns, [[a] + [cells.get((c, a), "") for c in columns] for a in attributes]
-
-
 def pivot_by_runtime(frame, keys: list[str], cell) -> tuple[list[str], list[tuple[tuple, object, list[str]]]]:
     """Return ``(runtimes, groups)``: the runtimes of ``frame`` in order of appearance, and per group of ``keys``
     ``(key values, group frame, [cell(rows of that runtime) or '' per runtime])``: the one pivot every per-runtime table uses."""

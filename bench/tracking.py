@@ -11,7 +11,7 @@ import math
 import os
 import time
 
-from bench.labels import group_labels
+from bench.labels import flatten_config, group_labels
 from bench.schema import RESULT_COLUMNS
 
 _logger = logging.getLogger(__name__)
@@ -20,15 +20,6 @@ _logger = logging.getLogger(__name__)
 _NOT_METRICS = {"study", "model", "variant", "compression", "dataset", "input_size", "runtime_b1", "runtime_bN", "diverged", "torch_version",
                 "timm_version", "onnxruntime_version", "cpu_name", "peak_library", "device", "git_commit", "timestamp", "config_hash",
                 "group_hash"}
-
-
-def _flatten(config, prefix: str = "") -> dict:
-    if not isinstance(config, dict):
-        return {prefix: config}
-    flat = {}
-    for key, value in config.items():
-        flat.update(_flatten(value, f"{prefix}.{key}" if prefix else str(key)))
-    return flat
 
 
 def _number(value) -> float | None:
@@ -69,7 +60,7 @@ def log_study(tracking_uri: str, study: str, records: list[dict], report_folder:
         tags = {"slimbench_kind": "cell", "config_hash": row["config_hash"], "model": row["model"], "variant": str(row.get("variant", "")),
                 "mlflow.parentRunId": parent}
         run_id = client.create_run(experiment_id, run_name=f"{labels[row['config_hash']]} seed {row['seed']}", tags=tags).info.run_id
-        params = [Param(key[:250], str(value)[:6000]) for key, value in sorted(_flatten(record["cell"]).items())]
+        params = [Param(key[:250], str(value)[:6000]) for key, value in sorted(flatten_config(record["cell"]).items())]
         metrics = [Metric(column, value, now, 0) for column in RESULT_COLUMNS
                    if column not in _NOT_METRICS and (value := _number(row.get(column))) is not None]
         for entry in record.get("history", []):

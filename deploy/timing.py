@@ -59,6 +59,17 @@ def torch_threads(threads: int | None):
         torch.set_num_threads(previous)
 
 
+def _median_call_ms(call: Callable[[], Any], repeats: int) -> float:
+    """Return the median wall time in ms of ``repeats`` calls, after the probe's settling pause."""
+    time.sleep(PROBE_SETTLE_SECONDS)
+    times = []
+    for _ in range(repeats):
+        tick = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - tick)
+    return 1000.0 * float(np.median(times))
+
+
 def time_calls(run: Callable[[Any], Any], x: Any, sync: Callable[[], None] = lambda: None, min_iters: int = 5,
                min_seconds: float = 0.2, warmup: int = 2) -> np.ndarray:
     """Return the wall time in ms of each call ``run(x)`` after ``warmup`` untimed calls, timed one by one
@@ -106,15 +117,9 @@ class LoadProbe:
 
     def measure_ms(self) -> float:
         """Return the kernel's median time now, in ms (and lower the best time if this is better)."""
-        time.sleep(PROBE_SETTLE_SECONDS)
         with torch_threads(self.threads):
             torch.mm(self._a, self._b)
-            times = []
-            for _ in range(self._repeats):
-                tick = time.perf_counter()
-                torch.mm(self._a, self._b)
-                times.append(time.perf_counter() - tick)
-        value = 1000.0 * float(np.median(times))
+            value = _median_call_ms(lambda: torch.mm(self._a, self._b), self._repeats)
         self.best_ms = min(self.best_ms, value)
         return value
 
@@ -144,13 +149,7 @@ class MemoryProbe:
 
     def measure_ms(self) -> float:
         """Return the graph's median time now, in ms (and lower the best time if this is better)."""
-        time.sleep(PROBE_SETTLE_SECONDS)
-        times = []
-        for _ in range(self._calls):
-            tick = time.perf_counter()
-            self._run(self._x)
-            times.append(time.perf_counter() - tick)
-        value = 1000.0 * float(np.median(times))
+        value = _median_call_ms(lambda: self._run(self._x), self._calls)
         self.best_ms = min(self.best_ms, value)
         return value
 
