@@ -1,6 +1,7 @@
 """Paper-column-width plots (PNG + PDF) of a study: trade-offs, per-attribute accuracy, calibration, training."""
 from __future__ import annotations
 
+import logging
 import os
 
 import matplotlib
@@ -47,15 +48,37 @@ def _interval(frame, column: str, low: str, high: str):
     return np.vstack([np.nan_to_num(values - lows), np.nan_to_num(highs - values)]).clip(min=0)
 
 
+def _fits(ax, texts) -> bool:
+    renderer = ax.figure.canvas.get_renderer()
+    box = ax.get_window_extent(renderer)
+    extents = [t.get_window_extent(renderer) for t in texts]
+    inside = all(box.x0 - 1 <= e.x0 and e.x1 <= box.x1 + 1 and box.y0 - 1 <= e.y0 and e.y1 <= box.y1 + 1 for e in extents)
+    return inside and not any(a.overlaps(b) for i, a in enumerate(extents) for b in extents[i + 1:])
+
+
 def _place_labels(ax, xs, ys, labels) -> list:
-    """Write ``labels`` beside their points, moved apart (adjustText) and kept inside the axes."""
+    """Write ``labels`` beside their points, moved apart by adjustText inside the axes; where they still do not fit
+    (long names, crowded points), number the points instead and put the names in a key under the axes."""
     from adjustText import adjust_text
 
-    texts = [ax.text(x, y, label, fontsize=6, clip_on=True) for x, y, label in zip(xs, ys, labels)]
-    if texts:
-        adjust_text(texts, x=list(xs), y=list(ys), ax=ax, ensure_inside_axes=True, expand=(1.2, 1.4),
-                    arrowprops=dict(arrowstyle="-", color="grey", lw=0.4))
-    return texts
+    texts = [ax.text(x, y, label, fontsize=6) for x, y, label in zip(xs, ys, labels)]
+    if not texts:
+        return texts
+    quiet = logging.getLogger("adjustText")
+    level, quiet.level = quiet.level, logging.ERROR  # "labels too long" is what the numbered key below answers
+    try:
+        adjust_text(texts, x=list(xs), y=list(ys), ax=ax, ensure_inside_axes=True, expand=(1.2, 1.4))
+    finally:
+        quiet.setLevel(level)
+    if _fits(ax, texts):
+        return texts
+    for text in texts:
+        text.remove()
+    numbers = [ax.annotate(str(i + 1), (x, y), xytext=(3, 3), textcoords="offset points", fontsize=6, fontweight="bold")
+               for i, (x, y) in enumerate(zip(xs, ys))]
+    key = "\n".join(f"{i + 1}  {label}" for i, label in enumerate(labels))
+    ax.text(0.0, -0.2, key, transform=ax.transAxes, fontsize=5, va="top", ha="left")
+    return numbers
 
 
 def _majority_line(ax, frame) -> None:
