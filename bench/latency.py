@@ -223,7 +223,7 @@ def time_candidates(candidates: list[Candidate], data, settings: ProfileSettings
                 row = latency_row(t, runtime, batch, built, c.macs, threads, machine["peak_gflops"], len(t.block_medians))
                 low, high = deploy.bootstrap_median(t.block_medians)
                 row.update({"median_lo": low, "median_hi": high, "memory_load_ratio": max(load.get("memory", 1.0) for load in timer.block_load),
-                            "blocks_total": len(timer.block_busy), "block_medians_ms": "|".join(f"{m:.4g}" for m in t.block_medians)})
+                            "blocks_total": len(timer.block_busy), "block_medians_ms": "|".join(f"{m:.9g}" for m in t.block_medians)})
                 if row["floor_ms"]:
                     row.update({"floor_ratio_lo": low / row["floor_ms"], "floor_ratio_hi": high / row["floor_ms"]})
                 if reference in timed:
