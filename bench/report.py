@@ -47,16 +47,16 @@ def render_report(results_dir: str, study: str, reports_dir: str = "reports", pl
     import pandas as pd
 
     folder = study_dir(results_dir, study)
+    timing = read_timing(results_dir, study)
     try:
         records = write_tables(results_dir, study)  # from every valid record: a table never outlives a bad or missing record
     except FileNotFoundError:
         raise  # no records at all: nothing to render
     except OSError as exc:  # a read-only copy of someone's results: render what its tables say
         _logger.warning("could not rebuild the tables of %s (%s); rendering them as they are", study_dir(results_dir, study), exc)
-        records = with_timing(load_records(results_dir, study), read_timing(results_dir, study))
+        records = with_timing(load_records(results_dir, study), timing)
     labels = group_labels(records)
     reference = study_reference(results_dir, study, records)
-    timing = read_timing(results_dir, study)
 
     def table(name):
         path = os.path.join(folder, name)
