@@ -228,7 +228,8 @@ def command_profile(args) -> int:
             macs = count_macs(model, size)
             example = np.random.default_rng(0).standard_normal((2, *size)).astype(np.float32)
             calibration = np.random.default_rng(1).standard_normal((16, *size)).astype(np.float32)
-            deployed, skipped = build_runtimes(model, runtimes, example, threads, calibration=calibration)
+            deployed, skipped = build_runtimes(model, runtimes, example, threads, calibration=calibration,
+                                               int8=deploy.Int8Settings(calibration_images=len(calibration)))
             for runtime, reason in skipped.items():
                 print(f"| {name} | {macs / 1e9:.3f} | {runtime} | | skipped: {reason} | | | | | |")
             timings = time_runtimes({name: deployed}, size, batch_sizes, probe, args.repeats, args.min_iters, args.min_seconds)

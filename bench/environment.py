@@ -1,4 +1,4 @@
-"""The environment fingerprint stored with every result row: versions, CPU, threads, commit, time."""
+"""The environment fingerprint stored with every result row: versions, CPU and its instruction sets, threads, commit, time."""
 from __future__ import annotations
 
 import datetime
@@ -8,9 +8,11 @@ import subprocess
 
 import torch
 
+from deploy import isa_text
+
 
 def environment() -> dict:
-    """Return the environment fingerprint stored with every row (versions, CPU, threads, git commit)."""
+    """Return the environment fingerprint stored with every row (versions, CPU and its instruction sets, threads, git commit)."""
     import timm
 
     cpu_name = platform.processor() or platform.machine()
@@ -35,6 +37,7 @@ def environment() -> dict:
         "onnxruntime_version": ort_version,
         "timm_version": timm.__version__,
         "cpu_name": cpu_name,
+        "cpu_isa": isa_text(),
         "threads": torch.get_num_threads(),
         "git_commit": commit,
         "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="microseconds"),

@@ -55,16 +55,21 @@ def with_intervals(values: dict, labels: np.ndarray, predictions: np.ndarray) ->
     return {**values, **{f"{name}_{end}": bound for name, (low, high) in intervals.items() for end, bound in (("lo", low), ("hi", high))}}
 
 
-def evaluate_cell_model(cell: dict, model, data: FaceAttributeData) -> Evaluation:
+def evaluate_cell_model(cell: dict, model, data: FaceAttributeData, deployed=None) -> Evaluation:
     """Return the :class:`Evaluation` of a trained model on the test split of ``data``.
 
-    Temperature and per-attribute F1 thresholds are fitted on the validation split only.
+    Temperature and per-attribute F1 thresholds are fitted on the validation split only. With
+    ``deployed`` (a ``deploy.Deployed`` of the model, e.g. its int8 form) the logits are that runtime's.
     """
     train_cfg = cell["train"]
     # The training's memory format: channels_last evaluates Slim-Net 2.4x faster on the CPU (same logits to 1e-6).
     batch, device, channels_last = train_cfg.get("eval_batch_size", 64), train_cfg.get("device", "auto"), train_cfg.get("channels_last", True)
-    test_logits = predict_logits(model, data, "test", batch, device, channels_last)
-    val_logits = predict_logits(model, data, "val", batch, device, channels_last)
+    if deployed is not None:
+        test_logits = runtime_logits(deployed, data, model.data_config, "test", batch)
+        val_logits = runtime_logits(deployed, data, model.data_config, "val", batch)
+    else:
+        test_logits = predict_logits(model, data, "test", batch, device, channels_last)
+        val_logits = predict_logits(model, data, "val", batch, device, channels_last)
     test_labels, val_labels = data.labels[data.splits["test"]], data.labels[data.splits["val"]]
     train_labels = data.labels[data.splits["train"]]
     nonfinite = int((~np.isfinite(test_logits)).sum())
@@ -110,16 +115,22 @@ def evaluate_majority(cell: dict, data: FaceAttributeData) -> Evaluation:
 
 
 def model_inputs(data: FaceAttributeData, split: str, n_images: int, data_config: dict) -> np.ndarray:
-    """Return the first ``n_images`` of ``split`` as a float32 NCHW batch, preprocessed for a model with ``data_config``."""
+    """Return the first ``n_images`` of ``split`` as a float32 NCHW batch, preprocessed for a model with ``data_config``
+    (int8 calibration images come from here, so a quantized model is calibrated alike wherever it is built)."""
     indices = np.sort(data.splits[split][:n_images])
     return to_model_input(np.asarray(data.images[indices]), data_config).numpy()
+
+
+def runtime_logits(deployed, data: FaceAttributeData, data_config: dict, split: str = "test", batch_size: int = 64) -> np.ndarray:
+    """Return the logits (N, A) of a model running in a ``deploy.Deployed`` runtime on ``split``, in split order."""
+    logits = [deployed(to_model_input(images, data_config).numpy()) for images, _ in iterate_batches(data, split, batch_size)]
+    return np.concatenate(logits) if logits else np.zeros((0, data.labels.shape[1]), np.float32)
 
 
 def runtime_attribute_accuracy(deployed, data: FaceAttributeData, data_config: dict, split: str = "test",
                                batch_size: int = 64) -> np.ndarray:
     """Return each attribute's accuracy (percent) of a model running in a ``deploy.Deployed`` runtime on ``split``."""
-    logits = [deployed(to_model_input(images, data_config).numpy()) for images, _ in iterate_batches(data, split, batch_size)]
-    probs = _sigmoid(np.concatenate(logits))
+    probs = _sigmoid(runtime_logits(deployed, data, data_config, split, batch_size))
     return metrics.per_attribute_accuracy(data.labels[data.splits[split]], probs)
 
 

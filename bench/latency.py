@@ -101,7 +101,8 @@ def _best_vs_best(numerator: dict | None, denominator: dict | None, prefix: str)
     return {prefix: value, f"{prefix}_lo": low, f"{prefix}_hi": high}
 
 
-def _summary_ratios(candidate: Candidate, rows_of: dict, reference: str | None, by_key: dict, batch_n: int) -> dict:
+def _summary_ratios(candidate: Candidate, rows_of: dict, reference: str | None, by_key: dict, batch_n: int,
+                    quantized: set) -> dict:
     """Return the result row's ratios, each between the two latencies the summary shows (fastest exact runtime against
     fastest exact runtime), so that dividing the summary's columns gives the summary's ratios: ``ref_ratio_*`` (this
     model over the reference model) and ``speedup_*`` / ``realization_*`` (the base over this variant)."""
@@ -109,7 +110,7 @@ def _summary_ratios(candidate: Candidate, rows_of: dict, reference: str | None, 
 
     columns = {}
     for suffix, batch in (("b1", 1), ("bN", batch_n)):
-        mine = best_runtime(rows_of[candidate.key], batch)
+        mine = best_runtime(rows_of[candidate.key], batch, exact=candidate.key not in quantized)
         if reference in rows_of:
             columns.update(_best_vs_best(mine, best_runtime(rows_of[reference], batch), f"ref_ratio_{suffix}"))
         if candidate.base in rows_of:
@@ -125,6 +126,32 @@ def _probe_runtime(runtime: str) -> str:
     import deploy
 
     return runtime if deploy.RUNTIMES[runtime].exact else "onnxruntime"
+
+
+def _int8_slowdown_note(model, rows: list[dict], data, int8_default, threads: int) -> str | None:
+    # int8_default: the int8 settings the model's int8 runtimes were built with
+    """Return why a float model runs slower in ONNX Runtime int8 than in fp32 at batch 1 (where the profiler sees the time
+    go), or None when it does not."""
+    import deploy
+    from bench.evaluate import model_inputs
+
+    at_b1 = {r["runtime"]: r for r in rows if r["batch"] == 1 and r["device"] == "cpu"}
+    if getattr(model, "quantization", None) or not {"onnxruntime", "onnxruntime_int8"} <= set(at_b1):
+        return None
+    ratio = at_b1["onnxruntime_int8"]["median_ms"] / at_b1["onnxruntime"]["median_ms"]
+    if ratio <= 1.0:
+        return None
+    settings = int8_default
+    x = model_inputs(data, "val", 1, model.data_config)
+    calibration = model_inputs(data, "train", settings.calibration_images, model.data_config)
+    prepared = deploy.prepare_onnx(deploy.int8_source(model, x, calibration, settings))
+    int8 = deploy.quantize_onnx(prepared, calibration, settings, prepared=True)
+    fp32_parts, int8_parts = deploy.op_time_breakdown(prepared, x, threads), deploy.op_time_breakdown(int8, x, threads)
+    return (f"int8 runs {ratio:.2f}x slower than fp32 in ONNX Runtime at batch 1 on this {deploy.isa_text()} CPU; kernel times: "
+            f"convolutions {int8_parts['conv']:.2f} ms in int8 vs {fp32_parts['conv']:.2f} ms in fp32, "
+            f"{int8_parts['qdq']:.2f} ms quantizing and dequantizing around {int8_parts['float_nodes']} nodes left in float "
+            f"(no int8 kernel), other ops {int8_parts['other'] + int8_parts['layout']:.2f} vs "
+            f"{fp32_parts['other'] + fp32_parts['layout']:.2f} ms")
 
 
 def time_candidates(candidates: list[Candidate], data, settings: ProfileSettings, reference: str | None) -> dict:
@@ -144,6 +171,7 @@ def time_candidates(candidates: list[Candidate], data, settings: ProfileSettings
     import models
     from bench.evaluate import model_inputs, runtime_accuracy
     from bench.profile import build_runtimes, latency_row, resolve_runtimes, summary_latency_columns
+    from compress.quantize import controlled_settings
 
     started = time.perf_counter()
     deploy.steady_allocator()
@@ -153,26 +181,44 @@ def time_candidates(candidates: list[Candidate], data, settings: ProfileSettings
         peaks = [deploy.peak_gflops(threads) for _ in range(settings.peak_tries)]
         machine = max(peaks, key=lambda p: p["peak_gflops"])
         machine["tries"] = [round(p["peak_gflops"], 1) for p in peaks]
+        machine["cpu_isa"] = deploy.isa_text()
         gemm_probe = deploy.LoadProbe(threads, calibration_rounds=10)
         machine["gemm_probe_ms"] = gemm_probe.best_ms
         loaded = {c.key: models.load_model(c.model_path).eval() for c in candidates}
         devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() and any(c.cuda for c in candidates) else [])
         deployed, skipped, columns = {}, {c.key: {} for c in candidates}, {c.key: {} for c in candidates}
+        int8_default = settings.int8_settings()
+        quantized = {c.key for c in candidates if getattr(loaded[c.key], "quantization", None)}
+        wants_int8 = any(not deploy.RUNTIMES[r].exact for r in resolve_runtimes(settings.runtimes))
+        int8_of = {}
+        for c in candidates:
+            model = loaded[c.key]
+            int8_of[c.key] = deploy.int8_settings(model, int8_default)
+            if c.key not in quantized and wants_int8 and settings.int8_max_drop is not None:
+                val = np.sort(data.splits["val"])
+                int8_of[c.key], account = controlled_settings(
+                    model, model_inputs(data, "val", 2, model.data_config),
+                    model_inputs(data, "train", int8_of[c.key].calibration_images, model.data_config), int8_of[c.key],
+                    (model_inputs(data, "val", len(val), model.data_config), data.labels[val]), settings.int8_max_drop)
+                columns[c.key]["int8_settings"] = f"{int8_of[c.key].describe()} ({account})"
         for device in devices:
             for c in candidates:
                 model = loaded[c.key]
                 example = model_inputs(data, "val", 2, model.data_config)
-                calibration = model_inputs(data, "train", settings.int8_calibration_images, model.data_config)
-                built, why = build_runtimes(model, settings.runtimes, example, threads, device, calibration)
+                calibration = model_inputs(data, "train", int8_of[c.key].calibration_images, model.data_config)
+                built, why = build_runtimes(model, settings.runtimes, example, threads, device, calibration, int8_of[c.key])
                 for runtime, d in built.items():
                     deployed[(c.key, runtime, device)] = d
                 skipped[c.key].update({(runtime if device == "cpu" else f"{runtime}@{device}"): reason for runtime, reason in why.items()})
         for c in candidates:
-            int8 = deployed.get((c.key, "onnxruntime_int8", "cpu"))
-            if int8 is not None:
-                accuracy = runtime_accuracy(int8, data, loaded[c.key].data_config, "test", c.eval_batch_size)
-                columns[c.key].update({"acc_mean_int8": accuracy,
-                                       "acc_int8_delta": accuracy - c.acc_mean if c.acc_mean is not None else None})
+            # A float model's int8 accuracy is its drop; a quantized model's own accuracy is already its int8 one.
+            fp32 = None if c.key in quantized else c.acc_mean
+            for runtime, prefix in (("onnxruntime_int8", "int8"), ("openvino_int8", "ov_int8")):
+                int8 = deployed.get((c.key, runtime, "cpu"))
+                if int8 is not None:
+                    accuracy = runtime_accuracy(int8, data, loaded[c.key].data_config, "test", c.eval_batch_size)
+                    columns[c.key].update({f"acc_mean_{prefix}": accuracy,
+                                           f"acc_{prefix}_delta": accuracy - fp32 if fp32 is not None else None})
         batches = [1, settings.batch_n] if settings.batch_n != 1 else [1]
         groups = [(runtime, batch, device) for device in devices for batch in batches for runtime in resolve_runtimes(settings.runtimes)
                   if any((c.key, runtime, device) in deployed for c in candidates)]
@@ -240,9 +286,14 @@ def time_candidates(candidates: list[Candidate], data, settings: ProfileSettings
                 rows.append(make_row(LATENCY_COLUMNS, {**c.identity, **row}))
         rows_of = {c.key: [r for r in rows if r["config_hash"] == c.key] for c in candidates}
         for c in candidates:
-            columns[c.key].update({**summary_latency_columns(rows_of[c.key], settings.batch_n), "threads": threads,
-                                   "peak_gflops": machine["peak_gflops"], "peak_library": machine["peak_library"]})
-            columns[c.key].update(_summary_ratios(c, rows_of, reference, by_key, settings.batch_n))
+            note = _int8_slowdown_note(loaded[c.key], rows_of[c.key], data, int8_of[c.key], threads)
+            if note:
+                columns[c.key]["int8_note"] = note
+        for c in candidates:
+            columns[c.key].update({**summary_latency_columns(rows_of[c.key], settings.batch_n, exact=c.key not in quantized),
+                                   "threads": threads, "peak_gflops": machine["peak_gflops"], "peak_library": machine["peak_library"],
+                                   "cpu_isa": machine["cpu_isa"]})
+            columns[c.key].update(_summary_ratios(c, rows_of, reference, by_key, settings.batch_n, quantized))
     return {"version": TIMING_VERSION, "cells": sorted(c.key for c in candidates), "reference": reference, "machine": machine,
             "settings": settings.to_dict(), "latency": rows, "columns": columns, "skipped": skipped, "unresolved": unresolved,
             "seconds": time.perf_counter() - started, "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S")}

@@ -196,14 +196,15 @@ def pse_mask_plot(record: dict, folder: str, name: str) -> dict[str, str]:
 
 def _with_accuracy(latency, frame):
     """Return latency rows at batch 1 on the CPU with the accuracy of their model variant (int8: its own) and both intervals."""
-    columns = [c for c in ("acc_mean", "acc_mean_lo", "acc_mean_hi", "acc_mean_int8") if c in frame]
+    columns = [c for c in ("acc_mean", "acc_mean_lo", "acc_mean_hi", "acc_mean_int8", "acc_mean_ov_int8") if c in frame]
     accuracy = frame.groupby("label", sort=False)[columns].mean().reset_index()
     rows = latency[(latency["batch"] == 1) & (latency["device"] == "cpu")]
     timed = [c for c in ("median_ms", "median_lo", "median_hi", "floor_ratio") if c in rows]
     rows = rows.groupby(["label", "runtime"], sort=False)[timed].median().reset_index()
     rows = rows.merge(accuracy, on="label", how="left")
-    int8 = rows["runtime"] == "onnxruntime_int8"
-    rows["accuracy"] = np.where(int8, rows.get("acc_mean_int8", np.nan), rows["acc_mean"])
+    rows["accuracy"] = rows["acc_mean"]
+    for runtime, column in (("onnxruntime_int8", "acc_mean_int8"), ("openvino_int8", "acc_mean_ov_int8")):
+        rows["accuracy"] = np.where(rows["runtime"] == runtime, rows.get(column, np.nan), rows["accuracy"])
     # int8 accuracy has no interval of its own here: its bars are the fp32 model's, shifted
     for end in ("lo", "hi"):
         rows[f"accuracy_{end}"] = rows[f"acc_mean_{end}"] - rows["acc_mean"] + rows["accuracy"]

@@ -67,21 +67,26 @@ def resolve_runtimes(runtimes) -> list[str]:
 
 
 def build_runtimes(model: nn.Module, runtimes, example: np.ndarray, threads: int | None = None, device: str = "cpu",
-                   calibration: np.ndarray | None = None) -> tuple[dict[str, deploy.Deployed], dict[str, str]]:
+                   calibration: np.ndarray | None = None, int8: deploy.Int8Settings | None = None
+                   ) -> tuple[dict[str, deploy.Deployed], dict[str, str]]:
     """Return ``(deployed per runtime, why each skipped runtime was skipped)``.
 
-    A runtime whose package is missing (or that cannot use ``device``) is skipped with its reason,
-    and so is an inexact runtime (int8) whose logits break parity: quantization error is a
-    property of the model, worth reporting, not a bug.
+    A runtime whose package is missing (or that cannot use ``device``) is skipped with its reason; a
+    quantized model (``model.quantization``) is built in the int8 runtimes only. ``int8`` is the int8
+    settings of a model without its own.
 
     Raises:
         deploy.RuntimeParityError: an exact (fp32) runtime's logits differ from eager's beyond its
             tolerance: a conversion bug, so nothing it measured could be trusted.
     """
     built, skipped = {}, {}
-    for name in resolve_runtimes(runtimes):
+    names = resolve_runtimes(runtimes)
+    if getattr(model, "quantization", None):  # a quantized model's figures are its int8 runtimes'
+        skipped.update({name: "a quantized model runs in the int8 runtimes only" for name in names if deploy.RUNTIMES[name].exact})
+        names = [name for name in names if not deploy.RUNTIMES[name].exact]
+    for name in names:
         try:
-            built[name] = deploy.deploy(model, name, example, threads=threads, device=device, calibration=calibration)
+            built[name] = deploy.deploy(model, name, example, threads=threads, device=device, calibration=calibration, int8=int8)
         except deploy.RuntimeUnavailable as exc:
             skipped[name] = str(exc)
         except deploy.RuntimeParityError as exc:
@@ -118,12 +123,14 @@ def latency_row(timing: deploy.Timing, runtime: str, batch: int, deployed: deplo
         "iterations": timing.iterations, "blocks": blocks, "spread_pct": timing.spread_pct, "load_ratio": timing.load_ratio,
         "busy": timing.busy, "retimed": timing.retimed, "macs": macs, "floor_ms": floor,
         "floor_ratio": timing.median_ms / floor if floor else None, "peak_gflops": peak, "max_abs_diff": deployed.max_abs_diff,
+        "int8_settings": deployed.int8_settings, "cpu_isa": deploy.isa_text(),
     }
 
 
-def best_runtime(rows: list[dict], batch: int, device: str = "cpu") -> dict | None:
-    """Return the fastest latency row of an exact (fp32) runtime at ``batch`` on ``device``, or None."""
-    candidates = [r for r in rows if r["batch"] == batch and r["device"] == device and r["runtime"] in EXACT_RUNTIMES]
+def best_runtime(rows: list[dict], batch: int, device: str = "cpu", exact: bool = True) -> dict | None:
+    """Return the fastest latency row at ``batch`` on ``device`` of an exact (fp32) runtime, or with ``exact=False`` of an
+    int8 runtime (a quantized model runs in those only), or None."""
+    candidates = [r for r in rows if r["batch"] == batch and r["device"] == device and (r["runtime"] in EXACT_RUNTIMES) == exact]
     return min(candidates, key=lambda r: r["median_ms"]) if candidates else None
 
 
@@ -137,14 +144,14 @@ def cost_columns(model: nn.Module, input_size) -> dict:
     return {"params": count_params(model), "macs": count_macs(model, input_size), "disk_bytes": raw, "disk_bytes_zip": zipped}
 
 
-def summary_latency_columns(rows: list[dict], batch_n: int) -> dict:
-    """Return the result-row latency columns: the best exact runtime at batch 1 and batch N (name,
-    median with its interval, ratio to the floor, ratio to the study's reference model and speed-up /
-    realization over the base, each with its interval, when measured), the int8 runtime's batch-1
+def summary_latency_columns(rows: list[dict], batch_n: int, exact: bool = True) -> dict:
+    """Return the result-row latency columns: the best exact runtime (``exact=False``, a quantized model: the best int8
+    runtime) at batch 1 and batch N (name, median with its interval, ratio to the floor, ratio to the study's reference
+    model and speed-up / realization over the base, each with its interval, when measured), the int8 runtime's batch-1
     median, and the best GPU medians."""
     columns = {"batch_n": batch_n}
     for suffix, batch in (("b1", 1), ("bN", batch_n)):
-        best = best_runtime(rows, batch)
+        best = best_runtime(rows, batch, exact=exact)
         if best:
             columns.update({f"runtime_{suffix}": best["runtime"], f"latency_{suffix}_ms": best["median_ms"],
                             f"latency_{suffix}_lo": best.get("median_lo"), f"latency_{suffix}_hi": best.get("median_hi"),

@@ -70,6 +70,7 @@ def render_report(results_dir: str, study: str, reports_dir: str = "reports", pl
     batch_n = sorted({int(b) for b in frame["batch_n"].dropna()})
     dataset = ", ".join(sorted({str(d) for d in frame["dataset"].dropna()}))
     peaks = sorted({f"{p:.0f} GFLOP/s ({lib})" for p, lib in zip(frame["peak_gflops"], frame["peak_library"]) if _as_number(p) > 0})
+    isas = sorted({str(v) for v in frame.get("cpu_isa", pd.Series(dtype=object)).dropna() if str(v)})
     note = (f"Study '{study}' on {dataset}, test split. Rates in percent; PPP = mA / params in millions; "
             f"MACs are multiply-accumulates (ptflops aten) at each model's input size. Latency: median ms per batch "
             f"(bN = batch {'/'.join(map(str, batch_n)) or '-'}) in the fastest exact (fp32) runtime, named in 'Runtime' "
@@ -78,7 +79,9 @@ def render_report(results_dir: str, study: str, reports_dir: str = "reports", pl
             f"and blocks; floor = 2 x MACs x batch / the machine's fp32 peak "
             f"({', '.join(peaks) or 'not measured'}); speed-up and realization (speed-up / MAC reduction) compare a "
             f"compressed variant with its base in the same runtime and blocks; int8 = ONNX Runtime static "
-            f"quantization, its accuracy on the same test split; empty = not measured. Acc, mA and F1: value +- half the "
+            f"quantization (OV int8: OpenVINO through NNCF), its accuracy on the same test split, on a "
+            f"{' / '.join(isas) or 'not recorded'} CPU (cpu_isa: int8 speed depends on VNNI); a quantized variant (int8 in its "
+            f"name) is timed in its int8 runtimes only, its Acc is its ONNX Runtime int8 accuracy; empty = not measured. Acc, mA and F1: value +- half the "
             f"95 % bootstrap interval over test images (1,000 resamples) for one seed, +- the standard deviation over "
             f"seeds for several (seeds column); paired differences between models: comparisons.md.")
     warnings = warning_lines(records, labels)

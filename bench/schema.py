@@ -26,7 +26,9 @@ TIMING_VERSION = 1
 
 RESULT_COLUMNS = (
     # identity and config
-    "study", "model", "variant", "compression", "seed", "dataset", "input_size", "epochs", "batch_size", "lr",
+    # compression: the variant's full pipeline; compression_notes: what its steps decided beyond their options (a target met,
+    # the nodes int8 accuracy control left in float)
+    "study", "model", "variant", "compression", "compression_notes", "seed", "dataset", "input_size", "epochs", "batch_size", "lr",
     "n_train", "n_val", "n_test",
     # cost; latency: the fastest exact (fp32) runtime at batch 1 and batch N (all runtimes are in latency.csv), from the
     # study's one timing phase; *_lo / *_hi: 95 % bootstrap interval over timing blocks; ref_ratio: this latency over the
@@ -42,11 +44,17 @@ RESULT_COLUMNS = (
     # quality (percent); *_lo / *_hi: 95 % bootstrap interval over test images
     "acc_mean", "acc_mean_lo", "acc_mean_hi", "acc_majority", "mA", "mA_lo", "mA_hi", "inst_acc", "inst_precision", "inst_recall", "inst_f1",
     "precision", "recall", "f1", "f1_lo", "f1_hi", "hamming_loss", "hamming_score", "ece", "ece_ts", "temperature",
-    "acc_mean_tuned", "f1_tuned", "ppp", "acc_mean_nofinetune", "acc_mean_int8", "acc_int8_delta",
+    "acc_mean_tuned", "f1_tuned", "ppp", "acc_mean_nofinetune",
+    # int8: test accuracy in ONNX Runtime int8 and in OpenVINO int8 (NNCF), and the drop from fp32 (a float model's; empty
+    # for a quantized variant, whose acc_mean is already its ONNX Runtime int8 accuracy); int8_settings: a quantized
+    # variant's quantization (latency.csv has each int8 row's)
+    # int8_note: where the time goes when int8 runs slower than fp32 in ONNX Runtime at batch 1 (its profiler's kernel times)
+    "acc_mean_int8", "acc_int8_delta", "acc_mean_ov_int8", "acc_ov_int8_delta", "int8_settings", "int8_note",
     # training; diverged: why the training looks diverged ('' when it does not, see bench.train.divergence_reason)
     "train_seconds", "finetune_seconds", "best_epoch", "diverged",
     # environment
-    "torch_version", "timm_version", "onnxruntime_version", "cpu_name", "threads", "peak_gflops", "peak_library", "device",
+    # cpu_isa: the vector instruction sets int8 speed depends on (AVX2, AVX-512, VNNI, AMX)
+    "torch_version", "timm_version", "onnxruntime_version", "cpu_name", "cpu_isa", "threads", "peak_gflops", "peak_library", "device",
     "git_commit", "timestamp", "config_hash", "group_hash",
 )
 
@@ -60,14 +68,14 @@ PER_ATTRIBUTE_COLUMNS = (
 # runtime and batch: median_ms is the median of its block medians (blocks: those used, blocks_total: those timed),
 # median_lo/hi its 95 % bootstrap interval over blocks; ref_ratio = median / the reference model's median,
 # speedup = base_median_ms / median_ms, realization = speedup / mac_reduction, each with its interval (paired
-# bootstrap over blocks). load_ratio / memory_load_ratio: the worst GEMM / memory-bound probe ratio over the blocks;
+# bootstrap over blocks); int8_settings: how an int8 row's model was quantized; cpu_isa: AVX2 / AVX-512 / VNNI / AMX. load_ratio / memory_load_ratio: the worst GEMM / memory-bound probe ratio over the blocks;
 # block_medians_ms: the medians of the blocks used, '|'-separated, for anyone who wants to redo the statistics.
 LATENCY_COLUMNS = (
     "study", "model", "variant", "seed", "config_hash", "runtime", "exact", "device", "batch", "threads", "median_ms", "median_lo",
     "median_hi", "p10_ms", "p90_ms", "iqr_ms", "iterations", "blocks", "blocks_total", "spread_pct", "load_ratio", "memory_load_ratio",
     "busy", "retimed", "macs", "floor_ms", "floor_ratio", "floor_ratio_lo", "floor_ratio_hi", "peak_gflops", "ref_ratio", "ref_ratio_lo",
     "ref_ratio_hi", "base_median_ms", "speedup", "speedup_lo", "speedup_hi", "mac_reduction", "param_reduction", "realization",
-    "realization_lo", "realization_hi", "max_abs_diff", "block_medians_ms",
+    "realization_lo", "realization_hi", "max_abs_diff", "int8_settings", "cpu_isa", "block_medians_ms",
 )
 
 LAYER_COLUMNS = (

@@ -166,6 +166,18 @@ class FinetuneSettings(Settings):
             hflip=train.hflip if self.hflip is None else self.hflip)
 
 
+def _int8_problem(value) -> str | None:
+    import deploy
+
+    if not isinstance(value, dict):
+        return f"expected a mapping of int8 settings, got {value!r}"
+    try:
+        deploy.Int8Settings.from_mapping(value)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
 @dataclass
 class ProfileSettings(Settings):
     """How a study measures costs: latency runtimes, batch sizes, interleaved timing and the per-layer table."""
@@ -187,7 +199,11 @@ class ProfileSettings(Settings):
     min_iters: int = setting(3, "calls per candidate and block, at least", "int", 1, None)
     min_seconds: float = setting(0.1, "seconds per candidate and block, at least", "float", 0, None)
     threads: int | None = setting(None, "threads timed with (None: torch's default, all cores)", "int", 1, None)
-    int8_calibration_images: int = setting(64, "training images that calibrate int8 quantization", "int", 1, None)
+    int8: dict = setting({}, "int8 settings of the models without a quantize step (deploy.Int8Settings: calibration_method, "
+                         "calibration_images, per_channel, reduce_range, percentile; defaults there)", "any", check=_int8_problem)
+    int8_max_drop: float | None = setting(None, "accuracy control for the int8 runtimes of the models without a quantize step: "
+                                          "nodes stay in float until the validation drop is at most this many points "
+                                          "(None: off)", "float", 0, None)
     layer_runtimes: list = setting(["eager", "onnxruntime"], "runtimes of the per-layer speed-up table", "any",
                                    check=_runtimes_problem)
     layer_blocks: int = setting(3, "interleaved blocks per layer in the per-layer table", "int", 1, None)
@@ -198,6 +214,12 @@ class ProfileSettings(Settings):
         super().__post_init__()
         if self.max_blocks < self.blocks:
             raise StudyConfigError(f"profile.max_blocks: expected at least profile.blocks ({self.blocks}), got {self.max_blocks}")
+
+    def int8_settings(self):
+        """Return the ``deploy.Int8Settings`` of the models without a quantize step."""
+        import deploy
+
+        return deploy.Int8Settings.from_mapping(self.int8)
 
     def layer_timing(self) -> dict:
         """Return the per-layer timer's keyword settings (``bench.speedup.layer_speedup_table``)."""

@@ -36,7 +36,7 @@ from bench import metrics
 from bench.config import DEFAULT_CONFIG, EXECUTORS, StudyConfigError, expand_cells, profile_settings, reference_model
 from bench.data import load_data
 from bench.environment import environment
-from bench.evaluate import evaluate_cell_model, evaluate_majority, pse_mask_record
+from bench.evaluate import evaluate_cell_model, evaluate_majority, model_inputs, pse_mask_record
 from bench.files import check_writable, file_lock, remove_stale_partials, write_atomically
 from bench.latency import run_timing_phase
 from bench.profile import cost_columns
@@ -103,8 +103,8 @@ def compute_record(cell: dict, data, checkpoint_dir: str | None = None, progress
             per_layer = {**layer_timing, "probe": probe} if layer_timing else {"runtimes": ()}
             compressed = compress_and_finetune(model, data, cell["compression"], cell["finetune"], config, progress, per_layer)
             model = compressed.model
-        evaluation = evaluate_cell_model(cell, model, data)
         model = model.cpu().to(memory_format=torch.contiguous_format).eval()
+        evaluation = evaluate_cell_model(cell, model, data, deployed=_int8_deployed(model, data))
         if checkpoint_dir:  # the final (trained, or compressed and fine-tuned) model, rebuildable by models.load_model
             checkpoint = models.model_checkpoint(model, config_hash=config_hash(cell))
             write_atomically(os.path.join(checkpoint_dir, "model.pt"), lambda partial: torch.save(checkpoint, partial))
@@ -115,8 +115,10 @@ def compute_record(cell: dict, data, checkpoint_dir: str | None = None, progress
     row = make_row(RESULT_COLUMNS, {
         **shared_columns, **evaluation.values, **costs,
         "compression": variant_label(cell["compression"]) if cell.get("compression") else "",
+        "compression_notes": "; ".join(note for report in compressed.reports for note in report.notes) if compressed else "",
         "nonzero_params": int(sum(int(torch.count_nonzero(p)) for p in model.parameters())),
         "acc_mean_nofinetune": compressed.acc_mean_nofinetune if compressed else None,
+        "int8_settings": deploy.int8_settings(model).describe() if getattr(model, "quantization", None) else "",
         "finetune_seconds": compressed.finetune_seconds if compressed else None,
         "input_size": list(model.data_config["input_size"]),
         "epochs": config.epochs, "batch_size": config.batch_size, "lr": config.lr,
@@ -131,6 +133,16 @@ def compute_record(cell: dict, data, checkpoint_dir: str | None = None, progress
     layers = [make_row(LAYER_COLUMNS, {**identity(cell), **r}) for r in (compressed.layer_rows if compressed else [])]
     return {"cell": cell, "row": row, "per_attribute": evaluation.per_attribute, "history": history,
             "reliability": evaluation.reliability, "layers": layers, "pse_masks": masks, **_test_bits(data, evaluation)}
+
+
+def _int8_deployed(model, data):
+    """Return a quantized model (one the ``quantize`` step set up) in ONNX Runtime int8, the runtime its accuracy is
+    measured in (the timing phase builds it alike), or None for a float model."""
+    if not getattr(model, "quantization", None):
+        return None
+    settings = deploy.int8_settings(model)
+    calibration = model_inputs(data, "train", settings.calibration_images, model.data_config)
+    return deploy.deploy(model, "onnxruntime_int8", model_inputs(data, "val", 2, model.data_config), calibration=calibration)
 
 
 def _test_bits(data, evaluation) -> dict:

@@ -35,6 +35,7 @@ SUMMARY_COLUMNS = (
     ("speedup_bN", "Speed-up bN", 1, "x", None),
     ("realization_b1", "Realized b1", 1, 2, None),
     ("acc_mean_int8", "Acc int8", 1, 2, None),
+    ("acc_mean_ov_int8", "Acc OV int8", 1, 2, None),
     ("int8_b1_ms", "int8 b1 (ms)", 1, 2, "min"),
     ("gpu_b1_ms", "GPU b1 (ms)", 1, 3, "min"),
     ("disk_bytes", "Disk (MB)", 1e-6, 2, "min"),
@@ -329,7 +330,7 @@ def layer_table(layers) -> tuple[list[str], list[list[str]]]:
 
 def warning_lines(records: list[dict], labels: dict[str, str]) -> list[str]:
     """Return one line per thing a reader of the summary must know about a row: a diverged training
-    (``diverged`` column) and a compression setting the engine changed (e.g. a CPD-EPC ``delta`` raised to
+    (``diverged`` column), int8 slower than fp32 and why (``int8_note``) and a compression setting the engine changed (e.g. a CPD-EPC ``delta`` raised to
     the ALS error, from the layer rows' ``note``)."""
     lines = []
     for record in records:
@@ -337,6 +338,8 @@ def warning_lines(records: list[dict], labels: dict[str, str]) -> list[str]:
         label = f"{labels.get(row['config_hash'], row['model'])} (seed {row['seed']})"
         if row.get("diverged"):
             lines.append(f"{label}: training diverged: {row['diverged']}")
+        if row.get("int8_note"):
+            lines.append(f"{label}: {row['int8_note']}")
         notes = sorted({f"{x['layer']}: {x['note']}" for x in record.get("layers", []) if x.get("note")})
         lines.extend(f"{label}: {note}" for note in notes)
     return lines

@@ -76,7 +76,8 @@ def head_parameters(model: nn.Module) -> list[nn.Parameter]:
 def _set_backbone_frozen(model: nn.Module, frozen: bool) -> None:
     head = {id(p) for p in head_parameters(model)}
     for parameter in model.parameters():
-        parameter.requires_grad_(not frozen or id(parameter) in head)
+        if parameter.is_floating_point():  # fake quantization keeps integer bookkeeping (bit widths) as parameters
+            parameter.requires_grad_(not frozen or id(parameter) in head)
 
 
 class TrainingDivergedError(RuntimeError):

@@ -99,6 +99,16 @@ def validate_step(step: dict) -> dict:
     return step
 
 
+def _last_steps_last(steps: list[dict]) -> list[dict]:
+    from compress.methods import LAST_STEP_METHODS
+
+    for step in steps[:-1]:
+        if step["method"] in LAST_STEP_METHODS:
+            raise VariantSpecError(f"compression variant {variant_label(steps)!r}: {step['method']} can only be the last step "
+                                   f"(it sets how the finished model is deployed)")
+    return steps
+
+
 def parse_variant(spec) -> list[dict]:
     """Return the list of steps of a variant given as text or as a mapping with ``steps``.
 
@@ -106,7 +116,7 @@ def parse_variant(spec) -> list[dict]:
         VariantSpecError: malformed spec.
     """
     if isinstance(spec, str):
-        return [validate_step(parse_step(part)) for part in spec.split("+") if part.strip()]
+        return _last_steps_last([validate_step(parse_step(part)) for part in spec.split("+") if part.strip()])
     if isinstance(spec, dict) and isinstance(spec.get("steps"), list):
         steps = []
         for step in spec["steps"]:
@@ -118,7 +128,7 @@ def parse_variant(spec) -> list[dict]:
                                             for k, v in step.items()}))
             else:
                 raise VariantSpecError(f"compression step {step!r}: expected 'method:opts' or a mapping with a known 'method'")
-        return steps
+        return _last_steps_last(steps)
     raise VariantSpecError(f"compression variant {spec!r}: expected 'method:opts+...' or a mapping with 'steps'")
 
 
@@ -132,6 +142,10 @@ def variant_name(steps: list[dict]) -> str:
     :func:`variant_label`, kept in the ``compression`` column)."""
     parts = []
     for step in steps:
+        if step["method"] == "quantize":
+            parts.append(" ".join(["int8"] + (["qat"] if step.get("qat") else []) + ([step["calibration_method"]] if "calibration_method" in step else [])
+                                  + ([f"drop {step['max_drop']:g}"] if step.get("max_drop") is not None else [])))
+            continue
         where = " ".join(pattern.strip("*.") or pattern for pattern in as_patterns(step.get("layers")))
         knob = next((step[k] for k in NAME_KNOBS if k in step), None)
         amount = ""
@@ -195,6 +209,49 @@ def _finetune(model, data, finetune: FinetuneSettings, train_config: TrainConfig
                        temperature=finetune.temperature)
 
 
+class _QuantizationWrapper(nn.Module):
+    """Holds the model NNCF adds fake quantization to: NNCF registers its hooks as a submodule, which an
+    ``nn.Sequential`` model (Slim-Net) would otherwise call as one of its layers."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+        self.data_config = model.data_config
+
+    def forward(self, x):
+        return self.model(x)
+
+    def get_classifier(self) -> nn.Module:
+        """Return the wrapped model's classifier (training keeps it trainable while the backbone is frozen)."""
+        from models import classifier_of
+
+        return classifier_of(self.model)
+
+
+def _qat_finetune(model, data, finetune: FinetuneSettings, train_config: TrainConfig, factor_groups, progress, teacher,
+                  step: dict) -> TrainResult:
+    """Fine-tune ``model`` in place with NNCF's fake quantization (int8 weights per channel, uint8 activations, ranges from
+    the quantize step's calibration images), then keep its weights: the int8 runtimes calibrate them again."""
+    import nncf
+    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, OverflowFix
+
+    from bench.evaluate import model_inputs
+    import deploy
+
+    resolved = resolve_options("quantize", compress.get_method("quantize").options, {k: v for k, v in step.items() if k != "method"})
+    images = torch.from_numpy(model_inputs(data, "train", resolved["calibration_images"], model.data_config))
+    reduce = deploy.Int8Settings(reduce_range=resolved["reduce_range"]).effective_reduce_range()
+    wrapped = nncf.quantize(_QuantizationWrapper(model.cpu().eval()), nncf.Dataset([images[i: i + 1] for i in range(len(images))]),
+                            subset_size=len(images),
+                            # bias correction would fit the biases to NNCF's quantizers, which the runtimes do not use
+                            advanced_parameters=AdvancedQuantizationParameters(
+                                disable_bias_correction=True, overflow_fix=OverflowFix.ENABLE if reduce else OverflowFix.DISABLE))
+    tuned = _finetune(wrapped, data, finetune, train_config, [[f"model.{name}" for name in group] for group in factor_groups],
+                      progress, teacher)
+    model.load_state_dict(wrapped.model.cpu().to(memory_format=torch.contiguous_format).state_dict())
+    return tuned
+
+
 @dataclass
 class CompressionResult:
     """What a compress -> fine-tune pipeline returns.
@@ -239,7 +296,9 @@ def compress_and_finetune(model, data: FaceAttributeData, steps: list[dict], fin
     current = model.cpu().to(memory_format=torch.contiguous_format).eval()
     teacher = copy.deepcopy(current) if finetune.distill > 0 else None
     result = CompressionResult(current)
-    for step in steps:
+    quantize_step = steps[-1] if steps and steps[-1]["method"] == "quantize" else None
+    shaping = steps[:-1] if quantize_step else steps
+    for step in shaping:
         options = {k: v for k, v in step.items() if k not in ["method", *PIPELINE_OPTIONS.get(step["method"], {})]}
         is_factorization = compress.get_method(step["method"]).factorization is not None
         if result.factor_groups and is_factorization:
@@ -279,9 +338,32 @@ def compress_and_finetune(model, data: FaceAttributeData, steps: list[dict], fin
         result.layer_rows += layer_speedup_table(before_step, current.cpu().eval(), rows, example, **step_timing)
     probs = predict_probs(current, data, "test", train_config.eval_batch_size, train_config.device, train_config.channels_last)
     result.acc_mean_nofinetune = float(per_attribute_accuracy(data.labels[data.splits["test"]], probs).mean())
-    if finetune.epochs > 0:
-        tuned = _finetune(current, data, finetune, train_config, result.factor_groups, progress, teacher)
+    qat = bool(quantize_step and quantize_step.get("qat"))
+    # Post-training quantization of an unchanged model has nothing to recover: the fine-tune would only retrain it.
+    if finetune.epochs > 0 and (shaping or qat):
+        if qat:
+            tuned = _qat_finetune(current, data, finetune, train_config, result.factor_groups, progress, teacher, quantize_step)
+        else:
+            tuned = _finetune(current, data, finetune, train_config, result.factor_groups, progress, teacher)
         result.history += tuned.history
         result.finetune_seconds += tuned.train_seconds
-    result.model = current.cpu().to(memory_format=torch.contiguous_format).eval()
+    current = current.cpu().to(memory_format=torch.contiguous_format).eval()
+    if quantize_step:
+        current, report = compress.apply(current, "quantize", example, **_quantize_options(current, data, quantize_step))
+        result.reports.append(report)
+    result.model = current
     return result
+
+
+def _quantize_options(model, data: FaceAttributeData, step: dict) -> dict:
+    """Return the quantize step's options with the data it needs: the first ``calibration_images`` training images
+    (the same the int8 runtimes of the timing phase calibrate on) and, for accuracy control, the validation split."""
+    from bench.evaluate import model_inputs
+
+    options = {k: v for k, v in step.items() if k != "method"}
+    resolved = resolve_options("quantize", compress.get_method("quantize").options, options)
+    options["calibration"] = model_inputs(data, "train", resolved["calibration_images"], model.data_config)
+    if resolved["max_drop"] is not None:
+        val = np.sort(data.splits["val"])
+        options["validation"] = (model_inputs(data, "val", len(val), model.data_config), data.labels[val])
+    return options

@@ -11,7 +11,7 @@ says what each method applies to and which options it takes.
 
 Inside the package imports run one way (``tests/test_structure.py`` checks it): ``layers``,
 ``rank``, ``decompose`` -> ``options`` -> ``report`` -> ``factorizations`` -> ``targets`` ->
-``factorize``, ``prune``, ``sparsity``, ``penalty`` -> ``methods`` -> this module -> ``search``.
+``factorize``, ``prune``, ``sparsity``, ``quantize``, ``penalty`` -> ``methods`` -> this module -> ``search``.
 """
 from __future__ import annotations
 
@@ -70,7 +70,7 @@ def apply(model: nn.Module, method: str, example_input: torch.Tensor, **options)
         if hasattr(model, attribute):
             setattr(new_model, attribute, copy.deepcopy(getattr(model, attribute)))
     report = entry.run(new_model, example_input, resolved)
-    report.options = {k: v for k, v in options.items() if k != "calibration"}
+    report.options = {k: v for k, v in options.items() if k not in ("calibration", "validation")}
     return new_model, report
 
 

@@ -13,8 +13,10 @@ from typing import Callable
 from compress import factorizations
 from compress.factorize import factorize_model
 from compress.factorizations import Factorization
-from compress.options import CP_EPC_OPTIONS, CP_OPTIONS, FACTORIZATION_OPTIONS, PRUNE_OPTIONS, SPARSITY_OPTIONS, Option
+from compress.options import (CP_EPC_OPTIONS, CP_OPTIONS, FACTORIZATION_OPTIONS, PRUNE_OPTIONS, QUANTIZE_OPTIONS, SPARSITY_OPTIONS,
+                              Option)
 from compress.prune import prune_model
+from compress.quantize import quantize_model
 from compress.report import CompressionReport
 from compress.sparsity import sparsify_model
 
@@ -46,4 +48,8 @@ METHODS: dict[str, Method] = {
                     lambda model, x, resolved: prune_model(model, x, **resolved), PRUNE_OPTIONS),
     "sparsity": Method("sparsity", "unstructured magnitude sparsity (zeros only, no MAC saving)",
                        lambda model, x, resolved: sparsify_model(model, x, **resolved), SPARSITY_OPTIONS),
+    "quantize": Method("quantize", "int8 post-training quantization (ONNX Runtime / NNCF), accuracy control; the last step",
+                       lambda model, x, resolved: quantize_model(model, x, **resolved), QUANTIZE_OPTIONS),
 }
+# Methods that only change how a model is deployed, so they can only end a pipeline.
+LAST_STEP_METHODS = ("quantize",)

@@ -185,3 +185,23 @@ SPARSITY_OPTIONS = {
     "exclude": FACTORIZATION_OPTIONS["exclude"],
     "include_classifier": FACTORIZATION_OPTIONS["include_classifier"],
 }
+
+_INT8 = deploy.Int8Settings()
+QUANTIZE_OPTIONS = {
+    "calibration_method": Option("how activation ranges are calibrated", "str", choices=deploy.quantize.CALIBRATION_METHODS,
+                                 default=_INT8.calibration_method),
+    "calibration_images": Option("the first N training images calibrate", "int", 1, None, default=_INT8.calibration_images),
+    "per_channel": Option("one weight scale per output channel", "bool", default=_INT8.per_channel),
+    "reduce_range": Option("7-bit weights (default: on a CPU without VNNI, where 8-bit sums saturate)", "bool",
+                           default=_INT8.reduce_range),
+    "percentile": Option("the percentile of calibration_method=percentile", "float", 90, 100, "[)", default=_INT8.percentile),
+    "equalize": Option("equalize channel ranges inside factorized layers first (same function, fewer rounded-away channels)",
+                       "bool", default=_INT8.equalize),
+    "exclude": Option("ONNX node-name patterns left in float (e.g. /conv1/*)", "names", default=()),
+    "max_drop": Option("accuracy control: largest validation drop (points) accepted; the nodes with the largest quantization "
+                       "error stay in float, a group at a time, until it holds (default: off)", "float", 0, None),
+    "qat": Option("quantization-aware fine-tuning (NNCF fake quantization) before calibration", "bool", default=False),
+    "calibration": Option("float32 NCHW calibration images (the pipeline passes the first calibration_images training images)",
+                          "object"),
+    "validation": Option("(float32 NCHW images, 0/1 labels) accuracy control measures the drop on", "object"),
+}

@@ -5,7 +5,7 @@ Each entry turns an ``nn.Module`` into a :class:`Deployed` callable on a float32
     deployed = deploy.deploy(model, "onnxruntime", example)   # parity with eager checked here
     logits = deployed(images)                                   # numpy in, numpy out
 
-A runtime is one ``build(model, example, threads, device, calibration) -> Deployed`` function and
+A runtime is one ``build(model, example, threads, device, calibration, int8) -> Deployed`` function and
 one :data:`RUNTIMES` entry (its description, the packages it needs, its parity tolerance). Every
 build is checked against eager PyTorch on the example batch: the largest absolute logit
 difference is kept in ``Deployed.max_abs_diff``, and a runtime beyond its tolerance raises
@@ -25,6 +25,8 @@ from typing import Any, Callable
 import numpy as np
 import torch
 from torch import nn
+
+from deploy.quantize import Int8Settings, calibration_subset, equalize_chains, quantize_onnx, quantize_openvino
 
 
 class RuntimeUnavailable(RuntimeError):
@@ -49,6 +51,7 @@ class Deployed:
     device: str = "cpu"
     sync: Callable[[], None] = lambda: None
     max_abs_diff: float = float("nan")
+    int8_settings: str = ""
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         out = self.run(self.prepare(np.ascontiguousarray(x, dtype=np.float32)))
@@ -113,7 +116,7 @@ def _ort_deployed(name: str, session, device: str) -> Deployed:
 
 # ---- the runtimes ------------------------------------------------------------------------------
 
-def build_eager(model, example, threads=None, device="cpu", calibration=None) -> Deployed:
+def build_eager(model, example, threads=None, device="cpu", calibration=None, int8=None) -> Deployed:
     """Return eager PyTorch (eval, inference mode, NCHW): the reference every other runtime is checked against."""
     probe = _eval_copy(model, device)
 
@@ -124,7 +127,7 @@ def build_eager(model, example, threads=None, device="cpu", calibration=None) ->
     return Deployed("eager", prepare=lambda x: torch.from_numpy(x).to(device), run=run, device=device, sync=_torch_sync(device))
 
 
-def build_eager_cl(model, example, threads=None, device="cpu", calibration=None) -> Deployed:
+def build_eager_cl(model, example, threads=None, device="cpu", calibration=None, int8=None) -> Deployed:
     """Return eager PyTorch with model and input in the channels_last memory format."""
     probe = _eval_copy(model, device).to(memory_format=torch.channels_last)
 
@@ -136,7 +139,7 @@ def build_eager_cl(model, example, threads=None, device="cpu", calibration=None)
                     run=run, device=device, sync=_torch_sync(device))
 
 
-def build_torchscript(model, example, threads=None, device="cpu", calibration=None) -> Deployed:
+def build_torchscript(model, example, threads=None, device="cpu", calibration=None, int8=None) -> Deployed:
     """Return the traced and frozen TorchScript module (freezing folds BatchNorm into the convs)."""
     probe = _eval_copy(model, device)
     with warnings.catch_warnings(), torch.no_grad():
@@ -150,70 +153,53 @@ def build_torchscript(model, example, threads=None, device="cpu", calibration=No
     return Deployed("torchscript", prepare=lambda x: torch.from_numpy(x).to(device), run=run, device=device, sync=_torch_sync(device))
 
 
-def build_onnxruntime(model, example, threads=None, device="cpu", calibration=None) -> Deployed:
+def build_onnxruntime(model, example, threads=None, device="cpu", calibration=None, int8=None) -> Deployed:
     """Return an ONNX Runtime session (fp32; CPU execution provider, CUDA's on a GPU device)."""
     return _ort_deployed("onnxruntime", _ort_session(export_onnx(model, example), threads, device), device)
 
 
-def quantize_int8(onnx_model: bytes, calibration: np.ndarray, batch_size: int = 16) -> bytes:
-    """Return ``onnx_model`` statically quantized to int8 (QDQ; uint8 activations, per-channel int8 weights).
-
-    Activation ranges are calibrated (min-max) on ``calibration``, float32 NCHW images that should
-    come from the training split. The model is pre-processed first (shape inference, graph
-    optimisation), as ONNX Runtime's quantization guide recommends.
+def int8_settings(model: nn.Module, default: Int8Settings | None = None) -> Int8Settings:
+    """Return the int8 settings a model is quantized with: its own (``model.quantization``, set by the ``quantize``
+    compression step and kept in its checkpoint), else ``default``, else :class:`Int8Settings`' defaults.
 
     Raises:
-        ValueError: no calibration images.
+        ValueError: the model's own settings are invalid (named).
     """
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quant_pre_process, quantize_static
-
-    if calibration is None or len(calibration) == 0:
-        raise ValueError("int8 quantization needs calibration images (float32 NCHW, from the training split)")
-
-    class Reader(CalibrationDataReader):
-        def __init__(self):
-            self.batches = iter(np.array_split(np.ascontiguousarray(calibration, dtype=np.float32),
-                                               max(1, len(calibration) // batch_size)))
-
-        def get_next(self):
-            batch = next(self.batches, None)
-            return None if batch is None else {"input": batch}
-
-    with tempfile.TemporaryDirectory(prefix="slimbench-int8-") as folder:
-        fp32, prepared, int8 = (os.path.join(folder, name) for name in ("fp32.onnx", "prepared.onnx", "int8.onnx"))
-        with open(fp32, "wb") as handle:
-            handle.write(onnx_model)
-        quant_pre_process(fp32, prepared, skip_symbolic_shape=True)
-        quantize_static(prepared, int8, Reader(), quant_format=QuantFormat.QDQ, activation_type=QuantType.QUInt8,
-                        weight_type=QuantType.QInt8, per_channel=True)
-        with open(int8, "rb") as handle:
-            return handle.read()
+    own = getattr(model, "quantization", None)
+    return Int8Settings.from_mapping(own) if own else (default or Int8Settings())
 
 
-def build_onnxruntime_int8(model, example, threads=None, device="cpu", calibration=None) -> Deployed:
-    """Return an ONNX Runtime session of the statically int8-quantized model (see :func:`quantize_int8`)."""
-    session = _ort_session(quantize_int8(export_onnx(model, example), calibration), threads, device)
-    return _ort_deployed("onnxruntime_int8", session, device)
+def int8_source(model: nn.Module, example: np.ndarray, calibration: np.ndarray, settings: Int8Settings) -> bytes:
+    """Return the float ONNX graph int8 quantization starts from: ``model`` with its linear chains equalized on the
+    calibration images when ``settings.equalize`` (same function, see :func:`deploy.quantize.equalize_chains`), exported.
+
+    Raises:
+        ValueError: no calibration images, or fewer than ``settings.calibration_images``.
+    """
+    images = calibration_subset(calibration, settings)
+    return export_onnx(equalize_chains(model, images)[0] if settings.equalize else model, example)
 
 
-def build_openvino(model, example, threads=None, device="cpu", calibration=None) -> Deployed:
-    """Return OpenVINO's CPU plugin at fp32 precision, compiled once per batch size (static shapes run faster)."""
+def build_onnxruntime_int8(model, example, threads=None, device="cpu", calibration=None, int8=None) -> Deployed:
+    """Return an ONNX Runtime session of the statically int8-quantized model (see :func:`deploy.quantize.quantize_onnx`)."""
+    settings = int8_settings(model, int8)
+    session = _ort_session(quantize_onnx(int8_source(model, example, calibration, settings), calibration, settings), threads, device)
+    deployed = _ort_deployed("onnxruntime_int8", session, device)
+    deployed.int8_settings = settings.describe()
+    return deployed
+
+
+def _openvino_deployed(name: str, source, threads: int | None, device: str) -> Deployed:
+    """Return a Deployed running ``source`` (an ``openvino.Model``) on the CPU plugin, compiled once per batch shape."""
     import openvino as ov
 
-    if torch.device(device).type != "cpu":
-        raise RuntimeUnavailable("the openvino runtime here runs on the CPU only")
     core = ov.Core()
-    with tempfile.TemporaryDirectory(prefix="slimbench-ov-") as folder:
-        path = os.path.join(folder, "model.onnx")
-        with open(path, "wb") as handle:
-            handle.write(export_onnx(model, example))
-        source = core.read_model(path)
     config = {"INFERENCE_NUM_THREADS": int(threads or torch.get_num_threads()), "PERFORMANCE_HINT": "LATENCY",
               "INFERENCE_PRECISION_HINT": "f32"}
     compiled: dict[tuple, Any] = {}
 
     def run(x: np.ndarray) -> np.ndarray:
-        if x.shape not in compiled:
+        if x.shape not in compiled:  # static shapes run faster than a dynamic batch dimension
             shaped = source.clone()
             shaped.reshape({shaped.inputs[0]: list(x.shape)})
             compiled[x.shape] = core.compile_model(shaped, "CPU", config).create_infer_request()
@@ -221,7 +207,32 @@ def build_openvino(model, example, threads=None, device="cpu", calibration=None)
         request.infer({0: x})
         return request.get_output_tensor(0).data.copy()
 
-    return Deployed("openvino", prepare=lambda x: x, run=run, device=device)
+    return Deployed(name, prepare=lambda x: x, run=run, device=device)
+
+
+def build_openvino(model, example, threads=None, device="cpu", calibration=None, int8=None) -> Deployed:
+    """Return OpenVINO's CPU plugin at fp32 precision, compiled once per batch size (static shapes run faster)."""
+    import openvino as ov
+
+    if torch.device(device).type != "cpu":
+        raise RuntimeUnavailable("the openvino runtime here runs on the CPU only")
+    with tempfile.TemporaryDirectory(prefix="slimbench-ov-") as folder:
+        path = os.path.join(folder, "model.onnx")
+        with open(path, "wb") as handle:
+            handle.write(export_onnx(model, example))
+        source = ov.Core().read_model(path)
+    return _openvino_deployed("openvino", source, threads, device)
+
+
+def build_openvino_int8(model, example, threads=None, device="cpu", calibration=None, int8=None) -> Deployed:
+    """Return OpenVINO's CPU plugin running the model quantized to int8 by NNCF (see :func:`deploy.quantize.quantize_openvino`)."""
+    if torch.device(device).type != "cpu":
+        raise RuntimeUnavailable("the openvino_int8 runtime here runs on the CPU only")
+    settings = int8_settings(model, int8)
+    deployed = _openvino_deployed("openvino_int8", quantize_openvino(int8_source(model, example, calibration, settings), calibration,
+                                                                     settings), threads, device)
+    deployed.int8_settings = settings.describe() + ", NNCF ranges"
+    return deployed
 
 
 @dataclass(frozen=True)
@@ -234,7 +245,7 @@ class RuntimeEntry:
     build: Callable[..., Deployed]
     description: str
     requires: tuple[str, ...] = ()
-    tolerance: float = 1e-3
+    tolerance: float | None = 1e-3
     exact: bool = True
 
 
@@ -244,9 +255,11 @@ RUNTIMES: dict[str, RuntimeEntry] = {
     "torchscript": RuntimeEntry("torchscript", build_torchscript, "TorchScript, traced and frozen (BatchNorm folded)"),
     "onnxruntime": RuntimeEntry("onnxruntime", build_onnxruntime, "ONNX Runtime fp32 (CPU / CUDA provider)", ("onnx", "onnxruntime")),
     "onnxruntime_int8": RuntimeEntry("onnxruntime_int8", build_onnxruntime_int8,
-                                     "ONNX Runtime int8, static post-training quantization (QDQ, per-channel)",
-                                     ("onnx", "onnxruntime"), tolerance=0.5, exact=False),
+                                     "ONNX Runtime int8, static post-training quantization (QDQ) with the model's int8 settings",
+                                     ("onnx", "onnxruntime"), tolerance=None, exact=False),
     "openvino": RuntimeEntry("openvino", build_openvino, "OpenVINO CPU plugin, fp32", ("onnx", "openvino")),
+    "openvino_int8": RuntimeEntry("openvino_int8", build_openvino_int8, "OpenVINO CPU plugin, int8 by NNCF post-training quantization",
+                                  ("onnx", "openvino", "nncf"), tolerance=None, exact=False),
 }
 
 
@@ -273,12 +286,14 @@ def max_abs_difference(deployed: Deployed, reference: np.ndarray, x: np.ndarray)
 
 
 def deploy(model: nn.Module, runtime: str, example: np.ndarray | torch.Tensor, threads: int | None = None, device: str = "cpu",
-           calibration: np.ndarray | None = None) -> Deployed:
+           calibration: np.ndarray | None = None, int8: Int8Settings | None = None) -> Deployed:
     """Return ``model`` built for ``runtime``, with its parity against eager PyTorch on ``example`` checked.
 
     ``example`` is a float32 NCHW batch at the model's input size (real images give a sharper
-    parity check than noise); ``calibration`` images are needed by the int8 runtime. The caller's
-    model is not modified.
+    parity check than noise); ``calibration`` images are needed by the int8 runtimes, ``int8`` is their
+    settings for a model without its own (see :func:`int8_settings`). The caller's model is not modified.
+    An int8 runtime has no parity gate (its logits are meant to differ; its accuracy is measured in
+    it): ``max_abs_diff`` says how far they are.
 
     Raises:
         KeyError: unknown runtime.
@@ -291,9 +306,11 @@ def deploy(model: nn.Module, runtime: str, example: np.ndarray | torch.Tensor, t
         raise RuntimeUnavailable(reason)
     example = np.ascontiguousarray(example.detach().cpu().numpy() if isinstance(example, torch.Tensor) else example, dtype=np.float32)
     entry = RUNTIMES[runtime]
-    deployed = entry.build(model, example, threads=threads, device=device, calibration=calibration)
+    deployed = entry.build(model, example, threads=threads, device=device, calibration=calibration, int8=int8)
     reference = build_eager(model, example, device=device)(example)
     deployed.max_abs_diff = max_abs_difference(deployed, reference, example)
+    if entry.tolerance is None:
+        return deployed
     allowed = entry.tolerance * max(1.0, float(np.max(np.abs(reference))) if reference.size else 1.0)
     if not deployed.max_abs_diff <= allowed:  # NaN fails too
         raise RuntimeParityError(

@@ -18,13 +18,15 @@ from models.slimnet import SlimNet, slimnet_kwargs_from_reference
 
 def checkpoint_header(model: nn.Module) -> dict:
     """Return what a checkpoint needs beside the weights to rebuild ``model``: ``arch``, ``structure``
-    (factor chains and layer shapes, see ``models._structure``) and ``data_config``; plain types only.
+    (factor chains and layer shapes, see ``models._structure``), ``data_config`` and, for a model the ``quantize``
+    compression step set up, ``quantization`` (its int8 settings); plain types only.
 
     Raises:
         ValueError: the model was not built by :func:`create_model` (no ``arch``).
     """
     return {"arch": dict(model.arch) if getattr(model, "arch", None) else None, "structure": describe_structure(model),
-            "data_config": {k: list(v) if isinstance(v, tuple) else v for k, v in getattr(model, "data_config", {}).items()}}
+            "data_config": {k: list(v) if isinstance(v, tuple) else v for k, v in getattr(model, "data_config", {}).items()},
+            "quantization": dict(model.quantization) if getattr(model, "quantization", None) else None}
 
 
 def model_checkpoint(model: nn.Module, **extra) -> dict:
@@ -68,6 +70,8 @@ def load_model(path):
         model = rebuild(checkpoint["arch"], checkpoint.get("structure"))
         if checkpoint.get("data_config"):
             model.data_config = {k: tuple(v) if isinstance(v, list) else v for k, v in checkpoint["data_config"].items()}
+        if checkpoint.get("quantization"):
+            model.quantization = dict(checkpoint["quantization"])
     elif "hyper_params" in checkpoint:
         model = create_model("slimnet", **slimnet_kwargs_from_reference(checkpoint["hyper_params"], state))
     else:

@@ -19,7 +19,7 @@ seeds: [0]
 train: {epochs: 1, batch_size: 16, lr: 0.001}
 finetune: {epochs: 1, limit_train: 16}
 profile: {batch_n: 2, blocks: 2, max_blocks: 4, max_seconds: 5, peak_tries: 1, min_iters: 2, min_seconds: 0.0, layer_blocks: 1, layer_min_iters: 2, layer_min_seconds: 0.0,
-          int8_calibration_images: 8}
+          int8: {calibration_images: 8}}
 """
 
 

@@ -36,6 +36,7 @@ def test_reports_render_without_the_runner_models_or_torch():
 
 # compress/ from the bottom up: a module may import only modules before it (the package's docstring says why).
 COMPRESS_ORDER = ("layers", "rank", "decompose", "options", "report", "factorizations", "targets", "factorize", "prune", "sparsity",
+                  "quantize",
                   "penalty", "methods", "__init__", "search")
 
 
