@@ -128,12 +128,11 @@ def _probe_runtime(runtime: str) -> str:
     return runtime if deploy.RUNTIMES[runtime].exact else "onnxruntime"
 
 
-def _int8_slowdown_note(model, rows: list[dict], data, int8_default, threads: int) -> str | None:
-    # int8_default: the int8 settings the model's int8 runtimes were built with
+def _int8_slowdown_note(model, rows: list[dict], calibration: np.ndarray, x: np.ndarray, settings, threads: int) -> str | None:
     """Return why a float model runs slower in ONNX Runtime int8 than in fp32 at batch 1 (where the profiler sees the time
-    go), or None when it does not."""
+    go), or None when it does not. ``settings`` and ``calibration`` are those its int8 runtimes were built with; ``x``
+    is one input image."""
     import deploy
-    from bench.evaluate import model_inputs
 
     at_b1 = {r["runtime"]: r for r in rows if r["batch"] == 1 and r["device"] == "cpu"}
     if getattr(model, "quantization", None) or not {"onnxruntime", "onnxruntime_int8"} <= set(at_b1):
@@ -141,9 +140,6 @@ def _int8_slowdown_note(model, rows: list[dict], data, int8_default, threads: in
     ratio = at_b1["onnxruntime_int8"]["median_ms"] / at_b1["onnxruntime"]["median_ms"]
     if ratio <= 1.0:
         return None
-    settings = int8_default
-    x = model_inputs(data, "val", 1, model.data_config)
-    calibration = model_inputs(data, "train", settings.calibration_images, model.data_config)
     prepared = deploy.prepare_onnx(deploy.int8_source(model, x, calibration, settings))
     int8 = deploy.quantize_onnx(prepared, calibration, settings, prepared=True)
     fp32_parts, int8_parts = deploy.op_time_breakdown(prepared, x, threads), deploy.op_time_breakdown(int8, x, threads)
@@ -190,23 +186,23 @@ def time_candidates(candidates: list[Candidate], data, settings: ProfileSettings
         int8_default = settings.int8_settings()
         quantized = {c.key for c in candidates if getattr(loaded[c.key], "quantization", None)}
         wants_int8 = any(not deploy.RUNTIMES[r].exact for r in resolve_runtimes(settings.runtimes))
-        int8_of = {}
+        int8_of, calibration_of, example_of = {}, {}, {}
+        val = np.sort(data.splits["val"])
         for c in candidates:
             model = loaded[c.key]
             int8_of[c.key] = deploy.int8_settings(model, int8_default)
+            example_of[c.key] = model_inputs(data, "val", 2, model.data_config)
+            # accuracy control keeps calibration_images: one calibration batch serves it and every int8 build
+            calibration_of[c.key] = model_inputs(data, "train", int8_of[c.key].calibration_images, model.data_config)
             if c.key not in quantized and wants_int8 and settings.int8_max_drop is not None:
-                val = np.sort(data.splits["val"])
                 int8_of[c.key], account = controlled_settings(
-                    model, model_inputs(data, "val", 2, model.data_config),
-                    model_inputs(data, "train", int8_of[c.key].calibration_images, model.data_config), int8_of[c.key],
+                    model, example_of[c.key], calibration_of[c.key], int8_of[c.key],
                     (model_inputs(data, "val", len(val), model.data_config), data.labels[val]), settings.int8_max_drop)
                 columns[c.key]["int8_settings"] = f"{int8_of[c.key].describe()} ({account})"
         for device in devices:
             for c in candidates:
-                model = loaded[c.key]
-                example = model_inputs(data, "val", 2, model.data_config)
-                calibration = model_inputs(data, "train", int8_of[c.key].calibration_images, model.data_config)
-                built, why = build_runtimes(model, settings.runtimes, example, threads, device, calibration, int8_of[c.key])
+                built, why = build_runtimes(loaded[c.key], settings.runtimes, example_of[c.key], threads, device, calibration_of[c.key],
+                                            int8_of[c.key])
                 for runtime, d in built.items():
                     deployed[(c.key, runtime, device)] = d
                 skipped[c.key].update({(runtime if device == "cpu" else f"{runtime}@{device}"): reason for runtime, reason in why.items()})
@@ -286,7 +282,8 @@ def time_candidates(candidates: list[Candidate], data, settings: ProfileSettings
                 rows.append(make_row(LATENCY_COLUMNS, {**c.identity, **row}))
         rows_of = {c.key: [r for r in rows if r["config_hash"] == c.key] for c in candidates}
         for c in candidates:
-            note = _int8_slowdown_note(loaded[c.key], rows_of[c.key], data, int8_of[c.key], threads)
+            note = _int8_slowdown_note(loaded[c.key], rows_of[c.key], calibration_of[c.key], example_of[c.key][:1], int8_of[c.key],
+                                       threads)
             if note:
                 columns[c.key]["int8_note"] = note
         for c in candidates:

@@ -144,7 +144,8 @@ def test_a_quantized_variant_is_measured_in_its_int8_runtime(tmp_path):
 
     config = tiny_study("int8", models=[{"name": "slimnet", "kwargs": {"filter_count_values": [4, 4, 4, 4], "initial_conv": [8, 7, 2]},
                                          "compressions": ["quantize:max_drop=0.5,calibration_images=8"]}],
-                        profile={"runtimes": ["onnxruntime", "onnxruntime_int8"], "int8": {"calibration_images": 8}})
+                        profile={"runtimes": ["onnxruntime", "onnxruntime_int8"], "int8": {"calibration_images": 8},
+                                 "int8_max_drop": 0.5})
     run_study(config, str(tmp_path))
     results = pd.read_csv(tmp_path / "int8" / "results.csv")
     base = results[(results.model == "slimnet") & results.variant.isna()].iloc[0]
@@ -153,6 +154,7 @@ def test_a_quantized_variant_is_measured_in_its_int8_runtime(tmp_path):
     assert base.acc_int8_delta == pytest.approx(base.acc_mean_int8 - base.acc_mean, abs=1e-9)
     assert variant.runtime_b1 == "onnxruntime_int8" and "accuracy control" in variant.compression_notes
     assert variant.cpu_isa == deploy.isa_text() and variant.int8_settings.startswith("minmax 8 img")
+    assert "(accuracy control:" in base.int8_settings  # profile.int8_max_drop: the float model's int8 builds are controlled
     latency = pd.read_csv(tmp_path / "int8" / "latency.csv")
     assert set(latency[latency.config_hash == variant.config_hash].runtime) == {"onnxruntime_int8"}
     assert (latency.cpu_isa == deploy.isa_text()).all()
