@@ -6,6 +6,7 @@
     python run_bench.py report --study NAME   # re-render reports/NAME from results/NAME alone
     python run_bench.py models                # the model zoo
     python run_bench.py profile --models slimnet,mobilenetv3_small_100 --runtimes all   # latency per runtime vs the floor
+    python run_bench.py search --config configs/slimnet_search.yaml   # compressed Slim-Nets against the zoo (Optuna)
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_CONFIG_PATH = os.path.join(HERE, "configs", "default.yaml")
-COMMANDS = ("run", "report", "models", "profile", "sensitivity")
+COMMANDS = ("run", "search", "report", "models", "profile", "sensitivity")
 
 
 def _positive_int(text: str) -> int:
@@ -31,6 +32,46 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command")
     run = commands.add_parser("run", help="run a study (the default command)")
+    _add_study_arguments(run)
+    search = commands.add_parser("search", help="search compression pipelines of a study's model for accuracy against latency "
+                                 "(the config's search section, or its defaults), then run the study with the front")
+    _add_study_arguments(search)
+    search.add_argument("--trials", type=_positive_int, help="trials to finish (a rerun continues a killed or shorter search)")
+    search.add_argument("--promote", type=int, help="screening-front members promoted to the study's fine-tune and timing phase")
+    search.add_argument("--sampler", choices=("nsga2", "tpe"), help="Optuna's multi-objective sampler")
+    search.add_argument("--search-runtime", help="the fp32 runtime latency is measured in (onnxruntime, openvino, eager_cl)")
+    report = commands.add_parser("report", help="render reports from existing results")
+    report.add_argument("--study", default="default")
+    report.add_argument("--results-dir", default="results")
+    report.add_argument("--reports-dir", default="reports")
+    report.add_argument("--no-plots", action="store_true")
+    commands.add_parser("models", help="list the model zoo")
+    profile = commands.add_parser("profile", help="latency of zoo models in every runtime, against the compute floor")
+    profile.add_argument("--models", default="slimnet", help="comma-separated model names")
+    profile.add_argument("--runtimes", default="all", help="comma-separated runtimes, or all")
+    profile.add_argument("--batch-sizes", default="1,32")
+    profile.add_argument("--input-size", default="3x218x178",
+                         help="CxHxW fed to every model (default: CelebA's aligned size, as the studies feed them), or 'native'")
+    profile.add_argument("--repeats", type=_positive_int, default=5, help="interleaved blocks (reruns) per batch size")
+    profile.add_argument("--threads", type=_positive_int)
+    profile.add_argument("--min-iters", type=_positive_int, default=3, help="calls per runtime and block, at least")
+    profile.add_argument("--min-seconds", type=float, default=0.2, help="seconds per runtime and block, at least")
+    sensitivity = commands.add_parser("sensitivity", help="accuracy drop of compressing each layer / coupled group alone")
+    sensitivity.add_argument("--checkpoint", required=True, help="a trained model (e.g. results/<study>/checkpoints/<hash>/model.pt)")
+    sensitivity.add_argument("--method", default="prune", help="prune, or a factorization (svd, tucker2, cp)")
+    sensitivity.add_argument("--ratio", type=float, default=0.5, help="pruning ratio, or rank ratio of a factorization")
+    sensitivity.add_argument("--config", default=DEFAULT_CONFIG_PATH, help="the study YAML whose data section names the data")
+    sensitivity.add_argument("--data-dir", help="CelebA root; absent: the config's data")
+    sensitivity.add_argument("--split", default="val", choices=("val", "test"))
+    sensitivity.add_argument("--study", default="sensitivity", help="folder under results/ and reports/")
+    sensitivity.add_argument("--results-dir", default="results")
+    sensitivity.add_argument("--reports-dir", default="reports")
+    sensitivity.add_argument("--no-plots", action="store_true")
+    sensitivity.add_argument("-q", "--quiet", action="store_true")
+    return parser
+
+
+def _add_study_arguments(run) -> None:
     run.add_argument("--config", default=DEFAULT_CONFIG_PATH, help="study YAML (default: configs/default.yaml)")
     run.add_argument("--data-dir", help="CelebA root (official, torchvision or Kaggle layout); absent: synthetic set")
     run.add_argument("--synthetic-images", type=_positive_int, help="size of the built-in synthetic set")
@@ -67,35 +108,6 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--cpus-per-cell", type=_positive_int, help="CPUs each Ray task asks for (default 1)")
     run.add_argument("--mlflow", metavar="URI", help="log every cell as an MLflow run at this tracking URI (pip install -e \".[mlflow]\")")
     run.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
-    report = commands.add_parser("report", help="render reports from existing results")
-    report.add_argument("--study", default="default")
-    report.add_argument("--results-dir", default="results")
-    report.add_argument("--reports-dir", default="reports")
-    report.add_argument("--no-plots", action="store_true")
-    commands.add_parser("models", help="list the model zoo")
-    profile = commands.add_parser("profile", help="latency of zoo models in every runtime, against the compute floor")
-    profile.add_argument("--models", default="slimnet", help="comma-separated model names")
-    profile.add_argument("--runtimes", default="all", help="comma-separated runtimes, or all")
-    profile.add_argument("--batch-sizes", default="1,32")
-    profile.add_argument("--input-size", default="3x218x178",
-                         help="CxHxW fed to every model (default: CelebA's aligned size, as the studies feed them), or 'native'")
-    profile.add_argument("--repeats", type=_positive_int, default=5, help="interleaved blocks (reruns) per batch size")
-    profile.add_argument("--threads", type=_positive_int)
-    profile.add_argument("--min-iters", type=_positive_int, default=3, help="calls per runtime and block, at least")
-    profile.add_argument("--min-seconds", type=float, default=0.2, help="seconds per runtime and block, at least")
-    sensitivity = commands.add_parser("sensitivity", help="accuracy drop of compressing each layer / coupled group alone")
-    sensitivity.add_argument("--checkpoint", required=True, help="a trained model (e.g. results/<study>/checkpoints/<hash>/model.pt)")
-    sensitivity.add_argument("--method", default="prune", help="prune, or a factorization (svd, tucker2, cp)")
-    sensitivity.add_argument("--ratio", type=float, default=0.5, help="pruning ratio, or rank ratio of a factorization")
-    sensitivity.add_argument("--config", default=DEFAULT_CONFIG_PATH, help="the study YAML whose data section names the data")
-    sensitivity.add_argument("--data-dir", help="CelebA root; absent: the config's data")
-    sensitivity.add_argument("--split", default="val", choices=("val", "test"))
-    sensitivity.add_argument("--study", default="sensitivity", help="folder under results/ and reports/")
-    sensitivity.add_argument("--results-dir", default="results")
-    sensitivity.add_argument("--reports-dir", default="reports")
-    sensitivity.add_argument("--no-plots", action="store_true")
-    sensitivity.add_argument("-q", "--quiet", action="store_true")
-    return parser
 
 
 def config_from_args(args) -> dict:
@@ -164,6 +176,12 @@ def config_from_args(args) -> dict:
             {**(m if isinstance(m, dict) else {"name": m}), "pretrained": args.pretrained, "checkpoint": args.checkpoint}
             for m in config["models"]
         ]
+    if getattr(args, "command", None) == "search":
+        search = dict(config["search"] or {})
+        for key, value in (("trials", args.trials), ("promote", args.promote), ("sampler", args.sampler), ("runtime", args.search_runtime)):
+            if value is not None:
+                search[key] = value
+        config["search"] = search
     validate_config(config)  # flags are checked as the YAML is: a bad value stops here, before the first cell
     return config
 
@@ -334,16 +352,39 @@ def command_run(args) -> int:
             print(f"  done: acc_mean {float(row['acc_mean']):.2f} %, {row['params']} params{timing}", flush=True)
             if row.get("diverged"):
                 print(f"  warning: training diverged: {row['diverged']}", flush=True)
+        elif kind == "trial":
+            ratio = f"{float(cell['latency_ratio']):.2f}x the searched model's latency" if cell["latency_ratio"] != "" else cell["error"]
+            accuracy = f"val acc {float(cell['acc_mean_val']):.2f} %, " if cell["acc_mean_val"] != "" else ""
+            print(f"  trial {cell['trial']} {cell['state'].lower()}: {cell['variant']}: {accuracy}{ratio}", flush=True)
+        elif kind == "promote":
+            print(f"> search: {cell['cells']} front members promoted to the study's fine-tune", flush=True)
 
     print(f"study {config['study']!r}: {len(cells)} cells, data: "
           + (config["data"]["data_dir"] or f"synthetic ({config['data']['synthetic_images']} images)"), flush=True)
-    run_study(config, args.results_dir, force=args.force, executor=make_executor(config), progress=progress, on_event=on_event,
-              retime=args.retime)
+
+    if config["search"] is not None:
+        from bench.search import run_search
+
+        if args.force:
+            from bench.config import StudyConfigError
+
+            raise StudyConfigError("--force does not apply to a search; remove its folder (results/<study>/search) to start over")
+        from bench.config import reference_model, search_settings
+
+        search = search_settings(config)
+        print(f"search: {search.trials} trials over compressions of {search.model or reference_model(config)} ({search.sampler}), "
+              f"latency in {search.runtime} at batch {search.batch}; a killed search resumes where it stopped", flush=True)
+        run_search(config, args.results_dir, executor=make_executor(config), progress=progress, on_event=on_event, retime=args.retime)
+    else:
+        run_study(config, args.results_dir, force=args.force, executor=make_executor(config), progress=progress, on_event=on_event,
+                  retime=args.retime)
     written = render_report(args.results_dir, config["study"], args.reports_dir, plots=not args.no_plots)
     print()
     print(open(written["summary.md"], encoding="utf-8").read())
     print(f"results: {os.path.join(args.results_dir, config['study'])}/results.csv")
     print(f"reports: {os.path.join(args.reports_dir, config['study'])}/ ({len(written)} files)")
+    if "search.md" in written:
+        print(f"search: {written['search.md']} (front, dominance over the zoo, every trial)")
     if config["mlflow"]:
         from bench.schema import load_records
         from bench.tracking import log_study
@@ -373,7 +414,7 @@ def main(argv=None) -> int:
             return command_profile(args)
         if args.command == "sensitivity":
             return command_sensitivity(args)
-        return command_run(args)
+        return command_run(args)  # run and search
     except (OSError, ValueError, KeyError, RuntimeError, ImportError) as exc:
         # Bad input gets one clear line, not a traceback wall; finished cells are already on disk.
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc

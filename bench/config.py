@@ -14,7 +14,8 @@ import os
 
 import models
 from bench.schema import MAJORITY, config_hash
-from bench.settings import DataSettings, FinetuneSettings, ProfileSettings, StudyConfigError, TrainConfig, defaults, field_problem
+from bench.settings import (DataSettings, FinetuneSettings, ProfileSettings, SearchSettings, StudyConfigError, TrainConfig, defaults,
+                            field_problem)
 from bench.variants import VariantSpecError, parse_variant, variant_label, variant_name
 
 EXECUTORS = ("sequential", "ray")
@@ -39,12 +40,15 @@ DEFAULT_CONFIG = {
     # An MLflow tracking URI (a server, or a local store such as file:///path/mlruns): every cell is logged there as a
     # run after the study (bench.tracking). None: no tracking. Not part of any cell's hash.
     "mlflow": None,
+    # A search over compression pipelines of one model (bench.settings.SearchSettings; run_bench.py search): null for none.
+    # Its trials and front are cells of the study, not part of any other cell's hash.
+    "search": None,
 }
 MODEL_KEYS = ("name", "kwargs", "train", "pretrained", "checkpoint", "variant", "compressions")
 VARIANT_KEYS = ("name", "steps", "finetune")
 
 __all__ = ["DEFAULT_CONFIG", "EXECUTORS", "StudyConfigError", "expand_cells", "load_config", "merge_config", "profile_settings",
-           "reference_model", "validate_config"]
+           "reference_model", "search_settings", "validate_config"]
 
 
 def merge_config(base: dict, override: dict) -> dict:
@@ -146,6 +150,19 @@ def validate_config(config: dict) -> None:
     names = [_model_spec(e, i)["name"] for i, e in enumerate(config["models"])]
     if config["reference"] is not None and config["reference"] not in names:
         raise StudyConfigError(f"reference: expected one of the study's models {names}, got {config['reference']!r}")
+    if config["search"] is not None:
+        search = SearchSettings.from_mapping(config["search"])
+        if search.model is not None and search.model not in names:
+            raise StudyConfigError(f"search.model: expected one of the study's models {names}, got {search.model!r}")
+
+
+def search_settings(config: dict) -> SearchSettings | None:
+    """Return the study's :class:`SearchSettings` (None when it has no ``search`` section).
+
+    Raises:
+        StudyConfigError: a bad ``search`` key or value.
+    """
+    return None if config.get("search") is None else SearchSettings.from_mapping(config["search"])
 
 
 def _check_variants(where: str, variants) -> None:

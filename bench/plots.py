@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 
 import matplotlib
 import matplotlib.ticker
@@ -307,3 +308,55 @@ def render_plots(frame, per_attribute, history, records, folder: str, latency=No
             label = (labels or {}).get(row["config_hash"], row["model"]) + f"_seed{row['seed']}"
             written.update(pse_mask_plot(record, folder, "pse_masks_" + "".join(c if c.isalnum() or c in "-_" else "_" for c in label)))
     return written
+
+
+def search_figure(trials: list[dict], members: list[dict], zoo: list[dict], records: list[dict], labels: dict[str, str],
+                  runtime: str, batch: int):
+    """Return the search's figure: left, every screened trial (validation accuracy after the short fine-tune against its
+    latency over the searched model's, timed beside it) with the screening front; right, the promoted members, the
+    searched model and the zoo models (test accuracy against latency over the searched model's, all from the study's
+    timing phase), each with its 95 % intervals."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(COLUMN_WIDTH_IN * 2.4, 3.0), layout="constrained")
+    done = [t for t in trials if t["state"] == "COMPLETE" and t["latency_ratio"] not in ("", None)]
+    if done:
+        x = np.array([float(t["latency_ratio"]) for t in done])
+        y = np.array([float(t["acc_mean_val"]) for t in done])
+        low = np.array([float(t["latency_ratio_lo"]) if t["latency_ratio_lo"] not in ("", None) else v for t, v in zip(done, x)])
+        high = np.array([float(t["latency_ratio_hi"]) if t["latency_ratio_hi"] not in ("", None) else v for t, v in zip(done, x)])
+        left.errorbar(x, y, xerr=[x - low, high - x], fmt="o", ms=3, lw=0.6, color="0.55", label="trial (screened)")
+        front = pareto_front(x, y)
+        left.plot(x[front], y[front], "--", lw=1, color="C3", label="screening front")
+        promoted = np.array([bool(t["promoted_hash"]) for t in done])
+        if promoted.any():
+            left.plot(x[promoted], y[promoted], "o", ms=7, mfc="none", color="C3", label="promoted")
+    left.axvline(1.0, color="0.8", lw=0.8)
+    left.set_xlabel("latency / searched model's")
+    left.set_ylabel("validation mean accuracy (%)")
+    left.set_title("screened trials (each timed beside the searched model)", fontsize=7)
+    left.legend(fontsize=6, loc="lower right")
+    by_key = {r["row"]["config_hash"]: r["row"] for r in records}
+    for points, style, name in ((members, "o", "searched model and promoted members"), (zoo, "s", "zoo models")):
+        points = [p for p in points if p["base_ratio"] is not None and p["key"] in by_key]
+        if not points:
+            continue
+        x = np.array([p["base_ratio"] for p in points])
+        y = np.array([float(by_key[p["key"]]["acc_mean"]) for p in points])
+        xerr = [x - np.array([p["base_ratio_lo"] for p in points]), np.array([p["base_ratio_hi"] for p in points]) - x]
+        yerr = [y - np.array([float(by_key[p["key"]]["acc_mean_lo"]) for p in points]),
+                np.array([float(by_key[p["key"]]["acc_mean_hi"]) for p in points]) - y]
+        right.errorbar(x, y, xerr=xerr, yerr=yerr, fmt=style, ms=4, lw=0.8, capsize=2, label=name)
+        for xi, yi, p in zip(x, y, points):
+            label = labels.get(p["key"], p["key"])
+            trial = re.search(r"#\d+", label)  # a promoted member is named by its trial (search.md has its pipeline)
+            right.annotate(trial.group(0) if trial else label, (xi, yi), fontsize=6, xytext=(4, 3), textcoords="offset points")
+    right.set_xlabel("latency / searched model's")
+    right.set_ylabel("test mean accuracy (%)")
+    right.set_title("promoted (full fine-tune) and zoo, one timing phase", fontsize=7)
+    right.legend(fontsize=6, loc="lower right")
+    fig.suptitle(f"latency in {runtime} at batch {batch} (a quantized model in its int8 form)", fontsize=7)
+    return fig
+
+
+def search_plot(trials, members, zoo, records, labels, runtime: str, batch: int, folder: str) -> dict[str, str]:
+    """Write :func:`search_figure` as ``search.png`` / ``.pdf``; return paths."""
+    return _save(search_figure(trials, members, zoo, records, labels, runtime, batch), folder, "search")

@@ -11,10 +11,11 @@ import os
 
 from bench.labels import group_labels, with_labels
 from bench.render import to_latex, to_markdown
-from bench.schema import (MAJORITY, load_records, read_csv_table, read_results, read_timing, study_dir, with_timing, write_tables,
-                          write_text_atomic)
-from bench.tables import (attribute_difference_table, comparison_table, comparisons, floor_statements, latency_table, layer_table,
-                          per_attribute_table, realization_table, summary_table, variant_key_table, warning_lines)
+from bench.schema import (MAJORITY, load_records, read_csv_table, read_results, read_search, read_timing, read_trials, study_dir, with_timing,
+                          write_tables, write_text_atomic)
+from bench.tables import (attribute_difference_table, comparison_table, comparisons, floor_statements, front_table, latency_table,
+                          layer_table, per_attribute_table, realization_table, summary_table, trials_table, variant_key_table,
+                          warning_lines)
 
 _logger = logging.getLogger(__name__)
 
@@ -147,6 +148,7 @@ def render_report(results_dir: str, study: str, reports_dir: str = "reports", pl
         written["latency.tex"] = _write(out, "latency.tex", to_latex(t_headers, t_rows, caption=f"Median latency (ms) per runtime, study {study}", label=f"tab:{study}-latency"))
         if r_rows:
             written["realization.tex"] = _write(out, "realization.tex", to_latex(r_headers, r_rows, caption=f"Measured speed-up (realization) of compressed variants, study {study}", label=f"tab:{study}-realization"))
+    written.update(render_search(results_dir, study, records, labels, out, plots))
     if plots:
         from bench import plots as plotting
         from bench.html import answer_lines, render_page
@@ -164,6 +166,56 @@ def render_report(results_dir: str, study: str, reports_dir: str = "reports", pl
         page = render_page(study, frame, latency, page_tables, answer_lines(frame, latency, compared), warnings,
                            environment_lines(frame, timing))
         written["index.html"] = _write(out, "index.html", page)
+    return written
+
+
+def render_search(results_dir: str, study: str, records: list[dict], labels: dict[str, str], out: str,
+                  plots: bool = True) -> dict[str, str]:
+    """Write ``search.md`` / ``search.tex`` (and ``search.png``) when the study ran a search (``bench.search``): its measured
+    front beside the zoo models with the dominance verdicts, then every trial; return the files written ({} without one)."""
+    search = read_search(results_dir, study)
+    if search is None or "front" not in search:
+        return {}
+    trials = read_trials(results_dir, study)
+    rows = search["front"]
+    by_key = {r["row"]["config_hash"]: r for r in records}
+    rows = [r for r in rows if r["key"] in by_key]
+    f_headers, f_rows = front_table(rows, records, labels)
+    t_headers, t_rows = trials_table(trials)
+    verdicts = []
+    for zoo in dict.fromkeys(r["zoo"] for r in rows if r.get("zoo")):
+        winners = [labels.get(r["key"], r["key"]) for r in rows if r["zoo"] == zoo and r["dominates"]]
+        verdicts.append(f"- {labels.get(zoo, zoo)}: " + (f"dominated by {', '.join(winners)}" if winners else
+                        "no front member dominates it (the table says what stands in the way of each)"))
+    settings, screen = search["settings"], search["screen"]
+    text = (f"# {study}: search over compression pipelines of {search['model']}\n\n"
+            f"{search['finished']} trials ({settings['sampler']}, population {settings['population']}, seed {settings['seed']}; "
+            f"knobs {', '.join(settings['knobs'])}), each screened with a {screen['epochs']}-epoch fine-tune on "
+            f"{screen['limit_train'] or 'all'} training images (distillation {screen['distill']:g}) and ranked by validation "
+            f"accuracy against latency in {search['runtime']} at batch {search['batch']} (a quantized one in "
+            f"{search['int8_runtime']}), timed beside the searched model. Up to {settings['promote']} members of the screening "
+            f"front were fine-tuned like the study's variants and timed with every model in the study's one timing phase; "
+            f"the trials took {search['trial_seconds']:.0f} s (screening fine-tunes and their timing; the last run of the search "
+            f"{search['search_seconds']:.0f} s, training, promotion and the timing phase included, cached cells not recomputed).\n\n"
+            f"A member **dominates** a zoo model when its test accuracy is higher with the 95 % paired bootstrap interval above 0 "
+            f"and its latency lower with the 95 % interval of the ratio (same timing phase, paired over blocks when both run in "
+            f"one runtime) below 1. The zoo model runs in {search['runtime']} (fp32); '/ zoo int8' is the ratio to its int8 "
+            f"form.\n\n## Verdict\n\n" + ("".join(line + "\n" for line in verdicts) or "- the study has no zoo model to compare with\n")
+            + "\n## Front (test split, timing phase)\n\n" + to_markdown(f_headers, f_rows)
+            + "\n## Settings of the front\n\n" + "".join(
+                f"- {labels.get(k, k)}: `{by_key[k]['row']['compression']}`" + (f" ({by_key[k]['row']['compression_notes']})"
+                                                                             if by_key[k]['row'].get('compression_notes') else "") + "\n"
+                for k in search["promoted"] if k in by_key)
+            + "\n## Trials (validation split, screening fine-tune)\n\nLatency / searched: median of block medians over "
+            f"{settings['timing_blocks']} interleaved blocks with the searched model, [95 % interval].\n\n" + to_markdown(t_headers, t_rows))
+    written = {"search.md": _write(out, "search.md", text),
+               "search.tex": _write(out, "search.tex", to_latex(f_headers, f_rows, caption=f"Search front against the zoo, study {study}",
+                                                               label=f"tab:{study}-search"))}
+    if plots:
+        from bench.plots import search_plot
+
+        members = list({r["key"]: r for r in rows}.values())  # a member has one row per zoo model
+        written.update(search_plot(trials, members, search["zoo"], records, labels, search["runtime"], search["batch"], out))
     return written
 
 

@@ -45,6 +45,8 @@ RESULT_COLUMNS = (
     "acc_mean", "acc_mean_lo", "acc_mean_hi", "acc_majority", "mA", "mA_lo", "mA_hi", "inst_acc", "inst_precision", "inst_recall", "inst_f1",
     "precision", "recall", "f1", "f1_lo", "f1_hi", "hamming_loss", "hamming_score", "ece", "ece_ts", "temperature",
     "acc_mean_tuned", "f1_tuned", "ppp", "acc_mean_nofinetune",
+    # acc_mean_val: mean accuracy on the validation split (what a search ranks candidates by; the test split stays unseen)
+    "acc_mean_val",
     # int8: test accuracy in ONNX Runtime int8 and in OpenVINO int8 (NNCF), and the drop from fp32 (a float model's; empty
     # for a quantized variant, whose acc_mean is already its ONNX Runtime int8 accuracy); int8_settings: a quantized
     # variant's quantization (latency.csv has each int8 row's)
@@ -207,6 +209,36 @@ def seedless(cell: dict) -> dict:
 def group_hash(cell: dict) -> str:
     """Return the hash of a cell's config without its seed: rows with equal group hashes are seeds of one experiment."""
     return config_hash(seedless(cell))
+
+
+SEARCH_FOLDER = "search"  # under a study's folder: its search's trial cells, Optuna journal and trials.csv (bench.search)
+SEARCH_FILE = "search.json"  # the search's summary, its front against the zoo included
+TRIALS_FILE = "trials.csv"
+TRIAL_COLUMNS = ("trial", "state", "variant", "compression", "config_hash", "params", "macs", "acc_mean_val", "acc_mean",
+                 "runtime", "latency_ratio", "latency_ratio_lo", "latency_ratio_hi", "screening_front", "promoted_hash", "error")
+
+
+def search_study_name(study: str) -> str:
+    """Return the name of the study that holds a search's trial cells (a folder inside the searched study's)."""
+    return f"{study}/{SEARCH_FOLDER}"
+
+
+def read_search(results_dir: str, study: str) -> dict | None:
+    """Return a study's search summary (``search.json``, see :func:`run_search`), or None when it has none."""
+    path = os.path.join(study_dir(results_dir, study), SEARCH_FILE)
+    if not os.path.isfile(path):
+        return None
+    with open(path, encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+def read_trials(results_dir: str, study: str) -> list[dict]:
+    """Return a study's search trials (``search/trials.csv``), or [] when it has none."""
+    path = os.path.join(study_dir(results_dir, search_study_name(study)), TRIALS_FILE)
+    if not os.path.isfile(path):
+        return []
+    with open(path, encoding="utf-8", newline="") as handle:
+        return list(csv.DictReader(handle))
 
 
 def study_dir(results_dir: str, study: str) -> str:

@@ -258,3 +258,66 @@ class DataSettings(Settings):
     split_files: dict | None = setting(None, "csv: {train: file, val: file, test: file} of image paths", "any")
     image_root: str | None = setting(None, "csv: folder image paths are relative to (None: the table's)", "any")
     delimiter: str | None = setting(None, "csv: the column delimiter (None: detected)", "any")
+
+
+SEARCH_KNOBS = ("prune", "stem", "svd", "quantize")
+INT8_RUNTIME_OF = {"onnxruntime": "onnxruntime_int8", "openvino": "openvino_int8"}
+
+
+def _finetune_mapping_problem(value) -> str | None:
+    if not isinstance(value, dict):
+        return f"expected a mapping of finetune settings, got {value!r}"
+    try:
+        FinetuneSettings.from_mapping(value, "search.screen")
+    except StudyConfigError as exc:
+        return str(exc)
+    return None
+
+
+def _knobs_problem(value) -> str | None:
+    if not isinstance(value, (list, tuple)) or not value or any(k not in SEARCH_KNOBS for k in value) or len(set(value)) != len(value):
+        return f"expected a non-empty list of distinct knobs from {list(SEARCH_KNOBS)}, got {value!r}"
+    return None
+
+
+@dataclass
+class SearchSettings(Settings):
+    """A multi-objective search over compression pipelines of one trained model (``bench.search``): validation accuracy
+    against latency in ``runtime`` at ``batch``, each trial screened with a short fine-tune, the front then promoted to the
+    study's fine-tune and timed with every model of the study."""
+
+    SECTION: ClassVar[str] = "search"
+
+    model: str | None = setting(None, "the model whose compressions are searched (None: the study's reference model)", "any",
+                                check=lambda v: None if isinstance(v, str) and v else f"expected a model name, got {v!r}")
+    trials: int = setting(20, "trials (pipelines screened); a rerun continues until this many have finished", "int", 1, None)
+    runtime: str = setting("onnxruntime", "the fp32 runtime latency is measured in; a quantized candidate is timed in its int8 "
+                           "counterpart (onnxruntime_int8, openvino_int8)", "str", choices=("onnxruntime", "openvino", "eager_cl"))
+    batch: int = setting(1, "the batch size latency is measured at", "int", 1, None)
+    sampler: str = setting("nsga2", "Optuna's multi-objective sampler: NSGA-II or TPE", "str", choices=("nsga2", "tpe"))
+    population: int = setting(8, "NSGA-II's population (the first generation is random); TPE's random start-up trials", "int", 2, None)
+    seed: int = setting(0, "seed of the sampler", "int", 0, None)
+    knobs: list = setting(list(SEARCH_KNOBS), "what a pipeline may do, in this order: prune (ratio, importance, global, round_to), "
+                          "stem (Tucker-2 of the 7x7 stem, rank ratio), svd (1x1 convs, rank ratio), quantize (int8)", "any",
+                          check=_knobs_problem)
+    max_pruning_ratio: float = setting(0.8, "the largest pruning ratio tried", "float", 0, 1, "()")
+    min_rank_ratio: float = setting(0.2, "the smallest rank ratio tried (stem and svd)", "float", 0, 1, "()")
+    prune_exclude: list = setting([], "layer name patterns never pruned (e.g. the stem and the squeeze layers)", "any",
+                                  check=lambda v: None if isinstance(v, list) and all(isinstance(p, str) for p in v) else f"expected a list of patterns, got {v!r}")
+    max_drop: float = setting(0.5, "a quantized candidate's int8 accuracy control: nodes stay in float until the validation drop "
+                              "is at most this many points", "float", 0, None)
+    screen: dict = setting({"epochs": 1, "limit_train": 500, "distill": 0.0}, "the screening fine-tune: finetune settings over the "
+                           "study's", "any", check=_finetune_mapping_problem)
+    promote: int = setting(3, "screening-front members promoted to the study's fine-tune and timing phase (spread over latency)",
+                           "int", 0, None)
+    timing_blocks: int = setting(5, "interleaved blocks timing each candidate against the searched model", "int", 2, None)
+
+    def int8_runtime(self) -> str | None:
+        """Return the int8 runtime a quantized candidate is timed in (None when ``runtime`` has none)."""
+        return INT8_RUNTIME_OF.get(self.runtime)
+
+    def __post_init__(self):
+        super().__post_init__()
+        if "quantize" in self.knobs and self.int8_runtime() is None:
+            raise StudyConfigError(f"search.knobs: quantize needs a runtime with an int8 form ({', '.join(INT8_RUNTIME_OF)}), "
+                                   f"got search.runtime {self.runtime!r}")

@@ -65,7 +65,8 @@ def create_cell_model(cell: dict, attr_names) -> torch.nn.Module:
                                checkpoint_path=cell.get("checkpoint"), **kwargs)
 
 
-def compute_record(cell: dict, data, checkpoint_dir: str | None = None, progress=None, layer_timing: dict | None = None) -> dict:
+def compute_record(cell: dict, data, checkpoint_dir: str | None = None, progress=None, layer_timing: dict | None = None,
+                   base_checkpoint_dir: str | None = None) -> dict:
     """Compute one cell on ``data`` (the study's, loaded once) and return its record (``row``,
     ``per_attribute``, ``history``, ``reliability``, ``layers``): training, compression, evaluation and
     counted costs. Nothing is locked or written here but the cell's checkpoints (:func:`compute_and_store` does that).
@@ -73,6 +74,8 @@ def compute_record(cell: dict, data, checkpoint_dir: str | None = None, progress
     Latency is not measured here: the study's timing phase times every cell's saved model together
     (``bench.latency``). ``layer_timing`` (``ProfileSettings.layer_timing()``) times the per-layer
     speed-up table of a compressed variant; None leaves its measured columns empty (cells running in parallel).
+    ``base_checkpoint_dir``: where a compressed variant's base cell keeps its training state (None: beside
+    ``checkpoint_dir``, under the base's hash).
 
     Raises:
         ValueError: the data changed since the study started; whatever model creation, training or
@@ -95,8 +98,9 @@ def compute_record(cell: dict, data, checkpoint_dir: str | None = None, progress
         seed_everything(config.seed)  # the seed must also fix the initial weights, drawn here
         model = create_cell_model(cell, data.attr_names)
         # A compressed variant starts from its base cell's trained weights (trained now if missing).
-        base_dir = (os.path.join(os.path.dirname(checkpoint_dir), cell["base_hash"])
-                    if checkpoint_dir and cell.get("compression") else checkpoint_dir)
+        base_dir = checkpoint_dir
+        if checkpoint_dir and cell.get("compression"):
+            base_dir = base_checkpoint_dir or os.path.join(os.path.dirname(checkpoint_dir), cell["base_hash"])
         result = train_model(model, data, config, checkpoint_dir=base_dir, progress=progress)
         if cell.get("compression"):
             probe = deploy.LoadProbe(layer_timing.get("threads")) if layer_timing and layer_timing["runtimes"] else None
@@ -331,6 +335,12 @@ def check_step_patterns(model, step: dict, cell: dict) -> None:
                                        f"matches no conv or linear layer; close names: {', '.join(close)}")
 
 
+def base_cell_of(cell: dict) -> dict:
+    """Return the study and model a compressed variant's base cell lives in (``base_study``: a search's trials keep their
+    records in a study of their own, their base in the searched study), as a cell-like mapping for :func:`record_path`."""
+    return {"study": cell.get("base_study") or cell["study"], "model": cell["model"]}
+
+
 def compute_and_store(cell: dict, results_dir: str, data=None, force: bool = False, started: float = 0.0,
                       layer_timing: dict | None = None, progress=None,
                       on_event: Callable[[str, dict], None] | None = None) -> tuple[str, dict, dict | None]:
@@ -360,7 +370,7 @@ def compute_and_store(cell: dict, results_dir: str, data=None, force: bool = Fal
             return "skip", cell, None
         if cell.get("base_hash"):
             # the base cell may be training in another run: its weights are this cell's start
-            with file_lock(record_path(results_dir, cell, cell["base_hash"])):
+            with file_lock(record_path(results_dir, base_cell_of(cell), cell["base_hash"])):
                 pass
         on_event("start", cell)
         checkpoint_dir = os.path.join(study_dir(results_dir, cell["study"]), "checkpoints", config_hash(cell))
@@ -369,7 +379,9 @@ def compute_and_store(cell: dict, results_dir: str, data=None, force: bool = Fal
                 if os.path.isfile(os.path.join(checkpoint_dir, name)):
                     os.unlink(os.path.join(checkpoint_dir, name))
         data = data if data is not None else load_data(cell["data"], progress)
-        record = compute_record(cell, data, checkpoint_dir, progress, layer_timing)
+        base_checkpoint_dir = (os.path.join(study_dir(results_dir, base_cell_of(cell)["study"]), "checkpoints", cell["base_hash"])
+                               if cell.get("base_hash") else None)
+        record = compute_record(cell, data, checkpoint_dir, progress, layer_timing, base_checkpoint_dir)
         check_row(cell, record["row"])
         _write_record(path, record)
     finally:
@@ -402,10 +414,24 @@ def run_study(config: dict, results_dir: str = "results", force: bool = False, e
         CellResultError for a cell whose metrics are not numbers, the executor's error for cells it lost,
         and what the timing phase raises.
     """
+    cells, data, computed = compute_cells(config, results_dir, force, executor, progress, on_event)
+    return finish_study(config, results_dir, cells, retime=retime or (force and computed > 0), on_event=on_event)
+
+
+def compute_cells(config: dict, results_dir: str = "results", force: bool = False, executor=None, progress=None,
+                  on_event: Callable[[str, dict], None] | None = None, cells: list[dict] | None = None,
+                  data=None) -> tuple[list[dict], object, int]:
+    """Compute every cell of ``config`` (or the given ``cells``, with the study's ``data`` already loaded) that has no
+    valid record yet; return ``(cells, data, number computed)``. No timing: :func:`finish_study` times the study.
+
+    Raises:
+        as :func:`run_study`, but for the timing phase.
+    """
     executor = executor or SequentialExecutor()
     parallel = bool(getattr(executor, "parallel", False))
     on_event = on_event or (lambda kind, cell: None)
-    cells, data = preflight(config, results_dir, progress)
+    if cells is None:
+        cells, data = preflight(config, results_dir, progress)
     profile = profile_settings(config)
     pending = []
     for cell in cells:
@@ -420,11 +446,26 @@ def run_study(config: dict, results_dir: str = "results", force: bool = False, e
     compute = functools.partial(compute_and_store, results_dir=results_dir, data=None if parallel else data, force=force,
                                 started=started, layer_timing=None if parallel or not profile.latency else profile.layer_timing(),
                                 progress=None if parallel else progress, on_event=None if parallel else on_event)
+    computed = 0
     for kind, cell, record in executor.map(compute, pending):
         if kind == "done":
+            computed += 1
             on_event("done", {**cell, "row": record["row"]})
         else:
             on_event("skip", cell)
+    return cells, data, computed
+
+
+def finish_study(config: dict, results_dir: str, cells: list[dict], retime: bool = False,
+                 on_event: Callable[[str, dict], None] | None = None) -> list[dict]:
+    """Time the study's ``cells`` together (when the set of timed cells changed since the last timing phase, or with
+    ``retime``), rebuild its tables and return the result rows of ``cells``.
+
+    Raises:
+        FileNotFoundError: a cell's saved model is missing; TimingPhaseError: the timing phase failed.
+    """
+    on_event = on_event or (lambda kind, cell: None)
+    profile = profile_settings(config)
     wanted = {config_hash(c) for c in cells}
     folder = study_dir(results_dir, config["study"])
     write_text_atomic(os.path.join(folder, "study.json"), json.dumps({"reference_model": reference_model(config)}, indent=1))
@@ -433,7 +474,7 @@ def run_study(config: dict, results_dir: str = "results", force: bool = False, e
         timed = {r["row"]["config_hash"] for r in records if r["cell"]["model"] != MAJORITY}
         with file_lock(os.path.join(folder, TIMING_FILE)):
             timing = read_timing(results_dir, config["study"])
-            if timed and (retime or force and pending or timing is None or set(timing["cells"]) != timed):
+            if timed and (retime or timing is None or set(timing["cells"]) != timed):
                 on_event("timing", {"cells": len(timed)})
                 timing = run_timing_phase(results_dir, config["study"], records, config["data"], profile, reference_model(config))
                 on_event("timed", timing)
@@ -455,5 +496,5 @@ def _json_default(value):
     return str(value)
 
 
-__all__ = ["CellResultError", "ExecutorError", "RayExecutor", "SequentialExecutor", "check_row", "compute_and_store",
-           "compute_record", "preflight", "run_study"]
+__all__ = ["CellResultError", "ExecutorError", "RayExecutor", "SequentialExecutor", "check_row", "compute_and_store", "compute_cells",
+           "compute_record", "finish_study", "preflight", "run_study"]

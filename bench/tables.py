@@ -345,3 +345,48 @@ def warning_lines(records: list[dict], labels: dict[str, str]) -> list[str]:
     return lines
 
 
+def _bracket_text(value, low, high, unit: str = "", decimals: int = 2) -> str:
+    if value is None:
+        return ""
+    return f"{value:.{decimals}f}{unit} [{low:.{decimals}f}, {high:.{decimals}f}]"
+
+
+def _signed_text(value, low, high) -> str:
+    return "" if value is None else f"{value:+.2f} [{low:+.2f}, {high:+.2f}]"
+
+
+def front_table(rows: list[dict], records: list[dict], labels: dict[str, str]) -> tuple[list[str], list[list[str]]]:
+    """Return ``(headers, rows)`` of the front against the zoo (:func:`bench.front.front_rows`) for Markdown and LaTeX."""
+    by_key = {r["row"]["config_hash"]: r for r in records}
+    headers = ["Model", "Params", "MACs (M)", "Acc (%)", "d vs searched", "Runtime", "Latency (ms)", "/ searched", "vs zoo model",
+               "d Acc vs zoo", "Latency / zoo", "/ zoo int8", "Dominates?"]
+    table = []
+    for row in rows:
+        record = by_key[row["key"]]["row"]
+        acc = float(record["acc_mean"])
+        acc_text = f"{acc:.2f} +- {(float(record['acc_mean_hi']) - float(record['acc_mean_lo'])) / 2:.2f}"
+        latency = "" if row["latency_ms"] is None else f"{row['latency_ms']:.3g} +- {(row['latency_ms_hi'] - row['latency_ms_lo']) / 2:.2g}"
+        zoo = labels.get(row["zoo"], "") if row.get("zoo") else "-"
+        verdict = "" if not row.get("zoo") else ("yes" if row["dominates"] else f"no: {row['why_not']}")
+        table.append([labels.get(row["key"], row["key"]), f"{int(record['params']):,}", f"{int(record['macs']) / 1e6:.1f}", acc_text,
+                      _signed_text(row["d_base"], row["d_base_lo"], row["d_base_hi"]), row["runtime"], latency,
+                      _bracket_text(row["base_ratio"], row["base_ratio_lo"], row["base_ratio_hi"]), zoo,
+                      _signed_text(row.get("d_zoo"), row.get("d_zoo_lo"), row.get("d_zoo_hi")),
+                      _bracket_text(row.get("zoo_ratio"), row.get("zoo_ratio_lo"), row.get("zoo_ratio_hi")),
+                      "" if row.get("zoo_int8_ratio") is None else f"{row['zoo_int8_ratio']:.2f}", verdict])
+    return headers, table
+
+
+def trials_table(trials: list[dict]) -> tuple[list[str], list[list[str]]]:
+    """Return ``(headers, rows)`` of a search's trials (``trials.csv`` rows) for Markdown."""
+    headers = ["Trial", "State", "Pipeline", "Params", "Val acc (%)", "Runtime", "Latency / searched", "Screening front", "Promoted",
+               "Error"]
+    table = []
+    for t in trials:
+        ratio = "" if t["latency_ratio"] in ("", None) else (
+            f"{float(t['latency_ratio']):.2f}" + (f" [{float(t['latency_ratio_lo']):.2f}, {float(t['latency_ratio_hi']):.2f}]"
+                                                   if t["latency_ratio_lo"] not in ("", None) else ""))
+        table.append([str(t["trial"]), t["state"], t["variant"], f"{int(float(t['params'])):,}" if t["params"] not in ("", None) else "",
+                      f"{float(t['acc_mean_val']):.2f}" if t["acc_mean_val"] not in ("", None) else "", t["runtime"], ratio,
+                      "yes" if str(t["screening_front"]) == "True" else "", "yes" if t["promoted_hash"] else "", t["error"]])
+    return headers, table

@@ -1,0 +1,167 @@
+"""The compression search (bench.search) and its front against the zoo (bench.front)."""
+import os
+
+import numpy as np
+import optuna
+import pytest
+
+from bench.config import StudyConfigError, validate_config
+from bench.front import dominance, front_rows
+
+from bench.schema import load_records, read_search, read_timing, read_trials
+from bench.search import run_search, space_key, spread, suggest_pipeline
+from bench.settings import SearchSettings
+from helpers import TINY_SLIMNET, tiny_study
+
+SEARCH = {"trials": 3, "population": 2, "promote": 1, "timing_blocks": 2, "screen": {"epochs": 1, "limit_train": 16}}
+
+
+def search_study(name: str, **search) -> dict:
+    config = tiny_study(name, models=[{"name": "slimnet", "kwargs": TINY_SLIMNET},
+                                      {"name": "mobilenetv3_small_100", "kwargs": {"input_size": [3, 64, 64]}}],
+                        search={**SEARCH, **search})
+    config["profile"].update({"runtimes": ["onnxruntime", "onnxruntime_int8"], "int8": {"calibration_images": 16}})
+    return config
+
+
+def test_knobs_at_their_off_end_leave_the_model_unchanged():
+    settings = SearchSettings()
+    off = optuna.trial.FixedTrial({"pruning_ratio": 0.0, "importance": "l1", "global_pruning": False, "round_to": 1,
+                                   "stem_rank_ratio": 1.0, "svd_rank_ratio": 1.0, "quantize": False})
+    assert suggest_pipeline(off, settings, "conv1.0") == []
+
+
+def test_a_trial_becomes_the_pipeline_in_order_with_the_studys_int8_settings():
+    settings = SearchSettings(prune_exclude=["conv1.*"], max_drop=0.25)
+    trial = optuna.trial.FixedTrial({"pruning_ratio": 0.35, "importance": "l2", "global_pruning": True, "round_to": 8,
+                                     "stem_rank_ratio": 0.5, "svd_rank_ratio": 0.6, "quantize": True})
+    steps = suggest_pipeline(trial, settings, "conv1.0", {"calibration_images": 16})
+    assert steps == [
+        {"method": "prune", "pruning_ratio": 0.35, "importance": "l2", "global_pruning": True, "round_to": 8, "exclude": ["conv1.*"]},
+        {"method": "tucker2", "rank_ratio": 0.5, "layers": ["conv1.0"]},
+        {"method": "svd", "rank_ratio": 0.6},
+        {"method": "quantize", "calibration_images": 16, "max_drop": 0.25},
+    ]
+
+
+def test_a_model_without_a_stem_gets_no_stem_knob():
+    trial = optuna.trial.FixedTrial({"pruning_ratio": 0.0, "importance": "l1", "global_pruning": False, "round_to": 1,
+                                     "svd_rank_ratio": 0.5, "quantize": False})
+    assert suggest_pipeline(trial, SearchSettings(), None) == [{"method": "svd", "rank_ratio": 0.5}]
+
+
+def test_space_key_changes_with_the_space_but_not_with_the_trial_count():
+    base = space_key(SearchSettings(), "abc")
+    assert space_key(SearchSettings(trials=40, promote=5), "abc") == base
+    assert space_key(SearchSettings(max_pruning_ratio=0.5), "abc") != base
+    assert space_key(SearchSettings(), "abd") != base
+
+
+def test_spread_keeps_both_ends_and_spaces_the_rest():
+    costs = [5.0, 1.0, 3.0, 2.0, 4.0]
+    assert spread([0, 1, 2, 3, 4], costs, 3) == [1, 2, 0]  # cheapest, middle, dearest
+    assert spread([0, 1], costs, 3) == [1, 0]
+    assert spread([0, 1, 2], costs, 0) == []
+
+
+def test_dominance_needs_both_intervals_past_the_tie():
+    assert dominance((0.5, 0.1, 0.9), (0.8, 0.7, 0.9)) == {"dominates": True, "why_not": ""}
+    verdict = dominance((0.5, -0.1, 1.1), (0.8, 0.7, 0.9))
+    assert not verdict["dominates"] and "accuracy +0.50 pt [-0.10, +1.10] is not surely higher" == verdict["why_not"]
+    verdict = dominance((0.5, 0.1, 0.9), (1.2, 1.1, 1.3))
+    assert not verdict["dominates"] and verdict["why_not"] == "latency 1.20x [1.10, 1.30] is slower"
+    assert not dominance(None, (0.5, 0.4, 0.6))["dominates"]
+
+
+def test_search_settings_are_checked_with_the_field_named():
+    config = search_study("bad_search", model="resnet18")
+    with pytest.raises(StudyConfigError, match="search.model"):
+        validate_config(config)
+    with pytest.raises(StudyConfigError, match="search.knobs: quantize needs a runtime with an int8 form"):
+        SearchSettings(runtime="eager_cl")
+    with pytest.raises(StudyConfigError, match="search.screen"):
+        validate_config(search_study("bad_screen", screen={"epochs": "one"}))
+
+
+@pytest.fixture(scope="module")
+def finished_search(tmp_path_factory, cache_dir):
+    results = str(tmp_path_factory.mktemp("search"))
+    config = search_study("search")
+    events = []
+    summary = run_search(config, results, on_event=lambda kind, item: events.append((kind, item)))
+    return config, results, summary, events
+
+
+def _complete(trials):
+    return [t for t in trials if t["state"] == "COMPLETE"]
+
+
+def test_the_screening_front_is_exactly_the_non_dominated_trials(finished_search):
+    config, results, summary, _ = finished_search
+    trials = _complete(read_trials(results, config["study"]))
+    assert len(trials) == 3
+    cost = np.array([float(t["latency_ratio"]) for t in trials])
+    score = np.array([float(t["acc_mean_val"]) for t in trials])
+    for i, trial in enumerate(trials):
+        beaten = np.any((cost <= cost[i]) & (score >= score[i]) & ((cost < cost[i]) | (score > score[i])))
+        assert (trial["screening_front"] == "True") == (not beaten), trial
+
+
+def test_the_promoted_front_is_timed_and_compared_with_the_zoo(finished_search):
+    config, results, summary, _ = finished_search
+    assert len(summary["promoted"]) == 1 and summary["runtime"] == "onnxruntime"
+    records = load_records(results, config["study"])
+    timing = read_timing(results, config["study"])
+    assert set(summary["promoted"]) <= set(timing["cells"])  # the front is in the study's one timing phase
+    rows = front_rows(records, timing, summary)
+    assert rows == summary["front"]  # what search.json holds for the report
+    zoo = {r["row"]["config_hash"] for r in records if r["cell"]["model"] == "mobilenetv3_small_100"}
+    assert [r["key"] for r in rows] == [summary["base_hash"], summary["promoted"][0]]
+    assert {r["zoo"] for r in rows} == zoo
+    for row in rows:
+        assert row["zoo_ratio_lo"] <= row["zoo_ratio"] <= row["zoo_ratio_hi"]
+        assert row["dominates"] == (row["d_zoo_lo"] > 0 and row["zoo_ratio_hi"] < 1)
+    promoted = next(r for r in records if r["row"]["config_hash"] == summary["promoted"][0])
+    assert promoted["cell"]["finetune"]["limit_train"] is None  # the study's fine-tune, not the screening one
+    assert read_search(results, config["study"])["promoted"] == summary["promoted"]
+
+
+def test_a_longer_search_reuses_every_finished_trial(finished_search):
+    config, results, _, _ = finished_search
+    cells = os.path.join(results, config["study"], "search", "cells")
+    before = {name: os.path.getmtime(os.path.join(cells, name)) for name in os.listdir(cells)}
+    events = []
+    run_search(search_study("search", trials=4), results, on_event=lambda kind, item: events.append((kind, item)))
+    trials = read_trials(results, config["study"])
+    assert len(trials) == 4 and [t["trial"] for t in trials] == ["0", "1", "2", "3"]
+    assert [item["trial"] for kind, item in events if kind == "trial"] == [3]  # only the new one ran
+    for name, mtime in before.items():
+        assert os.path.getmtime(os.path.join(cells, name)) == mtime  # no finished trial's cell was recomputed
+
+
+def test_a_killed_search_asks_its_running_trial_again_and_finds_its_cell(finished_search):
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    config, results, summary, _ = finished_search
+    config = search_study("search", trials=4)
+    folder = os.path.join(results, config["study"], "search")
+    storage = JournalStorage(JournalFileBackend(os.path.join(folder, "optuna.journal")))
+    study = optuna.load_study(study_name=space_key(SearchSettings.from_mapping(config["search"]), summary["base_hash"]),
+                              storage=storage)
+    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE and t.user_attrs.get("compression")]
+    study.enqueue_trial(done[0].params)
+    killed = study.ask()  # a trial that was running when the search was killed
+    suggest_pipeline(killed, SearchSettings.from_mapping(config["search"]), summary["stem"], config["profile"]["int8"])
+    assert killed.params == done[0].params
+    cells = os.path.join(folder, "cells")
+    before = {name: os.path.getmtime(os.path.join(cells, name)) for name in os.listdir(cells)}
+    events = []
+    run_search(search_study("search", trials=5), results, on_event=lambda kind, item: events.append((kind, item)))
+    trials = {int(t["trial"]): t for t in read_trials(results, config["study"])}
+    assert trials[killed.number]["state"] == "KILLED"
+    again = [t for n, t in trials.items() if n > killed.number and t["config_hash"] == done[0].user_attrs["config_hash"]]
+    assert again and again[0]["state"] == "COMPLETE"
+    assert sum(t["state"] in ("COMPLETE", "FAIL") for t in trials.values()) == 5
+    for name, mtime in before.items():
+        assert os.path.getmtime(os.path.join(cells, name)) == mtime
