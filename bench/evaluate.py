@@ -101,6 +101,15 @@ def evaluate_cell_model(cell: dict, model, data: FaceAttributeData, deployed=Non
     return Evaluation(with_intervals(values, test_labels, predictions), per_attribute, reliability, predictions)
 
 
+def validation_accuracy(cell: dict, model, data: FaceAttributeData) -> float:
+    """Return a float model's mean accuracy (percent) on the validation split, evaluated as :func:`evaluate_cell_model`
+    does (the ``acc_mean_val`` of records written before that column existed)."""
+    train_cfg = cell["train"]
+    logits = predict_logits(model, data, "val", train_cfg.get("eval_batch_size", 64), train_cfg.get("device", "auto"),
+                            train_cfg.get("channels_last", True))
+    return float(metrics.per_attribute_accuracy(data.labels[data.splits["val"]], _sigmoid(np.nan_to_num(logits, nan=0.0))).mean())
+
+
 def evaluate_majority(cell: dict, data: FaceAttributeData) -> Evaluation:
     """Return the :class:`Evaluation` of the majority-class predictor fitted on the training split."""
     test_labels = data.labels[data.splits["test"]]

@@ -33,6 +33,7 @@ from typing import Callable
 import numpy as np
 
 from bench.config import reference_model, search_settings
+from bench.evaluate import validation_accuracy
 from bench.front import front_rows, zoo_points
 from bench.files import remove_stale_partials
 from bench.schema import (SEARCH_FILE, TRIAL_COLUMNS, TRIALS_FILE, config_hash, load_records, read_record, read_timing, record_path,
@@ -260,6 +261,9 @@ def run_search(config: dict, results_dir: str = "results", executor=None, progre
         remove_stale_partials(sub)
     base_model = models.load_model(os.path.join(folder, "checkpoints", base_hash, "model.pt")).eval()
     base_record = read_record(record_path(results_dir, base_cell))
+    base_val = base_record["row"].get("acc_mean_val")
+    if base_val in (None, ""):  # a base cell cached before records held validation accuracy
+        base_val = validation_accuracy(base_cell, base_model, data)
     stem = stem_layer(base_model) if "stem" in settings.knobs else None
     screen = FinetuneSettings.from_mapping({**config["finetune"], **settings.screen}, "search.screen")
     timer = CandidateTimer.for_model(base_model, data, settings, config.get("threads"))
@@ -293,7 +297,7 @@ def run_search(config: dict, results_dir: str = "results", executor=None, progre
                     trial.set_user_attr(key, base_record["row"][key])
                 trial.set_user_attr("variant", "(uncompressed)")
                 trial.set_user_attr("config_hash", base_hash)
-                study.tell(trial, [float(base_record["row"]["acc_mean_val"]), 1.0])
+                study.tell(trial, [float(base_val), 1.0])
                 continue
             name = variant_name(steps)
             cell = trial_cell(base_cell, steps, screen, search_name, name)

@@ -165,3 +165,16 @@ def test_a_killed_search_asks_its_running_trial_again_and_finds_its_cell(finishe
     assert sum(t["state"] in ("COMPLETE", "FAIL") for t in trials.values()) == 5
     for name, mtime in before.items():
         assert os.path.getmtime(os.path.join(cells, name)) == mtime
+
+
+def test_validation_accuracy_is_the_records_acc_mean_val(finished_search):
+    """A base cached before records held acc_mean_val gets it recomputed alike (the search's uncompressed trial uses it)."""
+    import models
+    from bench.data import load_data
+    from bench.evaluate import validation_accuracy
+
+    config, results, summary, _ = finished_search
+    record = next(r for r in load_records(results, config["study"]) if r["row"]["config_hash"] == summary["base_hash"])
+    model = models.load_model(os.path.join(results, config["study"], "checkpoints", summary["base_hash"], "model.pt")).eval()
+    data = load_data(config["data"])
+    assert validation_accuracy(record["cell"], model, data) == pytest.approx(float(record["row"]["acc_mean_val"]), abs=1e-9)
