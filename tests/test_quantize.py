@@ -94,6 +94,17 @@ def test_node_errors_find_the_node_that_int8_breaks():
     assert errors["/1/Conv"] > 20 > errors["/0/Conv"]  # dB lost across the node: conv2 loses its whole signal
 
 
+def test_a_factorized_layer_is_one_chain_and_an_activation_ends_it():
+    from compress.quantize import factor_chains
+
+    # a CP-factorized conv (1x1, depthwise kxk, 1x1), a ReLU, then a plain conv
+    model = nn.Sequential(nn.Conv2d(3, 4, 1), nn.Conv2d(4, 4, 3, padding=1, groups=4), nn.Conv2d(4, 8, 1), nn.ReLU(),
+                          nn.Conv2d(8, 2, 1)).eval()
+    prepared = deploy.prepare_onnx(deploy.export_onnx(model, np.zeros((1, 3, 8, 8), np.float32)))
+    cp = ("/0/Conv", "/1/Conv", "/2/Conv")
+    assert factor_chains(prepared) == {"/0/Conv": cp, "/1/Conv": cp, "/2/Conv": cp, "/4/Conv": ("/4/Conv",)}
+
+
 def test_accuracy_control_keeps_the_drop_within_max_drop_and_the_model_carries_it():
     model = _outlier_model()
     images, labels = _outlier_data(200)
