@@ -31,11 +31,12 @@ from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
+from filelock import Timeout
 
 from bench.config import reference_model, search_settings
 from bench.evaluate import validation_accuracy
 from bench.front import front_rows, zoo_points
-from bench.files import remove_stale_partials
+from bench.files import file_lock, remove_stale_partials
 from bench.schema import (SEARCH_FILE, TRIAL_COLUMNS, TRIALS_FILE, config_hash, load_records, read_record, read_timing, record_path,
                           search_study_name, study_dir, write_text_atomic)
 from bench.settings import FinetuneSettings, SearchSettings, StudyConfigError
@@ -117,6 +118,10 @@ def space_key(settings: SearchSettings, base_hash: str) -> str:
     ``trials`` and ``promote`` do not, so a longer search continues the shorter one)."""
     shaping = {k: v for k, v in settings.to_dict().items() if k not in ("trials", "promote")}
     return f"{base_hash}-" + hashlib.sha1(json.dumps(shaping, sort_keys=True).encode()).hexdigest()[:10]
+
+
+class SearchBusyError(RuntimeError):
+    """Another run holds the search's lock (the message names the lock file)."""
 
 
 @dataclass
@@ -231,6 +236,7 @@ def run_search(config: dict, results_dir: str = "results", executor=None, progre
 
     Raises:
         StudyConfigError: the config has no ``search`` section, or a bad one; ImportError: Optuna is not installed;
+        SearchBusyError: another run is searching the same study (one at a time; the study's cells can be shared);
         whatever the study raises (``bench.study.run_study``). A trial whose compression fails is recorded as failed.
     """
     from bench.study import compute_cells, finish_study
@@ -274,61 +280,71 @@ def run_search(config: dict, results_dir: str = "results", executor=None, progre
                else optuna.samplers.TPESampler(n_startup_trials=settings.population, seed=settings.seed, multivariate=True))
     study = optuna.create_study(study_name=space_key(settings, base_hash), storage=storage, sampler=sampler,
                                 directions=["maximize", "minimize"], load_if_exists=True)
-    for stale in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-        # a killed search: ask the same pipeline again; its cell is cached or resumes from its last epoch
-        storage.set_trial_user_attr(stale._trial_id, "killed", True)
-        study.tell(stale.number, state=optuna.trial.TrialState.FAIL)
-        study.enqueue_trial(stale.params, user_attrs={"resumed_from": stale.number})
+    # One run at a time: the trials a killed run left running are told apart from another run's only under this lock.
+    lock = file_lock(os.path.join(search_folder, "search"), timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise SearchBusyError(f"another run is searching {search_folder!r} (it holds {lock.lock_file}); wait for it to finish, "
+                              "or stop it and rerun: finished trials are kept") from None
+    try:
+        for stale in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+            # a killed search: ask the same pipeline again; its cell is cached or resumes from its last epoch
+            storage.set_trial_user_attr(stale._trial_id, "killed", True)
+            study.tell(stale.number, state=optuna.trial.TrialState.FAIL)
+            study.enqueue_trial(stale.params, user_attrs={"resumed_from": stale.number})
 
-    def finished() -> int:
-        return sum(1 for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL))
-                   if not t.user_attrs.get("killed"))
+        def finished() -> int:
+            return sum(1 for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL))
+                       if not t.user_attrs.get("killed"))
 
-    compute = functools.partial(_compute_trial, results_dir=results_dir, data=None if executor_parallel else data,
-                                progress=None if executor_parallel else progress, on_event=None if executor_parallel else on_event)
-    executor = executor or _sequential()
-    while finished() < settings.trials:
-        width = min(settings.trials - finished(), settings.population if executor_parallel else 1)
-        pending = []
-        for trial in [study.ask() for _ in range(width)]:
-            steps = suggest_pipeline(trial, settings, stem, config['profile']['int8'])
-            if not steps:  # every knob off: the searched model itself, its ratio 1 by definition
-                for key in ("params", "macs", "acc_mean"):
-                    trial.set_user_attr(key, base_record["row"][key])
-                trial.set_user_attr("variant", "(uncompressed)")
-                trial.set_user_attr("config_hash", base_hash)
-                study.tell(trial, [float(base_val), 1.0])
-                continue
-            name = variant_name(steps)
-            cell = trial_cell(base_cell, steps, screen, search_name, name)
-            for key, value in (("variant", name), ("compression", variant_label(steps)), ("config_hash", config_hash(cell))):
-                trial.set_user_attr(key, value)
-            pending.append((trial, cell))
-        unique = list({config_hash(cell): cell for _, cell in pending}.values())  # one pipeline asked twice is computed once
-        outcome = {config_hash(cell): (status, result) for status, cell, result in executor.map(compute, unique)}
-        for trial, cell in pending:
-            key = config_hash(cell)
-            status, result = outcome[key]
-            if status == "failed":
-                trial.set_user_attr("error", result)
-                study.tell(trial, state=optuna.trial.TrialState.FAIL)
-            else:
-                row = result["row"]
-                for column in ("params", "macs", "acc_mean"):
-                    trial.set_user_attr(column, row[column])
-                model = models.load_model(os.path.join(search_folder, "checkpoints", key, "model.pt")).eval()
-                try:
-                    latency = timer.ratio(model, data)
-                except Exception as exc:  # noqa: BLE001 - a runtime that cannot build this candidate fails the trial only
-                    trial.set_user_attr("error", f"latency: {type(exc).__name__}: {exc}".splitlines()[0][:300])
+        compute = functools.partial(_compute_trial, results_dir=results_dir, data=None if executor_parallel else data,
+                                    progress=None if executor_parallel else progress, on_event=None if executor_parallel else on_event)
+        executor = executor or _sequential()
+        while finished() < settings.trials:
+            width = min(settings.trials - finished(), settings.population if executor_parallel else 1)
+            pending = []
+            for trial in [study.ask() for _ in range(width)]:
+                steps = suggest_pipeline(trial, settings, stem, config['profile']['int8'])
+                if not steps:  # every knob off: the searched model itself, its ratio 1 by definition
+                    for key in ("params", "macs", "acc_mean"):
+                        trial.set_user_attr(key, base_record["row"][key])
+                    trial.set_user_attr("variant", "(uncompressed)")
+                    trial.set_user_attr("config_hash", base_hash)
+                    study.tell(trial, [float(base_val), 1.0])
+                    continue
+                name = variant_name(steps)
+                cell = trial_cell(base_cell, steps, screen, search_name, name)
+                for key, value in (("variant", name), ("compression", variant_label(steps)), ("config_hash", config_hash(cell))):
+                    trial.set_user_attr(key, value)
+                pending.append((trial, cell))
+            unique = list({config_hash(cell): cell for _, cell in pending}.values())  # one pipeline asked twice is computed once
+            outcome = {config_hash(cell): (status, result) for status, cell, result in executor.map(compute, unique)}
+            for trial, cell in pending:
+                key = config_hash(cell)
+                status, result = outcome[key]
+                if status == "failed":
+                    trial.set_user_attr("error", result)
                     study.tell(trial, state=optuna.trial.TrialState.FAIL)
                 else:
-                    for column, value in latency.items():
-                        trial.set_user_attr(column, value)
-                    study.tell(trial, [float(row["acc_mean_val"]), latency["latency_ratio"]])
-            rows = trial_rows(study)
-            _write_trials(search_folder, rows)
-            on_event("trial", next(r for r in rows if r["trial"] == trial.number))
+                    row = result["row"]
+                    for column in ("params", "macs", "acc_mean"):
+                        trial.set_user_attr(column, row[column])
+                    model = models.load_model(os.path.join(search_folder, "checkpoints", key, "model.pt")).eval()
+                    try:
+                        latency = timer.ratio(model, data)
+                    except Exception as exc:  # noqa: BLE001 - a runtime that cannot build this candidate fails the trial only
+                        trial.set_user_attr("error", f"latency: {type(exc).__name__}: {exc}".splitlines()[0][:300])
+                        study.tell(trial, state=optuna.trial.TrialState.FAIL)
+                    else:
+                        for column, value in latency.items():
+                            trial.set_user_attr(column, value)
+                        study.tell(trial, [float(row["acc_mean_val"]), latency["latency_ratio"]])
+                rows = trial_rows(study)
+                _write_trials(search_folder, rows)
+                on_event("trial", next(r for r in rows if r["trial"] == trial.number))
+    finally:
+        lock.release()
     rows = trial_rows(study)
     front = [i for i, r in enumerate(rows) if r["screening_front"] and r["config_hash"] != base_hash]
     unique = list({rows[i]["config_hash"]: i for i in front}.values())
@@ -369,5 +385,5 @@ def _sequential():
     return SequentialExecutor()
 
 
-__all__ = ["CandidateTimer", "run_search", "searched_base_cell", "space_key", "spread", "stem_layer", "suggest_pipeline", "trial_cell",
+__all__ = ["CandidateTimer", "SearchBusyError", "run_search", "searched_base_cell", "space_key", "spread", "stem_layer", "suggest_pipeline", "trial_cell",
            "trial_rows"]

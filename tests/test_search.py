@@ -178,3 +178,14 @@ def test_validation_accuracy_is_the_records_acc_mean_val(finished_search):
     model = models.load_model(os.path.join(results, config["study"], "checkpoints", summary["base_hash"], "model.pt")).eval()
     data = load_data(config["data"])
     assert validation_accuracy(record["cell"], model, data) == pytest.approx(float(record["row"]["acc_mean_val"]), abs=1e-9)
+
+
+def test_a_second_run_of_a_search_is_refused_while_one_holds_it(finished_search):
+    from bench.files import file_lock
+    from bench.search import SearchBusyError
+
+    config, results, _, _ = finished_search
+    with file_lock(os.path.join(results, config["study"], "search", "search"), timeout=0):
+        with pytest.raises(SearchBusyError, match="another run is searching"):
+            run_search(search_study("search", trials=9), results)
+    assert len(read_trials(results, config["study"])) < 9  # the refused run asked nothing
