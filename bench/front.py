@@ -9,6 +9,7 @@ shown beside). Pure functions of the records, the timing phase and the search su
 from __future__ import annotations
 
 from bench import metrics
+from bench.latency import row_ratio
 from bench.schema import MAJORITY
 
 
@@ -18,21 +19,6 @@ def latency_of(timing: dict | None, key: str, runtime: str, batch: int) -> dict 
         if row["config_hash"] == key and row["runtime"] == runtime and int(row["batch"]) == batch and row["device"] == "cpu":
             return row
     return None
-
-
-def _blocks(row: dict) -> list[float]:
-    return [float(v) for v in str(row["block_medians_ms"]).split("|")]
-
-
-def latency_ratio(numerator: dict | None, denominator: dict | None) -> tuple[float, float, float] | None:
-    """Return ``(ratio, low, high)`` of two latency rows of one timing phase (paired over blocks when they share a runtime
-    and batch, resampled apart when not), or None when one is missing."""
-    import deploy
-
-    if numerator is None or denominator is None:
-        return None
-    paired = numerator["runtime"] == denominator["runtime"] and int(numerator["batch"]) == int(denominator["batch"])
-    return deploy.bootstrap_ratio(_blocks(numerator), _blocks(denominator), paired=paired)
 
 
 def accuracy_difference(a: dict, b: dict) -> tuple[float, float, float] | None:
@@ -73,7 +59,7 @@ def front_rows(records: list[dict], timing: dict | None, search: dict) -> list[d
         latency = latency_of(timing, key, runtime, batch)
         row = {"key": key, "runtime": runtime, "latency_ms": latency["median_ms"] if latency else None,
                "latency_ms_lo": latency["median_lo"] if latency else None, "latency_ms_hi": latency["median_hi"] if latency else None}
-        for prefix, value in (("base_ratio", latency_ratio(latency, base_latency)),
+        for prefix, value in (("base_ratio", row_ratio(latency, base_latency)),
                               ("d_base", accuracy_difference(member, base) if member is not base else None)):
             row.update({prefix: value[0], f"{prefix}_lo": value[1], f"{prefix}_hi": value[2]} if value else
                        {prefix: None, f"{prefix}_lo": None, f"{prefix}_hi": None})
@@ -82,8 +68,8 @@ def front_rows(records: list[dict], timing: dict | None, search: dict) -> list[d
             if other is not None:
                 other_key = other["row"]["config_hash"]
                 d = accuracy_difference(member, other)
-                ratio = latency_ratio(latency, latency_of(timing, other_key, search["runtime"], batch))
-                int8_ratio = latency_ratio(latency, latency_of(timing, other_key, search["int8_runtime"], batch)) if search["int8_runtime"] else None
+                ratio = row_ratio(latency, latency_of(timing, other_key, search["runtime"], batch))
+                int8_ratio = row_ratio(latency, latency_of(timing, other_key, search["int8_runtime"], batch)) if search["int8_runtime"] else None
                 pair.update({"d_zoo": d[0] if d else None, "d_zoo_lo": d[1] if d else None, "d_zoo_hi": d[2] if d else None,
                              "zoo_ratio": ratio[0] if ratio else None, "zoo_ratio_lo": ratio[1] if ratio else None,
                              "zoo_ratio_hi": ratio[2] if ratio else None, "zoo_int8_ratio": int8_ratio[0] if int8_ratio else None})
@@ -101,7 +87,7 @@ def zoo_points(records: list[dict], timing: dict | None, search: dict) -> list[d
     for record in records:
         if record["cell"]["model"] in (MAJORITY, search["model"]) or record["cell"].get("compression"):
             continue
-        ratio = latency_ratio(latency_of(timing, record["row"]["config_hash"], search["runtime"], batch), base_latency)
+        ratio = row_ratio(latency_of(timing, record["row"]["config_hash"], search["runtime"], batch), base_latency)
         points.append({"key": record["row"]["config_hash"], "base_ratio": ratio[0] if ratio else None,
                        "base_ratio_lo": ratio[1] if ratio else None, "base_ratio_hi": ratio[2] if ratio else None})
     return points
@@ -123,4 +109,4 @@ def dominance(difference: tuple[float, float, float] | None, ratio: tuple[float,
     return {"dominates": not reasons, "why_not": "; ".join(reasons)}
 
 
-__all__ = ["accuracy_difference", "dominance", "front_rows", "latency_of", "latency_ratio", "member_runtime", "zoo_points"]
+__all__ = ["accuracy_difference", "dominance", "front_rows", "latency_of", "member_runtime", "zoo_points"]

@@ -89,15 +89,25 @@ def _blocks(row: dict) -> list[float]:
     return [float(v) for v in row["block_medians_ms"].split("|")]
 
 
-def _best_vs_best(numerator: dict | None, denominator: dict | None, prefix: str) -> dict:
-    """Return ``{prefix, prefix_lo, prefix_hi}``: the ratio of two summary latencies (each a model's fastest exact runtime),
-    paired over blocks when both come from one runtime's comparison, resampled apart when they do not."""
+def row_ratio(numerator: dict | None, denominator: dict | None) -> tuple[float, float, float] | None:
+    """Return ``(ratio, low, high)`` of two latency rows of one timing phase: median over median of their block medians
+    with the 95 % bootstrap interval, paired over blocks when both come from one runtime's comparison (same runtime and
+    device), resampled apart when they do not; None when either row is missing."""
     import deploy
 
     if numerator is None or denominator is None:
-        return {}
+        return None
     paired = numerator["runtime"] == denominator["runtime"] and numerator["device"] == denominator["device"]
-    value, low, high = deploy.bootstrap_ratio(_blocks(numerator), _blocks(denominator), paired=paired)
+    return deploy.bootstrap_ratio(_blocks(numerator), _blocks(denominator), paired=paired)
+
+
+def _best_vs_best(numerator: dict | None, denominator: dict | None, prefix: str) -> dict:
+    """Return ``{prefix, prefix_lo, prefix_hi}``: the ratio of two summary latencies (each a model's fastest exact runtime),
+    as :func:`row_ratio`."""
+    ratio = row_ratio(numerator, denominator)
+    if ratio is None:
+        return {}
+    value, low, high = ratio
     return {prefix: value, f"{prefix}_lo": low, f"{prefix}_hi": high}
 
 

@@ -19,10 +19,8 @@ found in the cache or resumes from its last epoch.
 """
 from __future__ import annotations
 
-import csv
 import functools
 import hashlib
-import io
 import json
 import logging
 import os
@@ -38,7 +36,7 @@ from bench.evaluate import validation_accuracy
 from bench.front import front_rows, zoo_points
 from bench.files import file_lock, remove_stale_partials
 from bench.schema import (SEARCH_FILE, TRIAL_COLUMNS, TRIALS_FILE, config_hash, load_records, read_record, read_timing, record_path,
-                          search_study_name, study_dir, write_text_atomic)
+                          search_study_name, study_dir, write_csv_atomic, write_text_atomic)
 from bench.settings import FinetuneSettings, SearchSettings, StudyConfigError
 from bench.tables import pareto_front
 from bench.variants import validate_step, variant_label, variant_name
@@ -97,8 +95,9 @@ def suggest_pipeline(trial, settings: SearchSettings, stem: str | None, int8: di
 def trial_cell(base_cell: dict, steps: list[dict], finetune: FinetuneSettings, study: str, name: str) -> dict:
     """Return the cell of a pipeline of ``base_cell``'s trained model: in the study ``study`` (the search's, or the
     searched one for a promoted member), named ``name``, fine-tuned with ``finetune``."""
-    return {**base_cell, "study": study, "base_study": base_cell["study"], "variant": name, "compression": steps,
-            "finetune": finetune.to_dict(), "base_hash": config_hash(base_cell)}
+    elsewhere = {"base_study": base_cell["study"]} if study != base_cell["study"] else {}
+    return {**base_cell, "study": study, **elsewhere, "variant": name, "compression": steps, "finetune": finetune.to_dict(),
+            "base_hash": config_hash(base_cell)}
 
 
 def searched_base_cell(cells: list[dict], model: str) -> dict:
@@ -218,11 +217,7 @@ def trial_rows(study) -> list[dict]:
 
 
 def _write_trials(folder: str, rows: list[dict]) -> None:
-    text = io.StringIO()
-    writer = csv.DictWriter(text, fieldnames=TRIAL_COLUMNS)
-    writer.writeheader()
-    writer.writerows(rows)
-    write_text_atomic(os.path.join(folder, TRIALS_FILE), text.getvalue())
+    write_csv_atomic(os.path.join(folder, TRIALS_FILE), TRIAL_COLUMNS, rows)
 
 
 def run_search(config: dict, results_dir: str = "results", executor=None, progress=None,
@@ -351,11 +346,11 @@ def run_search(config: dict, results_dir: str = "results", executor=None, progre
     chosen = spread(unique, [float(r["latency_ratio"]) if r["latency_ratio"] != "" else 0.0 for r in rows], settings.promote)
     full = FinetuneSettings.from_mapping(config["finetune"])
     promoted = []
+    trials = study.get_trials(deepcopy=False)
     for i in chosen:
-        trial = study.trials[rows[i]["trial"]]
+        trial = trials[rows[i]["trial"]]
         steps = suggest_pipeline(optuna.trial.FixedTrial(trial.params), settings, stem, config['profile']['int8'])
         cell = trial_cell(base_cell, steps, full, config["study"], f"#{trial.number} {variant_name(steps)}")
-        cell.pop("base_study")  # promoted members live beside their base
         promoted.append(cell)
         rows[i]["promoted_hash"] = config_hash(cell)
     _write_trials(search_folder, rows)
