@@ -160,13 +160,56 @@ def _int8_slowdown_note(model, rows: list[dict], calibration: np.ndarray, x: np.
             f"{fp32_parts['other'] + fp32_parts['layout']:.2f} ms")
 
 
+def _sure(timer, pairs: list[tuple[str, str]], tolerance: float) -> bool:
+    medians = timer.timings()
+    return all(_within(medians[a].block_medians, medians[b].block_medians, tolerance)[0] for a, b in pairs)
+
+
+def add_blocks_until_sure(timers: list, pairs_of: list[list[tuple[str, str]]], min_blocks: int, max_blocks: int,
+                          tolerance: float, deadline: float, clock=time.perf_counter) -> list[int]:
+    """Add interleaved blocks to the timers of a timing phase (one ``deploy.Interleaved`` per runtime, batch size and
+    device) and return the number of blocks each ended with.
+
+    Every timer first gets ``min_blocks``, whatever the time. Then, in rounds, every timer whose ratios (``pairs_of[i]``:
+    (numerator, denominator) names) are not yet all known to ``tolerance`` (half-width of the 95 % interval, relative)
+    gets one more block, while it has fewer than ``max_blocks`` and its mean block time so far still fits before
+    ``deadline`` (a ``clock()`` time). So every unsure group gets as many blocks as the others and its share of the
+    budget is in proportion to what its block costs: splitting the time equally left the batch-8 groups, whose blocks
+    cost several times a batch-1 block, with a third of the blocks and ratios twice as wide. The rounds also spread each
+    group's blocks over the whole phase, so a slow spell of the machine lands in a few blocks of every group rather
+    than in all the blocks of one.
+    """
+    spent = [0.0] * len(timers)
+
+    def add(index: int) -> None:
+        start = clock()
+        timers[index].add_block()
+        spent[index] += clock() - start
+
+    for _ in range(min_blocks):
+        for index in range(len(timers)):
+            add(index)
+    while True:
+        added = False
+        for index, timer in enumerate(timers):
+            count = len(timer.block_busy)
+            if count >= max_blocks or not pairs_of[index] or _sure(timer, pairs_of[index], tolerance):
+                continue
+            if clock() + spent[index] / max(count, 1) > deadline:
+                continue
+            add(index)
+            added = True
+        if not added:
+            return [len(timer.block_busy) for timer in timers]
+
+
 def time_candidates(candidates: list[Candidate], data, settings: ProfileSettings, reference: str | None) -> dict:
     """Return the timing phase's result (the content of ``timing.json``) for ``candidates`` timed in this process.
 
     Keys: ``cells`` (the hashes timed), ``reference``, ``machine`` (fp32 peak, best of three tries, and the
     probes' best times), ``latency`` (rows of ``bench.schema.LATENCY_COLUMNS``), ``columns`` ({hash: result
     columns}), ``skipped`` ({hash: {runtime: reason}}), ``unresolved`` (ratios not known to the tolerance,
-    in words), ``seconds`` and the settings.
+    in words), ``seconds``, ``seconds_by_part`` (where they went) and the settings.
 
     Raises:
         deploy.RuntimeParityError: an exact runtime broke parity with eager PyTorch.
@@ -180,6 +223,13 @@ def time_candidates(candidates: list[Candidate], data, settings: ProfileSettings
     from compress.quantize import controlled_settings
 
     started = time.perf_counter()
+    parts, mark = {}, [started]
+
+    def lap(part: str) -> None:  # the phase's time by part, so a reader sees what the phase pays for
+        now = time.perf_counter()
+        parts[part] = parts.get(part, 0.0) + now - mark[0]
+        mark[0] = now
+
     deploy.steady_allocator()
     threads = int(settings.threads or torch.get_num_threads())
     tolerance = settings.ratio_tolerance_pct / 100.0
@@ -190,6 +240,7 @@ def time_candidates(candidates: list[Candidate], data, settings: ProfileSettings
         machine["cpu_isa"] = deploy.isa_text()
         gemm_probe = deploy.LoadProbe(threads, calibration_rounds=10)
         machine["gemm_probe_ms"] = gemm_probe.best_ms
+        lap("peak and probes")
         loaded = {c.key: models.load_model(c.model_path).eval() for c in candidates}
         devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() and any(c.cuda for c in candidates) else [])
         deployed, skipped, columns = {}, {c.key: {} for c in candidates}, {c.key: {} for c in candidates}
@@ -209,6 +260,7 @@ def time_candidates(candidates: list[Candidate], data, settings: ProfileSettings
                     model, example_of[c.key], calibration_of[c.key], int8_of[c.key],
                     (model_inputs(data, "val", len(val), model.data_config), data.labels[val]), settings.int8_max_drop)
                 columns[c.key]["int8_settings"] = f"{int8_of[c.key].describe()} ({account})"
+        lap("loading and int8 accuracy control")
         for device in devices:
             for c in candidates:
                 built, why = build_runtimes(loaded[c.key], settings.runtimes, example_of[c.key], threads, device, calibration_of[c.key],
@@ -216,6 +268,7 @@ def time_candidates(candidates: list[Candidate], data, settings: ProfileSettings
                 for runtime, d in built.items():
                     deployed[(c.key, runtime, device)] = d
                 skipped[c.key].update({(runtime if device == "cpu" else f"{runtime}@{device}"): reason for runtime, reason in why.items()})
+        lap("building the runtimes")
         for c in candidates:
             # A float model's int8 accuracy is its drop; a quantized model's own accuracy is already its int8 one.
             fp32 = None if c.key in quantized else c.acc_mean
@@ -225,13 +278,15 @@ def time_candidates(candidates: list[Candidate], data, settings: ProfileSettings
                     accuracy = runtime_accuracy(int8, data, loaded[c.key].data_config, "test", c.eval_batch_size)
                     columns[c.key].update({f"acc_mean_{prefix}": accuracy,
                                            f"acc_{prefix}_delta": accuracy - fp32 if fp32 is not None else None})
+        lap("int8 test accuracy")
         batches = [1, settings.batch_n] if settings.batch_n != 1 else [1]
         groups = [(runtime, batch, device) for device in devices for batch in batches for runtime in resolve_runtimes(settings.runtimes)
                   if any((c.key, runtime, device) in deployed for c in candidates)]
         deadline = time.perf_counter() + settings.max_seconds  # the blocks' budget; building runtimes is not in it
         rows, unresolved, memory_probes = [], [], {}
         by_key = {c.key: c for c in candidates}
-        for index, (runtime, batch, device) in enumerate(groups):
+        group_timers, group_pairs = [], []
+        for runtime, batch, device in groups:
             members = [c for c in candidates if (c.key, runtime, device) in deployed]
             inputs = {}
             for c in members:
@@ -244,19 +299,17 @@ def time_candidates(candidates: list[Candidate], data, settings: ProfileSettings
                 probe_x = np.random.default_rng(1).standard_normal((1, 32, 56, 56)).astype(np.float32)
                 probe_model = deploy.deploy(deploy.memory_probe_module(), probe_runtime, probe_x, threads=threads, device=device)
                 memory_probes[(probe_runtime, device)] = deploy.MemoryProbe(probe_model.run, probe_model.prepare(probe_x))
-            memory_probe = memory_probes[(probe_runtime, device)]
-            timer = deploy.Interleaved(timed, settings.min_iters, settings.min_seconds, probes=(gemm_probe, memory_probe),
-                                       busy_ratio=settings.busy_ratio)
-            for _ in range(settings.blocks):
-                timer.add_block()
+            group_timers.append(deploy.Interleaved(timed, settings.min_iters, settings.min_seconds,
+                                                   probes=(gemm_probe, memory_probes[(probe_runtime, device)]),
+                                                   busy_ratio=settings.busy_ratio))
             pairs = [(c.key, reference) for c in members if reference in timed and c.key != reference]
-            pairs += [(c.key, c.base) for c in members if c.base in timed and c.base != reference]
-            group_end = time.perf_counter() + max(0.0, deadline - time.perf_counter()) / (len(groups) - index)
-            while pairs and len(timer.block_busy) < settings.max_blocks and time.perf_counter() < group_end:
-                medians = timer.timings()
-                if all(_within(medians[a].block_medians, medians[b].block_medians, tolerance)[0] for a, b in pairs):
-                    break
-                timer.add_block()
+            group_pairs.append(pairs + [(c.key, c.base) for c in members if c.base in timed and c.base != reference])
+        lap("warm-up")
+        add_blocks_until_sure(group_timers, group_pairs, settings.blocks, settings.max_blocks, tolerance, deadline)
+        lap("blocks")
+        for (runtime, batch, device), timer, pairs in zip(groups, group_timers, group_pairs):
+            members = [c for c in candidates if (c.key, runtime, device) in deployed]
+            timed = timer.candidates
             timings = timer.timings()
             wide = []
             for a, b in pairs:
@@ -296,6 +349,7 @@ def time_candidates(candidates: list[Candidate], data, settings: ProfileSettings
                                        threads)
             if note:
                 columns[c.key]["int8_note"] = note
+        lap("int8 slowdown profiles")
         for c in candidates:
             columns[c.key].update({**summary_latency_columns(rows_of[c.key], settings.batch_n, exact=c.key not in quantized),
                                    "threads": threads, "peak_gflops": machine["peak_gflops"], "peak_library": machine["peak_library"],
@@ -303,7 +357,7 @@ def time_candidates(candidates: list[Candidate], data, settings: ProfileSettings
             columns[c.key].update(_summary_ratios(c, rows_of, reference, by_key, settings.batch_n, quantized))
     return {"version": TIMING_VERSION, "cells": sorted(c.key for c in candidates), "reference": reference, "machine": machine,
             "settings": settings.to_dict(), "latency": rows, "columns": columns, "skipped": skipped, "unresolved": unresolved,
-            "seconds": time.perf_counter() - started, "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S")}
+            "seconds": time.perf_counter() - started, "seconds_by_part": {k: round(v, 1) for k, v in parts.items()}, "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S")}
 
 
 class TimingPhaseError(RuntimeError):

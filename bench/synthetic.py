@@ -123,7 +123,7 @@ def draw_face(a: dict[str, bool], rng: np.random.Generator) -> Image.Image:
 
     The face fills the frame as in aligned CelebA (about 92 x 120 px) and every cue is at least
     3-4 px thick, so it survives a CNN's early stride-2 reductions: small cues that vanish there
-    cannot be learned in a few thousand training steps, which is all a 10-minute study affords.
+    cannot be learned in a few thousand training steps, which is all the default study affords.
     """
     image = Image.new("RGB", (WIDTH, HEIGHT), _jitter(rng, (rng.integers(60, 200),) * 3, 40))
     d = ImageDraw.Draw(image)

@@ -100,7 +100,9 @@ def test_the_summary_averages_seeds_of_one_experiment_only(tmp_path, cache_dir):
     labels = group_labels(records)
     frame = pd.read_csv(os.path.join(results, "unit", "results.csv"), dtype={"config_hash": str, "variant": str}).fillna({"variant": ""})
     headers, rows, _ = summary_table(frame, labels)
-    by_label = {row[0]: row for row in rows}
+    # The 48-image, 2-epoch run can end under the majority predictor on some CPUs (machine C: Intel AVX-512) and then
+    # carries the divergence heuristic's mark; what this test checks is the grouping and averaging of seeds.
+    by_label = {row[0].removesuffix(" (diverged)"): row for row in rows}
     assert set(by_label) == {"majority class", "slimnet (epochs 1)", "slimnet (epochs 2)"}
     acc = headers.index("Acc")
     for epochs in (1, 2):
