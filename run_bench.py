@@ -332,7 +332,7 @@ def command_run(args) -> int:
         elif kind == "timing":
             print(f"> timing phase: {cell['cells']} models, every runtime, in one fresh process", flush=True)
         elif kind == "timed":
-            parts = ", ".join(f"{part} {seconds:.0f} s" for part, seconds in cell.get("seconds_by_part", {}).items())
+            parts = ", ".join(f"{part} {seconds:.0f} s" for part, seconds in cell["seconds_by_part"].items())
             print(f"  timed in {cell['seconds']:.0f} s ({parts}); fp32 peak {cell['machine']['peak_gflops']:.0f} GFLOP/s "
                   f"({cell['machine']['peak_library']})", flush=True)
             for line in cell.get("unresolved", []):

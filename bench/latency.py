@@ -223,12 +223,13 @@ def time_candidates(candidates: list[Candidate], data, settings: ProfileSettings
     from compress.quantize import controlled_settings
 
     started = time.perf_counter()
-    parts, mark = {}, [started]
+    parts, mark = {}, started
 
     def lap(part: str) -> None:  # the phase's time by part, so a reader sees what the phase pays for
+        nonlocal mark
         now = time.perf_counter()
-        parts[part] = parts.get(part, 0.0) + now - mark[0]
-        mark[0] = now
+        parts[part] = parts.get(part, 0.0) + now - mark
+        mark = now
 
     deploy.steady_allocator()
     threads = int(settings.threads or torch.get_num_threads())
@@ -285,9 +286,10 @@ def time_candidates(candidates: list[Candidate], data, settings: ProfileSettings
         deadline = time.perf_counter() + settings.max_seconds  # the blocks' budget; building runtimes is not in it
         rows, unresolved, memory_probes = [], [], {}
         by_key = {c.key: c for c in candidates}
-        group_timers, group_pairs = [], []
+        group_members, group_timers, group_pairs = [], [], []
         for runtime, batch, device in groups:
             members = [c for c in candidates if (c.key, runtime, device) in deployed]
+            group_members.append(members)
             inputs = {}
             for c in members:
                 size = tuple(loaded[c.key].data_config["input_size"])
@@ -307,8 +309,7 @@ def time_candidates(candidates: list[Candidate], data, settings: ProfileSettings
         lap("warm-up")
         add_blocks_until_sure(group_timers, group_pairs, settings.blocks, settings.max_blocks, tolerance, deadline)
         lap("blocks")
-        for (runtime, batch, device), timer, pairs in zip(groups, group_timers, group_pairs):
-            members = [c for c in candidates if (c.key, runtime, device) in deployed]
+        for (runtime, batch, device), members, timer, pairs in zip(groups, group_members, group_timers, group_pairs):
             timed = timer.candidates
             timings = timer.timings()
             wide = []
