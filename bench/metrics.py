@@ -4,6 +4,7 @@ Inputs are ``labels`` (N, A) in {0, 1} and ``probs`` (N, A) positive-class proba
 Conventions where a ratio is undefined (an attribute with no positives, an example with no
 predicted positives) are stated in each docstring.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -210,6 +211,7 @@ def tune_thresholds(labels, probs, grid=None) -> np.ndarray:
 
 # ---- uncertainty: bootstrap over test images ----------------------------------------------------
 
+
 def bootstrap_counts(n: int, resamples: int = 1000, seed: int = 0) -> np.ndarray:
     """Return a (resamples, n) matrix: how often each of ``n`` examples is drawn in each bootstrap resample
     (``n`` draws with replacement). Row 0 is not special; every row sums to ``n``."""
@@ -244,7 +246,9 @@ def _interval(samples: np.ndarray, level: float) -> tuple[float, float]:
     return float(low), float(high)
 
 
-def bootstrap_intervals(labels, predictions, resamples: int = 1000, seed: int = 0, level: float = 0.95) -> dict[str, tuple[float, float]]:
+def bootstrap_intervals(
+    labels, predictions, resamples: int = 1000, seed: int = 0, level: float = 0.95
+) -> dict[str, tuple[float, float]]:
     """Return percentile bootstrap intervals over test examples, ``{'acc_mean' | 'mA' | 'f1': (low, high)}`` in percent.
 
     ``predictions`` are 0/1 (N, A). The resamples draw whole examples, so the correlation between
@@ -260,8 +264,9 @@ def bootstrap_intervals(labels, predictions, resamples: int = 1000, seed: int = 
     return {name: _interval(samples, level) for name, samples in values.items()}
 
 
-def paired_bootstrap(labels, predictions_a, predictions_b, resamples: int = 1000, seed: int = 0,
-                     level: float = 0.95) -> dict[str, tuple[float, float, float]]:
+def paired_bootstrap(
+    labels, predictions_a, predictions_b, resamples: int = 1000, seed: int = 0, level: float = 0.95
+) -> dict[str, tuple[float, float, float]]:
     """Return ``{'acc_mean' | 'mA' | 'f1': (difference, low, high)}``: metric(A) - metric(B) in points on the
     same test examples, with a percentile interval from resampling the examples both were scored on
     (the pairing removes the examples' own difficulty from the spread). Identical predictors give
@@ -279,8 +284,9 @@ def paired_bootstrap(labels, predictions_a, predictions_b, resamples: int = 1000
     return {name: (float(point_a[name][0] - point_b[name][0]), *_interval(boot_a[name] - boot_b[name], level)) for name in boot_a}
 
 
-def paired_attribute_bootstrap(labels, predictions_a, predictions_b, resamples: int = 1000, seed: int = 0,
-                               level: float = 0.95) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def paired_attribute_bootstrap(
+    labels, predictions_a, predictions_b, resamples: int = 1000, seed: int = 0, level: float = 0.95
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Return per-attribute accuracy differences A - B in points and their paired bootstrap interval,
     ``(difference, low, high)``, each (A,).
 
@@ -308,3 +314,14 @@ def unpack_bits(rows: list[str]) -> np.ndarray:
     if not rows:
         return np.zeros((0, 0))
     return (np.frombuffer("".join(rows).encode(), dtype=np.uint8).reshape(len(rows), -1) == ord("1")).astype(np.float64)
+
+
+def pareto_front(costs, scores) -> np.ndarray:
+    """Return the indices of points no other point beats (cost <= and score >=, one strictly), by cost."""
+    costs, scores = np.asarray(costs, float), np.asarray(scores, float)
+    front = [
+        i
+        for i in range(len(costs))
+        if not np.any((costs <= costs[i]) & (scores >= scores[i]) & ((costs < costs[i]) | (scores > scores[i])))
+    ]
+    return np.asarray(sorted(front, key=lambda i: costs[i]), dtype=int)

@@ -4,6 +4,7 @@ A ``progress`` argument is a factory with tqdm's interface: ``progress(total=N, 
 returns a bar with ``update(n)``, ``set_postfix(**values)`` and ``close()``. The CLI passes a
 tqdm factory; ``None`` means no progress reporting (:func:`null_progress`).
 """
+
 from __future__ import annotations
 
 

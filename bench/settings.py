@@ -1,10 +1,13 @@
-"""Typed, validated settings of a study: training, fine-tuning and profiling, each default written once.
+"""Typed, validated settings of a study, each default written once.
 
-Each section of a study YAML is one dataclass here. A field carries its meaning, its kind and its
+The top level of a study YAML is :class:`StudySettings` and each section one more dataclass here (``data``,
+``train``, ``finetune``, ``timing``, ``ray``, ``search``). A field carries its meaning, its kind and its
 valid values (a :class:`compress.options.Option`), so a value is checked against its type when the
 config is loaded, with the field named (``train.epochs: expected an integer in [1, inf], got 'ten'``),
-and nothing downstream carries a default of its own: code reads ``settings.field``.
+nothing downstream carries a default of its own (code reads ``settings.field``), and the command line's
+flags take their type, range and help from here (``bench.study.cli_flags``).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -20,8 +23,16 @@ class StudyConfigError(ValueError):
     """A study configuration value is missing or invalid (the message names the field)."""
 
 
-def setting(default: Any, doc: str, kind: str, low: float | None = None, high: float | None = None, open: str = "[]",
-            choices: tuple = (), check: Callable[[Any], str | None] | None = None):
+def setting(
+    default: Any,
+    doc: str,
+    kind: str,
+    low: float | None = None,
+    high: float | None = None,
+    open: str = "[]",
+    choices: tuple = (),
+    check: Callable[[Any], str | None] | None = None,
+):
     """Return a dataclass field with its :class:`Option` (meaning, kind, range) in the metadata.
 
     A default of None makes None a valid value ("not set": the docstring of the field says what then
@@ -50,8 +61,13 @@ def _expected(option: Option) -> str:
     return problem.replace("must be ", "", 1).rsplit(", got", 1)[0] or option.kind
 
 
+def _path(where: str, key) -> str:
+    return f"{where}.{key}" if where else str(key)
+
+
 class Settings:
-    """Base of the settings dataclasses: validation on construction, and :meth:`from_mapping` for YAML."""
+    """Base of the settings dataclasses: validation on construction, and :meth:`from_mapping` for YAML.
+    ``SECTION`` is the YAML key of the section ('' for the top level)."""
 
     SECTION: ClassVar[str] = ""
 
@@ -59,7 +75,7 @@ class Settings:
         for spec in dataclasses.fields(self):
             problem = field_problem(spec, getattr(self, spec.name))
             if problem:
-                raise StudyConfigError(f"{self.SECTION}.{spec.name}: {problem}")
+                raise StudyConfigError(f"{_path(self.SECTION, spec.name)}: {problem}")
 
     @classmethod
     def from_mapping(cls, mapping, where: str | None = None):
@@ -70,20 +86,20 @@ class Settings:
                 closest known one), or a value of the wrong type or out of range (named, with what
                 was expected).
         """
-        where = where or cls.SECTION
+        where = cls.SECTION if where is None else where
         if mapping is None:
             mapping = {}
         if not isinstance(mapping, dict):
-            raise StudyConfigError(f"{where}: expected a mapping, got {mapping!r}")
+            raise StudyConfigError(f"{where or 'the study'}: expected a mapping, got {mapping!r}")
         specs = {spec.name: spec for spec in dataclasses.fields(cls)}
         for key, value in mapping.items():
             if key not in specs:
                 close = difflib.get_close_matches(str(key), sorted(specs), n=1, cutoff=0.6)
-                hint = f"did you mean {where}.{close[0]}? " if close else ""
-                raise StudyConfigError(f"unknown key {where}.{key}: {hint}known: {', '.join(sorted(specs))}")
+                hint = f"did you mean {_path(where, close[0])}? " if close else ""
+                raise StudyConfigError(f"unknown key {_path(where, key)}: {hint}known: {', '.join(sorted(specs))}")
             problem = field_problem(specs[key], value)
             if problem:
-                raise StudyConfigError(f"{where}.{key}: {problem}")
+                raise StudyConfigError(f"{_path(where, key)}: {problem}")
         return cls(**mapping)
 
     def to_dict(self) -> dict:
@@ -91,17 +107,12 @@ class Settings:
         return dataclasses.asdict(self)
 
 
-def field_names(cls) -> list[str]:
-    """Return the field names of a settings dataclass."""
-    return [spec.name for spec in dataclasses.fields(cls)]
-
-
 def defaults(cls) -> dict:
     """Return ``{field: default}`` of a settings dataclass."""
     return cls().to_dict()
 
 
-def _device_problem(value: str) -> str | None:
+def _device_problem(value) -> str | None:
     if value in ("auto", "cpu", "mps") or re.fullmatch(r"cuda(:\d+)?", value):
         return None
     return f"expected 'auto', 'cpu', 'cuda' or 'cuda:N', got {value!r}"
@@ -119,8 +130,108 @@ def _runtimes_problem(value) -> str | None:
     return f"unknown runtimes {unknown}; known: {', '.join(deploy.RUNTIMES)}" if unknown else None
 
 
+def _exact_runtime_problem(value) -> str | None:
+    import deploy
+
+    exact = [name for name, entry in deploy.RUNTIMES.items() if entry.exact]
+    return None if value in exact else f"expected an fp32 runtime, one of {exact}, got {value!r}"
+
+
+def _format_problem(value) -> str | None:
+    from bench.data.layouts import formats
+
+    return None if value in formats() else f"expected one of {list(formats())} (bench.data.layouts), got {value!r}"
+
+
+def _text(value) -> str | None:
+    return None if isinstance(value, str) and value else f"expected text, got {value!r}"
+
+
+def _seeds_problem(value) -> str | None:
+    if (
+        isinstance(value, list)
+        and value
+        and all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in value)
+        and len(set(value)) == len(value)
+    ):
+        return None
+    return f"expected a list of distinct integers >= 0, e.g. [0, 1, 2], got {value!r}"
+
+
+def _study_name_problem(value) -> str | None:
+    import os
+
+    return (
+        None
+        if isinstance(value, str) and value and os.sep not in value
+        else f"expected a name (text without '{os.sep}'), got {value!r}"
+    )
+
+
+EXECUTORS = ("sequential", "ray")
+
+
 @dataclass
-class TrainConfig(Settings):
+class StudySettings(Settings):
+    """The top level of a study YAML (its sections, ``data``, ``train``, ``finetune``, ``timing``, ``ray`` and ``search``,
+    are the dataclasses below): what the study is called, its models, seeds and variants, and where its cells run."""
+
+    SECTION: ClassVar[str] = ""
+
+    study: str = setting("default", "study name: the folder under results/ and reports/", "any", check=_study_name_problem)
+    models: list = setting(
+        ["slimnet"],
+        "model names or {name, kwargs, train, pretrained, checkpoint, variant, compressions}",
+        "any",
+        check=lambda v: None if isinstance(v, list) and v else f"expected a non-empty list of models, got {v!r}",
+    )
+    reference: str | None = setting(
+        None,
+        "the model every other model is compared with (paired accuracy differences, latency ratios); None: the first in models",
+        "any",
+        check=_text,
+    )
+    seeds: list = setting([0], "seeds: every model and variant runs once per seed", "any", check=_seeds_problem)
+    compressions: list = setting(
+        [],
+        "compression variants of every model (a model's own list replaces them)",
+        "any",
+        check=lambda v: None if isinstance(v, list) else f"expected a list of variants, got {v!r}",
+    )
+    device: str | None = setting(
+        None,
+        "training device of every model: 'auto', 'cpu', 'cuda' or 'cuda:N' (None: train.device)",
+        "any",
+        check=_device_problem,
+    )
+    threads: int | None = setting(None, "torch CPU threads for training (None: torch's default, all cores)", "int", 1, None)
+    executor: str = setting(
+        "sequential", "where cells run: this process one by one, or Ray tasks (ray section)", "str", choices=EXECUTORS
+    )
+    mlflow: str | None = setting(
+        None,
+        "an MLflow tracking URI (a server, or sqlite:///path.db): every cell is logged there as a run "
+        "after the study (None: no tracking)",
+        "any",
+        check=_text,
+    )
+
+
+@dataclass
+class RaySettings(Settings):
+    """The Ray executor: the cluster to join (None: start a local one) and the CPUs each cell asks for."""
+
+    SECTION: ClassVar[str] = "ray"
+
+    address: str | None = setting(
+        None, "HOST:PORT or 'auto' to join a running cluster (None: start a local one)", "any", check=_text
+    )
+    cpus_per_cell: int = setting(1, "CPUs each Ray task asks for (a cell's threads when set)", "int", 1, None)
+    num_cpus: int | None = setting(None, "CPUs of the local cluster started here (None: all)", "int", 1, None)
+
+
+@dataclass
+class TrainSettings(Settings):
     """Training hyper-parameters; the defaults are the Slim-CNN reference's (Adam 1e-4, wd 1e-4)."""
 
     SECTION: ClassVar[str] = "train"
@@ -133,8 +244,9 @@ class TrainConfig(Settings):
     lr_gamma: float = setting(0.1, "StepLR factor", "float", 0, None, "(]")
     pos_weight: bool = setting(False, "weight positives by n_neg / n_pos per attribute (class imbalance)", "bool")
     freeze_backbone_epochs: int = setting(0, "transfer protocol: train only the head for this many epochs", "int", 0, None)
-    unfreeze_lr: float | None = setting(None, "transfer protocol: learning rate once all layers train (None: keep lr)",
-                                        "float", 0, None, "(]")
+    unfreeze_lr: float | None = setting(
+        None, "transfer protocol: learning rate once all layers train (None: keep lr)", "float", 0, None, "(]"
+    )
     hflip: bool = setting(False, "random horizontal flips (face attributes are mirror-invariant)", "bool")
     channels_last: bool = setting(True, "channels_last memory format (faster convolutions on CPUs)", "bool")
     seed: int = setting(0, "seed of weights, shuffling and flips", "int", 0, None)
@@ -158,12 +270,17 @@ class FinetuneSettings(Settings):
     hflip: bool | None = setting(None, "random horizontal flips (None: training's)", "bool")
     lr_step_epochs: int = setting(0, "StepLR step in epochs (0: constant)", "int", 0, None)
 
-    def train_config(self, train: TrainConfig) -> TrainConfig:
+    def train_config(self, train: TrainSettings) -> TrainSettings:
         """Return the training settings a fine-tune runs with: ``train`` with this section's values over it."""
         return dataclasses.replace(
-            train, epochs=max(1, self.epochs), lr=self.lr if self.lr is not None else train.lr,
-            batch_size=self.batch_size or train.batch_size, lr_step_epochs=self.lr_step_epochs, freeze_backbone_epochs=0,
-            hflip=train.hflip if self.hflip is None else self.hflip)
+            train,
+            epochs=max(1, self.epochs),
+            lr=self.lr if self.lr is not None else train.lr,
+            batch_size=self.batch_size or train.batch_size,
+            lr_step_epochs=self.lr_step_epochs,
+            freeze_backbone_epochs=0,
+            hflip=train.hflip if self.hflip is None else self.hflip,
+        )
 
 
 def _int8_problem(value) -> str | None:
@@ -179,33 +296,60 @@ def _int8_problem(value) -> str | None:
 
 
 @dataclass
-class ProfileSettings(Settings):
+class TimingSettings(Settings):
     """How a study measures costs: latency runtimes, batch sizes, interleaved timing and the per-layer table."""
 
-    SECTION: ClassVar[str] = "profile"
+    SECTION: ClassVar[str] = "timing"
 
     latency: bool = setting(True, "time latency (false: count parameters, MACs and bytes only)", "bool")
     runtimes: Any = setting("all", "runtimes timed: 'all' or a list of deploy runtime names", "any", check=_runtimes_problem)
     batch_n: int = setting(32, "the batch size timed beside 1", "int", 1, None)
     blocks: int = setting(5, "interleaved blocks per runtime and batch size, at least", "int", 2, None)
     max_blocks: int = setting(40, "interleaved blocks per runtime and batch size, at most", "int", 2, None)
-    max_seconds: float = setting(240.0, "seconds the timing phase's blocks may take (building the runtimes comes on top), "
-                                 "added until every ratio is known to ratio_tolerance_pct", "float", 0, None)
-    ratio_tolerance_pct: float = setting(3.0, "half-width of the 95 % interval (percent) wanted for every ratio to the "
-                                         "reference model and every speed-up over a base", "float", 0, None, "(]")
-    peak_tries: int = setting(3, "times the fp32 peak is measured at the start of the timing phase (the best counts)", "int", 1, None)
-    busy_ratio: float = setting(1.3, "a block is retimed (then flagged busy) when a load probe ran this much above its best",
-                                "float", 1, None, "(]")
+    max_seconds: float = setting(
+        240.0,
+        "seconds the timing phase's blocks may take (building the runtimes comes on top), "
+        "added until every ratio is known to ratio_tolerance_pct",
+        "float",
+        0,
+        None,
+    )
+    ratio_tolerance_pct: float = setting(
+        3.0,
+        "half-width of the 95 % interval (percent) wanted for every ratio to the reference model and every speed-up over a base",
+        "float",
+        0,
+        None,
+        "(]",
+    )
+    peak_tries: int = setting(
+        3, "times the fp32 peak is measured at the start of the timing phase (the best counts)", "int", 1, None
+    )
+    busy_ratio: float = setting(
+        1.3, "a block is retimed (then flagged busy) when a load probe ran this much above its best", "float", 1, None, "(]"
+    )
     min_iters: int = setting(3, "calls per candidate and block, at least", "int", 1, None)
     min_seconds: float = setting(0.1, "seconds per candidate and block, at least", "float", 0, None)
     threads: int | None = setting(None, "threads timed with (None: torch's default, all cores)", "int", 1, None)
-    int8: dict = setting({}, "int8 settings of the models without a quantize step (deploy.Int8Settings: calibration_method, "
-                         "calibration_images, per_channel, reduce_range, percentile; defaults there)", "any", check=_int8_problem)
-    int8_max_drop: float | None = setting(None, "accuracy control for the int8 runtimes of the models without a quantize step: "
-                                          "nodes stay in float until the validation drop is at most this many points "
-                                          "(None: off)", "float", 0, None)
-    layer_runtimes: list = setting(["eager", "onnxruntime"], "runtimes of the per-layer speed-up table", "any",
-                                   check=_runtimes_problem)
+    int8: dict = setting(
+        {},
+        "int8 settings of the models without a quantize step (deploy.Int8Settings: calibration_method, "
+        "calibration_images, per_channel, reduce_range, percentile; defaults there)",
+        "any",
+        check=_int8_problem,
+    )
+    int8_max_drop: float | None = setting(
+        None,
+        "accuracy control for the int8 runtimes of the models without a quantize step: "
+        "nodes stay in float until the validation drop is at most this many points "
+        "(None: off)",
+        "float",
+        0,
+        None,
+    )
+    layer_runtimes: list = setting(
+        ["eager", "onnxruntime"], "runtimes of the per-layer speed-up table", "any", check=_runtimes_problem
+    )
     layer_blocks: int = setting(3, "interleaved blocks per layer in the per-layer table", "int", 1, None)
     layer_min_iters: int = setting(5, "calls per layer and block, at least", "int", 1, None)
     layer_min_seconds: float = setting(0.05, "seconds per layer and block, at least", "float", 0, None)
@@ -213,7 +357,7 @@ class ProfileSettings(Settings):
     def __post_init__(self):
         super().__post_init__()
         if self.max_blocks < self.blocks:
-            raise StudyConfigError(f"profile.max_blocks: expected at least profile.blocks ({self.blocks}), got {self.max_blocks}")
+            raise StudyConfigError(f"timing.max_blocks: expected at least timing.blocks ({self.blocks}), got {self.max_blocks}")
 
     def int8_settings(self):
         """Return the ``deploy.Int8Settings`` of the models without a quantize step."""
@@ -223,12 +367,21 @@ class ProfileSettings(Settings):
 
     def layer_timing(self) -> dict:
         """Return the per-layer timer's keyword settings (``bench.speedup.layer_speedup_table``)."""
-        return {"runtimes": tuple(self.layer_runtimes), "blocks": self.layer_blocks, "min_iters": self.layer_min_iters,
-                "min_seconds": self.layer_min_seconds, "threads": self.threads}
+        return {
+            "runtimes": tuple(self.layer_runtimes),
+            "blocks": self.layer_blocks,
+            "min_iters": self.layer_min_iters,
+            "min_seconds": self.layer_min_seconds,
+            "threads": self.threads,
+        }
 
 
 def _image_size_problem(value) -> str | None:
-    if isinstance(value, (list, tuple)) and len(value) == 2 and all(isinstance(v, int) and not isinstance(v, bool) and v >= 8 for v in value):
+    if (
+        isinstance(value, (list, tuple))
+        and len(value) == 2
+        and all(isinstance(v, int) and not isinstance(v, bool) and v >= 8 for v in value)
+    ):
         return None
     return f"expected [height, width] in pixels (integers >= 8), got {value!r}"
 
@@ -239,18 +392,30 @@ class DataSettings(Settings):
 
     SECTION: ClassVar[str] = "data"
 
-    data_dir: str | None = setting(None, "CelebA folder, attribute table or PA-100K folder (None: the built-in synthetic set)", "any",
-                                   check=lambda v: None if isinstance(v, str) and v else f"expected a path, got {v!r}")
+    data_dir: str | None = setting(
+        None,
+        "CelebA folder, attribute table or PA-100K folder (None: the built-in synthetic set)",
+        "any",
+        check=lambda v: None if isinstance(v, str) and v else f"expected a path, got {v!r}",
+    )
     synthetic_images: int = setting(3000, "images of the synthetic set (CelebA's 80/10/10 partition)", "int", 10, None)
     synthetic_seed: int = setting(0, "seed of the synthetic set", "int", 0, None)
     limit_train: int | None = setting(None, "the first N training images (None: all)", "int", 1, None)
     limit_val: int | None = setting(None, "the first N validation images (None: all)", "int", 1, None)
     limit_test: int | None = setting(None, "the first N test images (None: all)", "int", 1, None)
-    cache_dir: str | None = setting(None, "where decoded images are cached (None: $SLIMBENCH_CACHE or ~/.cache/slimbench)", "any",
-                                    check=lambda v: None if isinstance(v, str) and v else f"expected a path, got {v!r}")
-    format: str | None = setting(None, "the reader (None: detected)", "str", choices=("auto", "celeba", "csv", "pa100k"))
+    cache_dir: str | None = setting(
+        None,
+        "where decoded images are cached (None: $SLIMBENCH_CACHE or ~/.cache/slimbench)",
+        "any",
+        check=lambda v: None if isinstance(v, str) and v else f"expected a path, got {v!r}",
+    )
+    format: str | None = setting(
+        None, "the dataset layout, a row of bench.data.layouts (None or auto: detected)", "any", check=_format_problem
+    )
     image_size: list | None = setting(None, "decode size [H, W] (None: the first image's)", "any", check=_image_size_problem)
-    name: str | None = setting(None, "the dataset's name in tables", "any", check=lambda v: None if isinstance(v, str) else f"expected text, got {v!r}")
+    name: str | None = setting(
+        None, "the dataset's name in tables", "any", check=lambda v: None if isinstance(v, str) else f"expected text, got {v!r}"
+    )
     annotations: Any = setting(None, "csv: the attribute table, when data_dir is a folder holding several", "any")
     image_column: str | None = setting(None, "csv: the image column", "any")
     split_column: str | None = setting(None, "csv: the split column", "any")
@@ -261,7 +426,6 @@ class DataSettings(Settings):
 
 
 SEARCH_KNOBS = ("prune", "stem", "svd", "quantize")
-INT8_RUNTIME_OF = {"onnxruntime": "onnxruntime_int8", "openvino": "openvino_int8"}
 
 
 def _finetune_mapping_problem(value) -> str | None:
@@ -275,7 +439,12 @@ def _finetune_mapping_problem(value) -> str | None:
 
 
 def _knobs_problem(value) -> str | None:
-    if not isinstance(value, (list, tuple)) or not value or any(k not in SEARCH_KNOBS for k in value) or len(set(value)) != len(value):
+    if (
+        not isinstance(value, (list, tuple))
+        or not value
+        or any(k not in SEARCH_KNOBS for k in value)
+        or len(set(value)) != len(value)
+    ):
         return f"expected a non-empty list of distinct knobs from {list(SEARCH_KNOBS)}, got {value!r}"
     return None
 
@@ -288,36 +457,74 @@ class SearchSettings(Settings):
 
     SECTION: ClassVar[str] = "search"
 
-    model: str | None = setting(None, "the model whose compressions are searched (None: the study's reference model)", "any",
-                                check=lambda v: None if isinstance(v, str) and v else f"expected a model name, got {v!r}")
+    model: str | None = setting(
+        None,
+        "the model whose compressions are searched (None: the study's reference model)",
+        "any",
+        check=lambda v: None if isinstance(v, str) and v else f"expected a model name, got {v!r}",
+    )
     trials: int = setting(20, "trials (pipelines screened); a rerun continues until this many have finished", "int", 1, None)
-    runtime: str = setting("onnxruntime", "the fp32 runtime latency is measured in; a quantized candidate is timed in its int8 "
-                           "counterpart (onnxruntime_int8, openvino_int8)", "str", choices=("onnxruntime", "openvino", "eager_cl"))
+    runtime: str = setting(
+        "onnxruntime",
+        "the fp32 runtime latency is measured in; a quantized candidate is timed in its int8 twin (deploy.int8_twin)",
+        "any",
+        check=_exact_runtime_problem,
+    )
     batch: int = setting(1, "the batch size latency is measured at", "int", 1, None)
     sampler: str = setting("nsga2", "Optuna's multi-objective sampler: NSGA-II or TPE", "str", choices=("nsga2", "tpe"))
-    population: int = setting(8, "NSGA-II's population (the first generation is random); TPE's random start-up trials", "int", 2, None)
+    population: int = setting(
+        8, "NSGA-II's population (the first generation is random); TPE's random start-up trials", "int", 2, None
+    )
     seed: int = setting(0, "seed of the sampler", "int", 0, None)
-    knobs: list = setting(list(SEARCH_KNOBS), "what a pipeline may do, in this order: prune (ratio, importance, global, round_to), "
-                          "stem (Tucker-2 of the 7x7 stem, rank ratio), svd (1x1 convs, rank ratio), quantize (int8)", "any",
-                          check=_knobs_problem)
+    knobs: list = setting(
+        list(SEARCH_KNOBS),
+        "what a pipeline may do, in this order: prune (ratio, importance, global, round_to), "
+        "stem (Tucker-2 of the 7x7 stem, rank ratio), svd (1x1 convs, rank ratio), quantize (int8)",
+        "any",
+        check=_knobs_problem,
+    )
     max_pruning_ratio: float = setting(0.8, "the largest pruning ratio tried", "float", 0, 1, "()")
     min_rank_ratio: float = setting(0.2, "the smallest rank ratio tried (stem and svd)", "float", 0, 1, "()")
-    prune_exclude: list = setting([], "layer name patterns never pruned (e.g. the stem and the squeeze layers)", "any",
-                                  check=lambda v: None if isinstance(v, list) and all(isinstance(p, str) for p in v) else f"expected a list of patterns, got {v!r}")
-    max_drop: float = setting(0.5, "a quantized candidate's int8 accuracy control: nodes stay in float until the validation drop "
-                              "is at most this many points", "float", 0, None)
-    screen: dict = setting({"epochs": 1, "limit_train": 500, "distill": 0.0}, "the screening fine-tune: finetune settings over the "
-                           "study's", "any", check=_finetune_mapping_problem)
-    promote: int = setting(3, "screening-front members promoted to the study's fine-tune and timing phase (spread over latency)",
-                           "int", 0, None)
+    prune_exclude: list = setting(
+        [],
+        "layer name patterns never pruned (e.g. the stem and the squeeze layers)",
+        "any",
+        check=lambda v: (
+            None if isinstance(v, list) and all(isinstance(p, str) for p in v) else f"expected a list of patterns, got {v!r}"
+        ),
+    )
+    max_drop: float = setting(
+        0.5,
+        "a quantized candidate's int8 accuracy control: nodes stay in float until the validation drop "
+        "is at most this many points",
+        "float",
+        0,
+        None,
+    )
+    screen: dict = setting(
+        {"epochs": 1, "limit_train": 500, "distill": 0.0},
+        "the screening fine-tune: finetune settings over the study's",
+        "any",
+        check=_finetune_mapping_problem,
+    )
+    promote: int = setting(
+        3, "screening-front members promoted to the study's fine-tune and timing phase (spread over latency)", "int", 0, None
+    )
     timing_blocks: int = setting(5, "interleaved blocks timing each candidate against the searched model", "int", 2, None)
 
     def int8_runtime(self) -> str | None:
         """Return the int8 runtime a quantized candidate is timed in (None when ``runtime`` has none)."""
-        return INT8_RUNTIME_OF.get(self.runtime)
+        import deploy
+
+        return deploy.int8_twin(self.runtime)
 
     def __post_init__(self):
         super().__post_init__()
         if "quantize" in self.knobs and self.int8_runtime() is None:
-            raise StudyConfigError(f"search.knobs: quantize needs a runtime with an int8 form ({', '.join(INT8_RUNTIME_OF)}), "
-                                   f"got search.runtime {self.runtime!r}")
+            import deploy
+
+            twins = [entry.quantizes for entry in deploy.RUNTIMES.values() if entry.quantizes]
+            raise StudyConfigError(
+                f"search.knobs: quantize needs a runtime with an int8 twin ({', '.join(twins)}), "
+                f"got search.runtime {self.runtime!r}"
+            )

@@ -9,10 +9,14 @@ magnitude pruning: zeros only). The input model is never modified; the result is
 ``torch.save``, TorchScript/ONNX export and torch-pruning all see. ``compress.methods.METHODS``
 says what each method applies to and which options it takes.
 
-Inside the package imports run one way (``tests/test_structure.py`` checks it): ``layers``,
-``rank``, ``decompose`` -> ``options`` -> ``report`` -> ``factorizations`` -> ``targets`` ->
-``factorize``, ``prune``, ``sparsity``, ``quantize``, ``penalty`` -> ``methods`` -> this module -> ``search``.
+Where things are: ``methods.py`` (the table), ``options.py`` (option tables), ``layers.py`` (selection, MACs),
+``factorize/`` (one module per decomposition with its row: ``svd``, ``tucker2``, ``cp`` with EPC; the engine, budgets,
+weight-only rank selection and shared algebra), ``prune.py``, ``sparsity.py``, ``quantize.py`` (the int8 step and its
+accuracy control), ``latency_target.py`` (targets measured in a runtime), ``penalty.py`` (LWALM's norm term) and
+``rank_search.py`` (data-driven rank selection, which runs ``apply``). Inside the package imports run one way
+(``tests/test_structure.py`` checks the order it lists).
 """
+
 from __future__ import annotations
 
 import copy
@@ -20,10 +24,10 @@ import copy
 import torch
 from torch import nn
 
+from compress.compression_report import CompressionReport
 from compress.methods import METHODS, Method
 from compress.options import check_options, resolve_options
 from compress.penalty import norm_penalty
-from compress.report import CompressionReport
 
 
 def list_methods(with_descriptions: bool = False):
@@ -43,7 +47,8 @@ def get_method(name: str) -> Method:
 
 
 def validate_options(method: str, **options) -> None:
-    """Check option names and values against the method's row of :data:`compress.methods.METHODS`.
+    """Check option names and values against the method's row of :data:`compress.methods.METHODS` (its own options;
+    the pipeline's, ``Method.pipeline_options``, are the pipeline's to check).
 
     Raises:
         KeyError: unknown method (the message lists the known ones).
@@ -70,7 +75,7 @@ def apply(model: nn.Module, method: str, example_input: torch.Tensor, **options)
         if hasattr(model, attribute):
             setattr(new_model, attribute, copy.deepcopy(getattr(model, attribute)))
     report = entry.run(new_model, example_input, resolved)
-    report.options = {k: v for k, v in options.items() if k not in ("calibration", "validation")}
+    report.options = {k: v for k, v in options.items() if k not in entry.data_options}
     return new_model, report
 
 

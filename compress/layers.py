@@ -1,4 +1,5 @@
 """Finding, measuring and replacing the conv/linear layers a compression method works on."""
+
 from __future__ import annotations
 
 import difflib
@@ -38,8 +39,11 @@ def record_shapes(model: nn.Module, example_input: torch.Tensor) -> tuple[dict[s
     def hook(module, args, output, name):
         inputs[name], outputs[name] = tuple(args[0].shape), tuple(output.shape)
 
-    handles = [module.register_forward_hook(lambda m, a, o, name=name: hook(m, a, o, name))
-               for name, module in model.named_modules() if isinstance(module, (nn.Conv2d, nn.Linear))]
+    handles = [
+        module.register_forward_hook(lambda m, a, o, name=name: hook(m, a, o, name))
+        for name, module in model.named_modules()
+        if isinstance(module, (nn.Conv2d, nn.Linear))
+    ]
     was_training = model.training
     try:
         with torch.no_grad():
@@ -110,7 +114,9 @@ def kernel_text(module: nn.Module) -> str:
     """Return a layer's kernel as papers print it: 'C_out x C_in x kh x kw' or 'out x in'."""
     if isinstance(module, nn.Conv2d):
         kh, kw = module.kernel_size
-        return f"{module.out_channels}x{module.in_channels // module.groups}x{kh}x{kw}" + (f" g{module.groups}" if module.groups > 1 else "")
+        return f"{module.out_channels}x{module.in_channels // module.groups}x{kh}x{kw}" + (
+            f" g{module.groups}" if module.groups > 1 else ""
+        )
     return f"{module.out_features}x{module.in_features}"
 
 
@@ -133,8 +139,10 @@ def check_patterns(model: nn.Module, patterns, option: str) -> None:
     for pattern in patterns:
         if not any(fnmatch.fnmatch(name, pattern) for name in names):
             close = difflib.get_close_matches(pattern.replace("*", ""), names, n=5, cutoff=0.3) or names[:5]
-            raise ValueError(f"{option}={pattern!r} matches no conv or linear layer of the model; close names: "
-                             f"{', '.join(close)} ({len(names)} layers: `python -c \"import models; print(models.create_model(NAME))\"`)")
+            raise ValueError(
+                f"{option}={pattern!r} matches no conv or linear layer of the model; close names: "
+                f'{", ".join(close)} ({len(names)} layers: `python -c "import models; print(models.create_model(NAME))"`)'
+            )
 
 
 def select_layers(model: nn.Module, layers=None, exclude=None, kernel_sizes=None, include_classifier: bool = False):

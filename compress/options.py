@@ -5,6 +5,7 @@ An :class:`Option` is one row; each method's options are one dict of them (the m
 options are checked and their defaults filled in: method code reads ``options[name]`` and never
 carries a default of its own.
 """
+
 from __future__ import annotations
 
 import math
@@ -70,15 +71,17 @@ class Option:
             expected = "a layer-name pattern or a list of them"
         elif self.kind == "ranks":
             ok = isinstance(value, dict) and all(
-                isinstance(k, str) and (_positive_int(v) or (isinstance(v, (list, tuple)) and len(v) == 2 and all(map(_positive_int, v))))
-                for k, v in value.items())
+                isinstance(k, str)
+                and (_is_positive_int(v) or (isinstance(v, (list, tuple)) and len(v) == 2 and all(map(_is_positive_int, v))))
+                for k, v in value.items()
+            )
             expected = "a mapping {layer name: rank >= 1 (or [rank_out, rank_in] for tucker2)}"
         else:
             ok, expected = True, ""
         return None if ok else f"must be {expected}, got {value!r}"
 
 
-def _positive_int(value) -> bool:
+def _is_positive_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
 
@@ -118,12 +121,17 @@ def resolve_options(method: str, known: dict[str, Option], options: dict) -> dic
 
 
 SELECTORS = ("ratio", "energy", "vbmf", "grad_align", "binary_search")
+LATENCY_RUNTIME = "onnxruntime"  # the runtime a latency target is measured in unless one is named
 DATA_DRIVEN_SELECTORS = ("grad_align", "binary_search")
 
 FACTORIZATION_OPTIONS = {
     "rank_ratio": Option("fraction of the layer's full rank kept (rank_selection=ratio)", "float", 0, 1, "(]", default=0.5),
-    "rank_selection": Option("how per-layer ranks are chosen; grad_align and binary_search need data (compress.search)",
-                             "str", choices=SELECTORS, default="ratio"),
+    "rank_selection": Option(
+        "how per-layer ranks are chosen; grad_align and binary_search need data (compress.rank_search)",
+        "str",
+        choices=SELECTORS,
+        default="ratio",
+    ),
     "energy": Option("share of the squared singular spectrum kept (rank_selection=energy)", "float", 0, 1, "(]", default=0.9),
     "ranks": Option("fixed ranks {layer: rank}; overrides the selector", "ranks"),
     "layers": Option("name patterns of the layers to factorize (default: all)", "names"),
@@ -138,45 +146,63 @@ FACTORIZATION_OPTIONS = {
     "search_eval_images": Option("validation images binary_search scores candidates on", "int", 1, None, default=128),
     "target_macs": Option("fraction of the model's conv/linear MACs to keep; ranks chosen globally", "float", 0, 1, "(]"),
     "target_params": Option("fraction of the model's parameters to keep; ranks chosen globally", "float", 0, 1, "(]"),
-    "target_latency": Option("fraction of the model's latency in `runtime` to keep (MAC budget searched on timings)",
-                             "float", 0, 1, "(]"),
-    "runtime": Option("a deploy runtime: layers whose factorized form is slower there stay whole; target_latency's runtime "
-                      "(onnxruntime when only target_latency is given)", "str", choices=tuple(deploy.RUNTIMES)),
+    "target_latency": Option(
+        "fraction of the model's latency in `runtime` to keep (MAC budget searched on timings)", "float", 0, 1, "(]"
+    ),
+    "runtime": Option(
+        "a deploy runtime: layers whose factorized form is slower there stay whole; target_latency's runtime "
+        f"({LATENCY_RUNTIME} when only target_latency is given)",
+        "str",
+        choices=tuple(deploy.RUNTIMES),
+    ),
     "latency_batch": Option("batch size target_latency is measured at", "int", 1, None, default=1),
 }
-# Options a data-driven selector consumes before the factorization runs (bench.variants hands them to compress.search).
+# Options a data-driven selector consumes before the factorization runs (bench.training.pipeline hands them to
+# compress.rank_search).
 SEARCH_OPTIONS = ("search_batches", "candidate_ratios", "max_drop", "search_eval_images")
 CP_OPTIONS = {
     **FACTORIZATION_OPTIONS,
     "als_iters": Option("largest number of ALS sweeps", "int", 1, None, default=500),
-    "tol": Option("ALS stops once a sweep lowers the relative error by less than tol times itself", "float", 0, None, "[]",
-                  default=1e-8),
+    "tol": Option(
+        "ALS stops once a sweep lowers the relative error by less than tol times itself", "float", 0, None, "[]", default=1e-8
+    ),
 }
 CP_EPC_OPTIONS = {
     **CP_OPTIONS,
-    "delta": Option("EPC error bound, relative to ||W|| (absolute with delta_relative=false); default: the ALS error",
-                    "float", 0, None, "(]"),
+    "delta": Option(
+        "EPC error bound, relative to ||W|| (absolute with delta_relative=false); default: the ALS error", "float", 0, None, "(]"
+    ),
     "delta_relative": Option("delta is relative to ||W||", "bool", default=True),
     "epc_iters": Option("largest number of EPC polishing sweeps", "int", 1, None, default=100),
     "epc_steps": Option("penalty trials of the EPC path", "int", 1, None, default=12),
 }
 PRUNE_OPTIONS = {
-    "pruning_ratio": Option("fraction of channels removed per layer (uniform) or overall (global)", "float", 0, 1, "()",
-                            default=0.5),
+    "pruning_ratio": Option(
+        "fraction of channels removed per layer (uniform) or overall (global)", "float", 0, 1, "()", default=0.5
+    ),
     "importance": Option("channel importance", "str", choices=("l1", "l2", "taylor", "bn_scale"), default="l1"),
     "global_pruning": Option("rank channels across layers instead of per layer", "bool", default=False),
     "target_macs": Option("fraction of the original MACs to keep (prunes in small steps until reached)", "float", 0, 1, "(]"),
     "target_params": Option("fraction of the original parameters to keep", "float", 0, 1, "(]"),
-    "max_pruning_ratio": Option("largest fraction of one layer's channels removed, and of the whole model's when pruning "
-                                "to a target", "float", 0, 1, "()", default=0.9),
-    "round_to": Option("keep channel counts a multiple of this (runtimes' kernels want multiples of 8)", "int", 1, None,
-                       default=8),
-    "calibration": Option("(images, labels) batch the 'taylor' importance takes gradients on", "object"),
+    "max_pruning_ratio": Option(
+        "largest fraction of one layer's channels removed, and of the whole model's when pruning to a target",
+        "float",
+        0,
+        1,
+        "()",
+        default=0.9,
+    ),
+    "round_to": Option(
+        "keep channel counts a multiple of this (runtimes' kernels want multiples of 8)", "int", 1, None, default=8
+    ),
+    "gradient_batch": Option("(images, labels) batch the 'taylor' importance takes gradients on", "object"),
     "exclude": Option("name patterns of layers never pruned", "names", default=()),
-    "target_latency": Option("fraction of the model's latency in `runtime` to keep (pruning ratio searched on timings)",
-                             "float", 0, 1, "(]"),
-    "runtime": Option("the deploy runtime target_latency is measured in", "str", choices=tuple(deploy.RUNTIMES),
-                      default="onnxruntime"),
+    "target_latency": Option(
+        "fraction of the model's latency in `runtime` to keep (pruning ratio searched on timings)", "float", 0, 1, "(]"
+    ),
+    "runtime": Option(
+        "the deploy runtime target_latency is measured in", "str", choices=tuple(deploy.RUNTIMES), default=LATENCY_RUNTIME
+    ),
     "latency_batch": Option("batch size target_latency is measured at", "int", 1, None, default=1),
 }
 SPARSITY_OPTIONS = {
@@ -188,20 +214,30 @@ SPARSITY_OPTIONS = {
 
 _INT8 = deploy.Int8Settings()
 QUANTIZE_OPTIONS = {
-    "calibration_method": Option("how activation ranges are calibrated", "str", choices=deploy.quantize.CALIBRATION_METHODS,
-                                 default=_INT8.calibration_method),
+    "calibration_method": Option(
+        "how activation ranges are calibrated", "str", choices=deploy.int8.CALIBRATION_METHODS, default=_INT8.calibration_method
+    ),
     "calibration_images": Option("the first N training images calibrate", "int", 1, None, default=_INT8.calibration_images),
     "per_channel": Option("one weight scale per output channel", "bool", default=_INT8.per_channel),
-    "reduce_range": Option("7-bit weights (default: on a CPU without VNNI, where 8-bit sums saturate)", "bool",
-                           default=_INT8.reduce_range),
+    "reduce_range": Option(
+        "7-bit weights (default: on a CPU without VNNI, where 8-bit sums saturate)", "bool", default=_INT8.reduce_range
+    ),
     "percentile": Option("the percentile of calibration_method=percentile", "float", 90, 100, "[)", default=_INT8.percentile),
-    "equalize": Option("equalize channel ranges inside factorized layers first (same function, fewer rounded-away channels)",
-                       "bool", default=_INT8.equalize),
+    "equalize": Option(
+        "equalize channel ranges inside factorized layers first (same function, fewer rounded-away channels)",
+        "bool",
+        default=_INT8.equalize,
+    ),
     "exclude": Option("ONNX node-name patterns left in float (e.g. /conv1/*)", "names", default=()),
-    "max_drop": Option("accuracy control: largest validation drop (points) accepted; the nodes with the largest quantization "
-                       "error stay in float, a group at a time, until it holds (default: off)", "float", 0, None),
-    "qat": Option("quantization-aware fine-tuning (NNCF fake quantization) before calibration", "bool", default=False),
-    "calibration": Option("float32 NCHW calibration images (the pipeline passes the first calibration_images training images)",
-                          "object"),
+    "max_drop": Option(
+        "accuracy control: largest validation drop (points) accepted; the nodes with the largest quantization "
+        "error stay in float, a group at a time, until it holds (default: off)",
+        "float",
+        0,
+        None,
+    ),
+    "calibration": Option(
+        "float32 NCHW calibration images (the pipeline passes the first calibration_images training images)", "object"
+    ),
     "validation": Option("(float32 NCHW images, 0/1 labels) accuracy control measures the drop on", "object"),
 }

@@ -1,4 +1,5 @@
 """LWALM's factor-norm constraint as an extra fine-tuning loss."""
+
 from __future__ import annotations
 
 from torch import nn

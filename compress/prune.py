@@ -1,4 +1,5 @@
 """Structured channel pruning through torch-pruning's dependency graph (MetaPruner)."""
+
 from __future__ import annotations
 
 import copy
@@ -8,11 +9,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from compress.factorizations import count_params
+from compress.compression_report import CompressionReport
+from compress.latency_target import search_for_latency
 from compress.layers import check_patterns, classifier_names, kernel_text, layer_macs, record_output_shapes
 from compress.options import PRUNE_OPTIONS, resolve_options
-from compress.report import CompressionReport
-from compress.targets import search_for_latency
+from models import count_params
 
 
 def _importance(name: str):
@@ -39,18 +40,99 @@ def _prune_to_latency(model: nn.Module, example_input: torch.Tensor, options: di
         prune_model(candidate, example_input, **{**by_ratio, "pruning_ratio": min(most, 1.0 - kept)})
         return candidate
 
-    kept, _, speedup = search_for_latency(build, original, runtime, example_input, float(options["target_latency"]),
-                                          1.0 - most, 0.98, int(options["latency_batch"]))
+    kept, _, speedup = search_for_latency(
+        build, original, runtime, example_input, float(options["target_latency"]), 1.0 - most, 0.98, int(options["latency_batch"])
+    )
     report = prune_model(model, example_input, **{**by_ratio, "pruning_ratio": min(most, 1.0 - kept)})
-    report.options = {k: v for k, v in options.items() if k != "calibration"}
-    report.notes.append(f"target_latency {options['target_latency']:g} in {runtime}: pruning ratio {1.0 - kept:.3f}, "
-                        f"measured {speedup:.2f}x faster than the original")
+    report.options = {k: v for k, v in options.items() if k != "gradient_batch"}
+    report.notes.append(
+        f"target_latency {options['target_latency']:g} in {runtime}: pruning ratio {1.0 - kept:.3f}, "
+        f"measured {speedup:.2f}x faster than the original"
+    )
     return report
 
 
 def _conv_linear_rows(model: nn.Module, shapes: dict) -> dict[str, dict]:
-    return {name: {"kernel": kernel_text(m), "params": count_params(m), "macs": layer_macs(m, shapes[name]) if name in shapes else 0}
-            for name, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))}
+    return {
+        name: {"kernel": kernel_text(m), "params": count_params(m), "macs": layer_macs(m, shapes[name]) if name in shapes else 0}
+        for name, m in model.named_modules()
+        if isinstance(m, (nn.Conv2d, nn.Linear))
+    }
+
+
+def _ignored_layers(model: nn.Module, exclude) -> list[nn.Module]:
+    """Return the layers torch-pruning must leave whole: the classifier and the layers ``exclude`` patterns name.
+
+    Raises:
+        ValueError: an ``exclude`` pattern matches no layer.
+    """
+    head = classifier_names(model)
+    exclude = list(exclude)
+    check_patterns(model, exclude, "exclude")
+    return [
+        m
+        for n, m in model.named_modules()
+        if n in head or (isinstance(m, (nn.Conv2d, nn.Linear)) and any(fnmatch.fnmatch(n, p) for p in exclude))
+    ]
+
+
+def _check_importance(model: nn.Module, name: str, gradient_batch) -> None:
+    if name == "taylor" and gradient_batch is None:
+        raise ValueError("prune: importance 'taylor' needs gradient_batch=(images, labels), a batch to take gradients on")
+    if name == "bn_scale" and not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+        raise ValueError(
+            f"prune: importance 'bn_scale' ranks channels by BatchNorm scales, and {type(model).__name__} "
+            "has no BatchNorm layer; use 'l1', 'l2' or 'taylor'"
+        )
+
+
+def _run_pruner(model: nn.Module, example_input: torch.Tensor, options: dict) -> None:
+    """Prune ``model`` in place with MetaPruner: once at ``pruning_ratio``, or in small steps until ``target_macs`` /
+    ``target_params`` is reached (up to ``max_pruning_ratio``).
+
+    Raises:
+        ValueError: a target pruning cannot reach.
+    """
+    import torch_pruning as tp
+
+    macs_start, params_start = tp.utils.count_ops_and_params(model, example_input)
+    target_macs, target_params = options["target_macs"], options["target_params"]
+    by_target = target_macs is not None or target_params is not None
+    steps = 50 if by_target else 1
+    most = float(options["max_pruning_ratio"])
+    was_training = model.training
+    model.eval()  # the dependency graph is traced in eval mode: a training-mode pass would move BatchNorm's running statistics
+    pruner = tp.pruner.MetaPruner(
+        model,
+        example_input,
+        importance=_importance(options["importance"]),
+        global_pruning=options["global_pruning"],
+        pruning_ratio=most if by_target else float(options["pruning_ratio"]),
+        iterative_steps=steps,
+        ignored_layers=_ignored_layers(model, options["exclude"]),
+        max_pruning_ratio=most,
+        round_to=options["round_to"],
+    )
+    reached = not by_target
+    for _ in range(steps):
+        if options["importance"] == "taylor":
+            model.zero_grad()
+            images, labels = options["gradient_batch"]
+            F.binary_cross_entropy_with_logits(model(images), labels).backward()
+        pruner.step()
+        if by_target:
+            macs, params = tp.utils.count_ops_and_params(model, example_input)
+            if (target_macs is None or macs <= target_macs * macs_start) and (
+                target_params is None or params <= target_params * params_start
+            ):
+                reached = True
+                break
+    model.zero_grad(set_to_none=True)
+    model.train(was_training)
+    if not reached:
+        raise ValueError(
+            f"prune: could not reach target_macs={target_macs} / target_params={target_params} within max_pruning_ratio={most}"
+        )
 
 
 def prune_model(model: nn.Module, example_input: torch.Tensor, **options) -> CompressionReport:
@@ -63,77 +145,48 @@ def prune_model(model: nn.Module, example_input: torch.Tensor, **options) -> Com
     ``max_pruning_ratio`` overall, until reached), ``target_latency`` (fraction of the original's
     latency in ``runtime`` at batch ``latency_batch``: the pruning ratio is searched against real
     timings), ``max_pruning_ratio`` (also the most any one layer loses), ``round_to`` (channel
-    counts that are multiples of 8 suit the runtimes' kernels), ``calibration`` ((images, labels)
+    counts that are multiples of 8 suit the runtimes' kernels), ``gradient_batch`` ((images, labels)
     batch, required by 'taylor'), ``exclude`` (name patterns of layers never pruned). The
     classifier's outputs are never pruned.
 
     Raises:
-        ValueError: an unknown option or value, 'taylor' without calibration, a pattern that matches
+        ValueError: an unknown option or value, 'taylor' without a gradient batch, a pattern that matches
             no layer, a target that pruning cannot reach, or no channel removed.
     """
-    import torch_pruning as tp
-
-    given = {k: v for k, v in options.items() if k != "calibration"}
+    given = {k: v for k, v in options.items() if k != "gradient_batch"}
     options = resolve_options("prune", PRUNE_OPTIONS, options)
     if options["target_latency"] is not None:
         return _prune_to_latency(model, example_input, options)
-    importance_name = options["importance"]
-    calibration = options["calibration"]
-    if importance_name == "taylor" and calibration is None:
-        raise ValueError("prune: importance 'taylor' needs calibration=(images, labels), a batch to take gradients on")
-    if importance_name == "bn_scale" and not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
-        raise ValueError(f"prune: importance 'bn_scale' ranks channels by BatchNorm scales, and {type(model).__name__} "
-                         "has no BatchNorm layer; use 'l1', 'l2' or 'taylor'")
+    _check_importance(model, options["importance"], options["gradient_batch"])
     head = classifier_names(model)
-    exclude = list(options["exclude"])
-    check_patterns(model, exclude, "exclude")
-    ignored = [m for n, m in model.named_modules() if n in head or (isinstance(m, (nn.Conv2d, nn.Linear)) and any(fnmatch.fnmatch(n, p) for p in exclude))]
     before = _conv_linear_rows(model, record_output_shapes(model, example_input))
     report = CompressionReport("prune", given, params_before=count_params(model))
-    macs_start, params_start = tp.utils.count_ops_and_params(model, example_input)
-    target_macs, target_params = options["target_macs"], options["target_params"]
-    by_target = target_macs is not None or target_params is not None
-    steps = 50 if by_target else 1
-    most = float(options["max_pruning_ratio"])
-    ratio = most if by_target else float(options["pruning_ratio"])
-    was_training = model.training
-    model.eval()
-    pruner = tp.pruner.MetaPruner(
-        model, example_input, importance=_importance(importance_name), global_pruning=options["global_pruning"],
-        pruning_ratio=ratio, iterative_steps=steps, ignored_layers=ignored, max_pruning_ratio=most, round_to=options["round_to"],
-    )
-    reached = not by_target
-    for _ in range(steps):
-        if importance_name == "taylor":
-            model.zero_grad()
-            images, labels = calibration
-            F.binary_cross_entropy_with_logits(model(images), labels).backward()
-        pruner.step()
-        if by_target:
-            macs, params = tp.utils.count_ops_and_params(model, example_input)
-            if (target_macs is None or macs <= target_macs * macs_start) and (target_params is None or params <= target_params * params_start):
-                reached = True
-                break
-    model.zero_grad(set_to_none=True)
-    model.train(was_training)
-    if not reached:
-        raise ValueError(f"prune: could not reach target_macs={target_macs} / target_params={target_params} "
-                         f"within max_pruning_ratio={most}")
+    _run_pruner(model, example_input, options)
     after = _conv_linear_rows(model, record_output_shapes(model, example_input))
     for name, old in before.items():
         new = after.get(name, old)
         changed = new["kernel"] != old["kernel"]
-        report.layers.append({
-            "layer": name, "method": "prune", "kernel": old["kernel"] + (f" -> {new['kernel']}" if changed else ""),
-            "status": "compressed" if changed else "skipped",
-            "reason": "" if changed else ("classifier kept" if name in head else "no channel removed"),
-            "rank": "", "params_before": old["params"], "params_after": new["params"],
-            "macs_before": old["macs"], "macs_after": new["macs"], "rel_error": "",
-        })
+        report.layers.append(
+            {
+                "layer": name,
+                "method": "prune",
+                "kernel": old["kernel"] + (f" -> {new['kernel']}" if changed else ""),
+                "status": "compressed" if changed else "skipped",
+                "reason": "" if changed else ("classifier kept" if name in head else "no channel removed"),
+                "rank": "",
+                "params_before": old["params"],
+                "params_after": new["params"],
+                "macs_before": old["macs"],
+                "macs_after": new["macs"],
+                "rel_error": "",
+            }
+        )
     report.params_after = count_params(model)
     if report.params_after == report.params_before:
-        raise ValueError(f"prune: no channel was removed from {type(model).__name__} (importance {importance_name!r}, "
-                         f"ratio {ratio}); every prunable group may be ignored or too small")
+        raise ValueError(
+            f"prune: no channel was removed from {type(model).__name__} (importance {options['importance']!r}, "
+            f"ratio {options['pruning_ratio']}); every prunable group may be ignored or too small"
+        )
     return report
 
 
@@ -163,7 +216,9 @@ def prune_group(model: nn.Module, root: str, ratio: float, example_input: torch.
 
     module = model.get_submodule(root)
     graph = tp.DependencyGraph().build_dependency(model.eval(), example_inputs=example_input)
-    group = next((g for g in graph.get_all_groups(root_module_types=[nn.Conv2d, nn.Linear]) if g[0].dep.target.module is module), None)
+    group = next(
+        (g for g in graph.get_all_groups(root_module_types=[nn.Conv2d, nn.Linear]) if g[0].dep.target.module is module), None
+    )
     if group is None:
         raise KeyError(f"layer {root!r} roots no pruning group")
     scores = tp.importance.GroupMagnitudeImportance(p=1)(group)

@@ -12,6 +12,7 @@ loss of signal-to-quantization-noise ratio (``deploy.node_errors``) are left in 
 node that produces its input (the quantizer quantizes that tensor at the producer's output), in groups
 that grow with what is already in float, so a handful of rounds covers any model.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -23,9 +24,9 @@ import torch
 from torch import nn
 
 import deploy
-from compress.factorizations import count_params
+from compress.compression_report import CompressionReport
 from compress.options import QUANTIZE_OPTIONS, resolve_options
-from compress.report import CompressionReport
+from models import count_params
 
 _logger = logging.getLogger(__name__)
 
@@ -44,7 +45,7 @@ def _session_logits(onnx_model: bytes, images: np.ndarray, batch_size: int = 64)
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     session = ort.InferenceSession(onnx_model, options, providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
-    return np.concatenate([session.run(None, {name: images[i: i + batch_size]})[0] for i in range(0, len(images), batch_size)])
+    return np.concatenate([session.run(None, {name: images[i : i + batch_size]})[0] for i in range(0, len(images), batch_size)])
 
 
 def weighted_producers(prepared: bytes) -> dict[str, str]:
@@ -56,12 +57,12 @@ def weighted_producers(prepared: bytes) -> dict[str, str]:
     producer = {output: node for node in nodes for output in node.output}
     result = {}
     for node in nodes:
-        if node.op_type not in deploy.quantize.WEIGHTED_OPS:
+        if node.op_type not in deploy.int8.WEIGHTED_OPS:
             continue
         source = producer.get(node.input[0])
-        while source is not None and source.op_type not in deploy.quantize.WEIGHTED_OPS and len(source.input) == 1:
+        while source is not None and source.op_type not in deploy.int8.WEIGHTED_OPS and len(source.input) == 1:
             source = producer.get(source.input[0])
-        if source is not None and source.op_type in deploy.quantize.WEIGHTED_OPS:
+        if source is not None and source.op_type in deploy.int8.WEIGHTED_OPS:
             result[node.name] = source.name
     return result
 
@@ -73,7 +74,7 @@ def factor_chains(prepared: bytes) -> dict[str, tuple[str, ...]]:
     import onnx
 
     nodes = list(onnx.load_from_string(prepared).graph.node)
-    weighted = [node for node in nodes if node.op_type in deploy.quantize.WEIGHTED_OPS]
+    weighted = [node for node in nodes if node.op_type in deploy.int8.WEIGHTED_OPS]
     producer = {output: node for node in weighted for output in node.output}
     chain_of = {node.name: (node.name,) for node in weighted}
     for node in weighted:  # graph order: a producer's chain is complete when its reader joins it
@@ -85,8 +86,14 @@ def factor_chains(prepared: bytes) -> dict[str, tuple[str, ...]]:
     return chain_of
 
 
-def control_accuracy(prepared: bytes, settings: deploy.Int8Settings, calibration: np.ndarray, images: np.ndarray,
-                     labels: np.ndarray, max_drop: float) -> tuple[deploy.Int8Settings, list[dict]]:
+def control_accuracy(
+    prepared: bytes,
+    settings: deploy.Int8Settings,
+    calibration: np.ndarray,
+    images: np.ndarray,
+    labels: np.ndarray,
+    max_drop: float,
+) -> tuple[deploy.Int8Settings, list[dict]]:
     """Return ``(settings with the nodes left in float, one row per round)`` so that the int8 model's mean accuracy on
     ``images``/``labels`` is at most ``max_drop`` points below the float model's.
 
@@ -102,10 +109,21 @@ def control_accuracy(prepared: bytes, settings: deploy.Int8Settings, calibration
     while True:
         int8 = deploy.quantize_onnx(prepared, calibration, settings, prepared=True)
         acc_int8 = mean_accuracy(_session_logits(int8, images), labels)
-        rounds.append({"round": len(rounds), "float_nodes": len(settings.exclude), "acc_float": acc_float, "acc_int8": acc_int8,
-                       "drop": acc_float - acc_int8})
-        _logger.info("accuracy control round %d: %d nodes in float, drop %.3f pt", len(rounds) - 1, len(settings.exclude),
-                     acc_float - acc_int8)
+        rounds.append(
+            {
+                "round": len(rounds),
+                "float_nodes": len(settings.exclude),
+                "acc_float": acc_float,
+                "acc_int8": acc_int8,
+                "drop": acc_float - acc_int8,
+            }
+        )
+        _logger.info(
+            "accuracy control round %d: %d nodes in float, drop %.3f pt",
+            len(rounds) - 1,
+            len(settings.exclude),
+            acc_float - acc_int8,
+        )
         if acc_float - acc_int8 <= max_drop:
             return settings, rounds
         errors = deploy.node_errors(prepared, int8, calibration[: min(len(calibration), 16)])
@@ -123,8 +141,14 @@ def control_accuracy(prepared: bytes, settings: deploy.Int8Settings, calibration
         step = max(1, len(settings.exclude) // 2)  # the groups grow with what is already in float
 
 
-def controlled_settings(model: nn.Module, example: np.ndarray, calibration: np.ndarray, settings: deploy.Int8Settings,
-                        validation: tuple, max_drop: float) -> tuple[deploy.Int8Settings, str]:
+def controlled_settings(
+    model: nn.Module,
+    example: np.ndarray,
+    calibration: np.ndarray,
+    settings: deploy.Int8Settings,
+    validation: tuple,
+    max_drop: float,
+) -> tuple[deploy.Int8Settings, str]:
     """Return ``(settings with the nodes accuracy control leaves in float, a one-line account)`` for ``model``: its int8
     form's mean accuracy on ``validation`` ((float32 NCHW images, 0/1 labels)) within ``max_drop`` points of float's
     (see :func:`control_accuracy`).
@@ -139,8 +163,10 @@ def controlled_settings(model: nn.Module, example: np.ndarray, calibration: np.n
     settings, rows = control_accuracy(prepared, settings, calibration, images, labels, float(max_drop))
     last = rows[-1]
     verdict = "within" if last["drop"] <= max_drop else "NOT within (every quantizable node is in float)"
-    return settings, (f"accuracy control: {len(settings.exclude)} of {len(deploy.weighted_nodes(prepared))} nodes in float after "
-                      f"{len(rows)} rounds; validation drop {last['drop']:.2f} pt, {verdict} max_drop {max_drop:g}")
+    return settings, (
+        f"accuracy control: {len(settings.exclude)} of {len(deploy.weighted_nodes(prepared))} nodes in float after "
+        f"{len(rows)} rounds; validation drop {last['drop']:.2f} pt, {verdict} max_drop {max_drop:g}"
+    )
 
 
 def quantize_model(model: nn.Module, example_input: torch.Tensor, **options) -> CompressionReport:
@@ -161,10 +187,17 @@ def quantize_model(model: nn.Module, example_input: torch.Tensor, **options) -> 
     calibration = options["calibration"]
     if calibration is None:
         raise ValueError("quantize: needs calibration images (the study passes the first calibration_images training images)")
-    calibration = np.ascontiguousarray(calibration.numpy() if isinstance(calibration, torch.Tensor) else calibration, dtype=np.float32)
-    settings = deploy.Int8Settings(calibration_method=options["calibration_method"], calibration_images=options["calibration_images"],
-                                   per_channel=options["per_channel"], reduce_range=options["reduce_range"],
-                                   percentile=float(options["percentile"]), equalize=options["equalize"])
+    calibration = np.ascontiguousarray(
+        calibration.numpy() if isinstance(calibration, torch.Tensor) else calibration, dtype=np.float32
+    )
+    settings = deploy.Int8Settings(
+        calibration_method=options["calibration_method"],
+        calibration_images=options["calibration_images"],
+        per_channel=options["per_channel"],
+        reduce_range=options["reduce_range"],
+        percentile=float(options["percentile"]),
+        equalize=options["equalize"],
+    )
     example = example_input.numpy() if isinstance(example_input, torch.Tensor) else np.asarray(example_input, dtype=np.float32)
     prepared = deploy.prepare_onnx(deploy.int8_source(model, example, calibration, settings))
     nodes = deploy.weighted_nodes(prepared)
@@ -179,7 +212,9 @@ def quantize_model(model: nn.Module, example_input: torch.Tensor, **options) -> 
     if options["max_drop"] is not None:
         if options["validation"] is None:
             raise ValueError("quantize: max_drop needs validation data ((images, labels)); the study passes its validation split")
-        settings, account = controlled_settings(model, example, calibration, settings, options["validation"], float(options["max_drop"]))
+        settings, account = controlled_settings(
+            model, example, calibration, settings, options["validation"], float(options["max_drop"])
+        )
         notes.append(account)
     model.quantization = settings.to_dict()
     notes.append(f"int8: {settings.describe()}" + (f"; in float: {', '.join(settings.exclude)}" if settings.exclude else ""))

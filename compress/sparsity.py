@@ -1,13 +1,14 @@
 """Unstructured magnitude sparsity: zeros in the weights, shapes unchanged."""
+
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from compress.factorizations import count_params
+from compress.compression_report import CompressionReport
 from compress.layers import kernel_text, layer_macs, record_output_shapes, select_layers
 from compress.options import SPARSITY_OPTIONS, resolve_options
-from compress.report import CompressionReport
+from models import count_params
 
 
 def sparsify_model(model: nn.Module, example_input: torch.Tensor, **options) -> CompressionReport:
@@ -35,10 +36,20 @@ def sparsify_model(model: nn.Module, example_input: torch.Tensor, **options) -> 
     for name, module, reason in selected:
         macs = layer_macs(module, shapes[name]) if name in shapes else 0
         nonzero = int(sum(int(torch.count_nonzero(p)) for p in module.parameters()))
-        report.layers.append({
-            "layer": name, "method": "sparsity", "kernel": kernel_text(module), "status": "skipped" if reason else "compressed",
-            "reason": reason or "zeros only: no MAC saving", "rank": "", "params_before": count_params(module),
-            "params_after": nonzero if not reason else count_params(module), "macs_before": macs, "macs_after": macs, "rel_error": "",
-        })
+        report.layers.append(
+            {
+                "layer": name,
+                "method": "sparsity",
+                "kernel": kernel_text(module),
+                "status": "skipped" if reason else "compressed",
+                "reason": reason or "zeros only: no MAC saving",
+                "rank": "",
+                "params_before": count_params(module),
+                "params_after": nonzero if not reason else count_params(module),
+                "macs_before": macs,
+                "macs_after": macs,
+                "rel_error": "",
+            }
+        )
     report.params_after = count_params(model)
     return report

@@ -11,6 +11,7 @@ build is checked against eager PyTorch on the example batch: the largest absolut
 difference is kept in ``Deployed.max_abs_diff``, and a runtime beyond its tolerance raises
 :class:`RuntimeParityError` instead of producing numbers nobody should trust.
 """
+
 from __future__ import annotations
 
 import copy
@@ -26,7 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from deploy.quantize import Int8Settings, calibration_subset, equalize_chains, quantize_onnx, quantize_openvino
+from deploy.int8 import Int8Settings, calibration_subset, equalize_chains, quantize_onnx, quantize_openvino
 
 
 class RuntimeUnavailable(RuntimeError):
@@ -53,6 +54,10 @@ class Deployed:
     max_abs_diff: float = float("nan")
     int8_settings: str = ""
 
+    def timed(self, x: np.ndarray) -> tuple[Callable[[Any], Any], Any, Callable[[], None]]:
+        """Return ``(run, prepared input, sync)`` for ``x``: what :func:`deploy.compare` and :class:`deploy.Interleaved` time."""
+        return self.run, self.prepare(np.ascontiguousarray(x, dtype=np.float32)), self.sync
+
     def __call__(self, x: np.ndarray) -> np.ndarray:
         out = self.run(self.prepare(np.ascontiguousarray(x, dtype=np.float32)))
         if isinstance(out, torch.Tensor):
@@ -61,6 +66,7 @@ class Deployed:
 
 
 # ---- helpers -----------------------------------------------------------------------------------
+
 
 def _eval_copy(model: nn.Module, device: str) -> nn.Module:
     return copy.deepcopy(model).to(device).to(memory_format=torch.contiguous_format).eval()
@@ -82,9 +88,16 @@ def export_onnx(model: nn.Module, example: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # the exporter's deprecation notice; the export itself is checked by parity
-        torch.onnx.export(probe, (torch.from_numpy(np.ascontiguousarray(example, dtype=np.float32)),), buffer,
-                          dynamo=False, opset_version=17, input_names=["input"], output_names=["logits"],
-                          dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
+        torch.onnx.export(
+            probe,
+            (torch.from_numpy(np.ascontiguousarray(example, dtype=np.float32)),),
+            buffer,
+            dynamo=False,
+            opset_version=17,
+            input_names=["input"],
+            output_names=["logits"],
+            dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
+        )
     return buffer.getvalue()
 
 
@@ -116,6 +129,7 @@ def _ort_deployed(name: str, session, device: str) -> Deployed:
 
 # ---- the runtimes ------------------------------------------------------------------------------
 
+
 def build_eager(model, example, threads=None, device="cpu", calibration=None, int8=None) -> Deployed:
     """Return eager PyTorch (eval, inference mode, NCHW): the reference every other runtime is checked against."""
     probe = _eval_copy(model, device)
@@ -135,8 +149,13 @@ def build_eager_cl(model, example, threads=None, device="cpu", calibration=None,
         with torch.inference_mode():
             return probe(x)
 
-    return Deployed("eager_cl", prepare=lambda x: torch.from_numpy(x).to(device).contiguous(memory_format=torch.channels_last),
-                    run=run, device=device, sync=_torch_sync(device))
+    return Deployed(
+        "eager_cl",
+        prepare=lambda x: torch.from_numpy(x).to(device).contiguous(memory_format=torch.channels_last),
+        run=run,
+        device=device,
+        sync=_torch_sync(device),
+    )
 
 
 def build_torchscript(model, example, threads=None, device="cpu", calibration=None, int8=None) -> Deployed:
@@ -150,7 +169,9 @@ def build_torchscript(model, example, threads=None, device="cpu", calibration=No
         with torch.inference_mode():
             return frozen(x)
 
-    return Deployed("torchscript", prepare=lambda x: torch.from_numpy(x).to(device), run=run, device=device, sync=_torch_sync(device))
+    return Deployed(
+        "torchscript", prepare=lambda x: torch.from_numpy(x).to(device), run=run, device=device, sync=_torch_sync(device)
+    )
 
 
 def build_onnxruntime(model, example, threads=None, device="cpu", calibration=None, int8=None) -> Deployed:
@@ -171,7 +192,7 @@ def int8_settings(model: nn.Module, default: Int8Settings | None = None) -> Int8
 
 def int8_source(model: nn.Module, example: np.ndarray, calibration: np.ndarray, settings: Int8Settings) -> bytes:
     """Return the float ONNX graph int8 quantization starts from: ``model`` with its linear chains equalized on the
-    calibration images when ``settings.equalize`` (same function, see :func:`deploy.quantize.equalize_chains`), exported.
+    calibration images when ``settings.equalize`` (same function, see :func:`deploy.int8.equalize_chains`), exported.
 
     Raises:
         ValueError: no calibration images, or fewer than ``settings.calibration_images``.
@@ -181,9 +202,11 @@ def int8_source(model: nn.Module, example: np.ndarray, calibration: np.ndarray, 
 
 
 def build_onnxruntime_int8(model, example, threads=None, device="cpu", calibration=None, int8=None) -> Deployed:
-    """Return an ONNX Runtime session of the statically int8-quantized model (see :func:`deploy.quantize.quantize_onnx`)."""
+    """Return an ONNX Runtime session of the statically int8-quantized model (see :func:`deploy.int8.quantize_onnx`)."""
     settings = int8_settings(model, int8)
-    session = _ort_session(quantize_onnx(int8_source(model, example, calibration, settings), calibration, settings), threads, device)
+    session = _ort_session(
+        quantize_onnx(int8_source(model, example, calibration, settings), calibration, settings), threads, device
+    )
     deployed = _ort_deployed("onnxruntime_int8", session, device)
     deployed.int8_settings = settings.describe()
     return deployed
@@ -194,8 +217,11 @@ def _openvino_deployed(name: str, source, threads: int | None, device: str) -> D
     import openvino as ov
 
     core = ov.Core()
-    config = {"INFERENCE_NUM_THREADS": int(threads or torch.get_num_threads()), "PERFORMANCE_HINT": "LATENCY",
-              "INFERENCE_PRECISION_HINT": "f32"}
+    config = {
+        "INFERENCE_NUM_THREADS": int(threads or torch.get_num_threads()),
+        "PERFORMANCE_HINT": "LATENCY",
+        "INFERENCE_PRECISION_HINT": "f32",
+    }
     compiled: dict[tuple, Any] = {}
 
     def run(x: np.ndarray) -> np.ndarray:
@@ -225,42 +251,85 @@ def build_openvino(model, example, threads=None, device="cpu", calibration=None,
 
 
 def build_openvino_int8(model, example, threads=None, device="cpu", calibration=None, int8=None) -> Deployed:
-    """Return OpenVINO's CPU plugin running the model quantized to int8 by NNCF (see :func:`deploy.quantize.quantize_openvino`)."""
+    """Return OpenVINO's CPU plugin running the model quantized to int8 by NNCF (see :func:`deploy.int8.quantize_openvino`)."""
     if torch.device(device).type != "cpu":
         raise RuntimeUnavailable("the openvino_int8 runtime here runs on the CPU only")
     settings = int8_settings(model, int8)
-    deployed = _openvino_deployed("openvino_int8", quantize_openvino(int8_source(model, example, calibration, settings), calibration,
-                                                                     settings), threads, device)
+    deployed = _openvino_deployed(
+        "openvino_int8",
+        quantize_openvino(int8_source(model, example, calibration, settings), calibration, settings),
+        threads,
+        device,
+    )
     deployed.int8_settings = settings.describe() + ", NNCF ranges"
     return deployed
 
 
 @dataclass(frozen=True)
 class RuntimeEntry:
-    """A registered runtime: its build function, what it is, the packages it needs, and its parity
-    tolerance (largest |logit - eager logit| allowed, times max(1, largest |eager logit|)).
-    ``exact`` runtimes keep fp32 arithmetic: their accuracy is the eager model's."""
+    """A registered runtime: its build function, what it is, the packages it needs, its parity tolerance (largest
+    |logit - eager logit| allowed, times max(1, largest |eager logit|); None: no parity gate) and, for an int8 runtime,
+    the fp32 runtime it quantizes (``quantizes``: its float twin). A runtime without one is ``exact``: it keeps fp32
+    arithmetic, so its accuracy is the eager model's; an int8 runtime's accuracy is measured in it."""
 
     name: str
     build: Callable[..., Deployed]
     description: str
     requires: tuple[str, ...] = ()
     tolerance: float | None = 1e-3
-    exact: bool = True
+    quantizes: str | None = None
+
+    @property
+    def exact(self) -> bool:
+        """Whether the runtime keeps fp32 arithmetic (it quantizes nothing)."""
+        return self.quantizes is None
 
 
 RUNTIMES: dict[str, RuntimeEntry] = {
     "eager": RuntimeEntry("eager", build_eager, "eager PyTorch, NCHW"),
     "eager_cl": RuntimeEntry("eager_cl", build_eager_cl, "eager PyTorch, channels_last"),
     "torchscript": RuntimeEntry("torchscript", build_torchscript, "TorchScript, traced and frozen (BatchNorm folded)"),
-    "onnxruntime": RuntimeEntry("onnxruntime", build_onnxruntime, "ONNX Runtime fp32 (CPU / CUDA provider)", ("onnx", "onnxruntime")),
-    "onnxruntime_int8": RuntimeEntry("onnxruntime_int8", build_onnxruntime_int8,
-                                     "ONNX Runtime int8, static post-training quantization (QDQ) with the model's int8 settings",
-                                     ("onnx", "onnxruntime"), tolerance=None, exact=False),
+    "onnxruntime": RuntimeEntry(
+        "onnxruntime", build_onnxruntime, "ONNX Runtime fp32 (CPU / CUDA provider)", ("onnx", "onnxruntime")
+    ),
+    "onnxruntime_int8": RuntimeEntry(
+        "onnxruntime_int8",
+        build_onnxruntime_int8,
+        "ONNX Runtime int8, static post-training quantization (QDQ) with the model's int8 settings",
+        ("onnx", "onnxruntime"),
+        tolerance=None,
+        quantizes="onnxruntime",
+    ),
     "openvino": RuntimeEntry("openvino", build_openvino, "OpenVINO CPU plugin, fp32", ("onnx", "openvino")),
-    "openvino_int8": RuntimeEntry("openvino_int8", build_openvino_int8, "OpenVINO CPU plugin, int8 by NNCF post-training quantization",
-                                  ("onnx", "openvino", "nncf"), tolerance=None, exact=False),
+    "openvino_int8": RuntimeEntry(
+        "openvino_int8",
+        build_openvino_int8,
+        "OpenVINO CPU plugin, int8 by NNCF post-training quantization",
+        ("onnx", "openvino", "nncf"),
+        tolerance=None,
+        quantizes="openvino",
+    ),
 }
+
+
+def int8_twin(runtime: str) -> str | None:
+    """Return the int8 runtime that quantizes the fp32 ``runtime`` (None when it has none).
+
+    Raises:
+        KeyError: unknown runtime.
+    """
+    unavailable_reason(runtime)
+    return next((name for name, entry in RUNTIMES.items() if entry.quantizes == runtime), None)
+
+
+def float_twin(runtime: str) -> str:
+    """Return the fp32 runtime of ``runtime``: itself when it is exact, else the runtime it quantizes.
+
+    Raises:
+        KeyError: unknown runtime.
+    """
+    unavailable_reason(runtime)
+    return RUNTIMES[runtime].quantizes or runtime
 
 
 def list_runtimes(available_only: bool = False) -> list[str]:
@@ -280,13 +349,71 @@ def unavailable_reason(name: str) -> str | None:
     return f"{name} needs the package(s) {missing} (pip install {' '.join(missing)})" if missing else None
 
 
+def resolve_runtimes(runtimes) -> list[str]:
+    """Return the runtime names a ``runtimes`` setting asks for: ``'all'`` (or None) means every registered one.
+
+    Raises:
+        KeyError: an unknown runtime name (the message lists the known ones).
+    """
+    if runtimes in (None, "all", ["all"]):
+        return list_runtimes()
+    names = [runtimes] if isinstance(runtimes, str) else list(runtimes)
+    for name in names:
+        unavailable_reason(name)  # raises KeyError for an unknown name
+    return names
+
+
+def deploy_all(
+    model: nn.Module,
+    runtimes,
+    example: np.ndarray,
+    threads: int | None = None,
+    device: str = "cpu",
+    calibration: np.ndarray | None = None,
+    int8: Int8Settings | None = None,
+) -> tuple[dict[str, Deployed], dict[str, str]]:
+    """Return ``(deployed per runtime, why each skipped runtime was skipped)`` for the runtimes ``runtimes`` names
+    (see :func:`resolve_runtimes`).
+
+    A runtime whose package is missing (or that cannot use ``device``) is skipped with its reason; a quantized model
+    (``model.quantization``) is built in the int8 runtimes only. ``int8`` is the int8 settings of a model without its own.
+
+    Raises:
+        KeyError: an unknown runtime.
+        RuntimeParityError: an exact (fp32) runtime's logits differ from eager's beyond its tolerance: a conversion bug,
+            so nothing it measured could be trusted.
+    """
+    built, skipped = {}, {}
+    names = resolve_runtimes(runtimes)
+    if getattr(model, "quantization", None):  # a quantized model's figures are its int8 runtimes'
+        skipped.update({name: "a quantized model runs in the int8 runtimes only" for name in names if RUNTIMES[name].exact})
+        names = [name for name in names if not RUNTIMES[name].exact]
+    for name in names:
+        try:
+            built[name] = deploy(model, name, example, threads=threads, device=device, calibration=calibration, int8=int8)
+        except RuntimeUnavailable as exc:
+            skipped[name] = str(exc)
+        except RuntimeParityError as exc:
+            if RUNTIMES[name].exact:
+                raise
+            skipped[name] = str(exc)
+    return built, skipped
+
+
 def max_abs_difference(deployed: Deployed, reference: np.ndarray, x: np.ndarray) -> float:
     """Return the largest absolute difference between ``deployed(x)`` and the ``reference`` logits."""
     return float(np.max(np.abs(deployed(x) - reference))) if reference.size else 0.0
 
 
-def deploy(model: nn.Module, runtime: str, example: np.ndarray | torch.Tensor, threads: int | None = None, device: str = "cpu",
-           calibration: np.ndarray | None = None, int8: Int8Settings | None = None) -> Deployed:
+def deploy(
+    model: nn.Module,
+    runtime: str,
+    example: np.ndarray | torch.Tensor,
+    threads: int | None = None,
+    device: str = "cpu",
+    calibration: np.ndarray | None = None,
+    int8: Int8Settings | None = None,
+) -> Deployed:
     """Return ``model`` built for ``runtime``, with its parity against eager PyTorch on ``example`` checked.
 
     ``example`` is a float32 NCHW batch at the model's input size (real images give a sharper
@@ -304,7 +431,9 @@ def deploy(model: nn.Module, runtime: str, example: np.ndarray | torch.Tensor, t
     reason = unavailable_reason(runtime)
     if reason:
         raise RuntimeUnavailable(reason)
-    example = np.ascontiguousarray(example.detach().cpu().numpy() if isinstance(example, torch.Tensor) else example, dtype=np.float32)
+    example = np.ascontiguousarray(
+        example.detach().cpu().numpy() if isinstance(example, torch.Tensor) else example, dtype=np.float32
+    )
     entry = RUNTIMES[runtime]
     deployed = entry.build(model, example, threads=threads, device=device, calibration=calibration, int8=int8)
     reference = build_eager(model, example, device=device)(example)
@@ -316,5 +445,6 @@ def deploy(model: nn.Module, runtime: str, example: np.ndarray | torch.Tensor, t
         raise RuntimeParityError(
             f"{runtime}: logits differ from eager PyTorch by up to {deployed.max_abs_diff:.3g} on the example batch, "
             f"beyond the tolerance {allowed:.3g} ({entry.tolerance:g} x max(1, max |logit|)); its timings and accuracy "
-            f"would not describe this model")
+            f"would not describe this model"
+        )
     return deployed

@@ -1,21 +1,17 @@
-"""Timings that can be trusted on a shared machine, and the machine's compute floor.
+"""Timings that can be trusted on a shared machine.
 
 * :func:`compare` times candidates interleaved: several blocks, each running every candidate
   once (in a rotating order), so a burst of load hits all of them alike; each candidate's figure
   is the median of its block medians.
 * :class:`LoadProbe` times a short fixed kernel before and after each block; a block timed while
   the kernel ran well above its best time is retimed once and, if still slow, flagged busy.
-* :func:`steady_allocator` pins glibc malloc's thresholds, without which eager PyTorch's speed
-  depends on what the process freed earlier.
-* :func:`peak_gflops` measures fp32 GEMM throughput in every library at hand (ONNX Runtime's MLAS,
-  torch, NumPy) and keeps the best; :func:`floor_ms` turns MACs into the time a model needs at
-  that peak, the least any runtime can take.
+* :func:`bootstrap_median` and :func:`bootstrap_ratio` give a figure's and a ratio's 95 % interval over blocks.
+
+What the machine itself offers (its peak, the compute floor, thread and allocator pins) is ``deploy.machine``.
 """
+
 from __future__ import annotations
 
-import contextlib
-import ctypes
-import ctypes.util
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -23,40 +19,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt parameters from glibc's malloc.h
-
-
-def steady_allocator(threshold: int = 1 << 30) -> bool:
-    """Pin glibc malloc's mmap and trim thresholds at ``threshold`` bytes (process-wide, idempotent).
-
-    glibc serves large buffers by ``mmap`` below a threshold it moves as the process frees
-    memory, so the same forward pass either reuses heap pages or pays page faults for every
-    activation buffer, depending on the process's history. Pinned thresholds keep large buffers on
-    the heap (``tests/test_deploy.py`` shows a freed 256 MB buffer staying with the process).
-    Returns False where there is no glibc (nothing to pin).
-    """
-    name = ctypes.util.find_library("c")
-    try:
-        libc = ctypes.CDLL(name) if name else None
-        mallopt = libc.mallopt if libc is not None else None
-    except (OSError, AttributeError):
-        return False
-    if mallopt is None:
-        return False
-    return bool(mallopt(_M_MMAP_THRESHOLD, int(threshold))) and bool(mallopt(_M_TRIM_THRESHOLD, int(threshold)))
-
-
-@contextlib.contextmanager
-def torch_threads(threads: int | None):
-    """Context manager that sets ``torch.set_num_threads(threads)`` and restores the previous count (None: no change)."""
-    previous = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(int(threads))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
+from deploy.machine import steady_allocator, torch_threads
 
 
 def _median_call_ms(call: Callable[[], Any], repeats: int) -> float:
@@ -70,8 +33,14 @@ def _median_call_ms(call: Callable[[], Any], repeats: int) -> float:
     return 1000.0 * float(np.median(times))
 
 
-def time_calls(run: Callable[[Any], Any], x: Any, sync: Callable[[], None] = lambda: None, min_iters: int = 5,
-               min_seconds: float = 0.2, warmup: int = 2) -> np.ndarray:
+def time_calls(
+    run: Callable[[Any], Any],
+    x: Any,
+    sync: Callable[[], None] = lambda: None,
+    min_iters: int = 5,
+    min_seconds: float = 0.2,
+    warmup: int = 2,
+) -> np.ndarray:
     """Return the wall time in ms of each call ``run(x)`` after ``warmup`` untimed calls, timed one by one
     until both ``min_iters`` calls and ``min_seconds`` have passed (``sync`` waits for a GPU)."""
     for _ in range(warmup):
@@ -103,8 +72,14 @@ class LoadProbe:
 
     name = "gemm"
 
-    def __init__(self, threads: int | None = None, size: int = 512, repeats: int = 5, calibration_rounds: int = 5,
-                 reference_ms: float | None = None):
+    def __init__(
+        self,
+        threads: int | None = None,
+        size: int = 512,
+        repeats: int = 5,
+        calibration_rounds: int = 5,
+        reference_ms: float | None = None,
+    ):
         self.threads = threads
         generator = torch.Generator().manual_seed(0)
         self._a = torch.randn(size, size, generator=generator)
@@ -167,8 +142,14 @@ def memory_probe_module() -> "torch.nn.Module":
     from torch import nn
 
     torch.manual_seed(0)
-    return nn.Sequential(nn.Conv2d(32, 32, 3, padding=1, groups=32), nn.Conv2d(32, 64, 1), nn.ReLU(),
-                         nn.Conv2d(64, 64, 3, padding=1, groups=64), nn.Conv2d(64, 32, 1), nn.ReLU()).eval()
+    return nn.Sequential(
+        nn.Conv2d(32, 32, 3, padding=1, groups=32),
+        nn.Conv2d(32, 64, 1),
+        nn.ReLU(),
+        nn.Conv2d(64, 64, 3, padding=1, groups=64),
+        nn.Conv2d(64, 32, 1),
+        nn.ReLU(),
+    ).eval()
 
 
 @dataclass
@@ -207,8 +188,15 @@ class Interleaved:
         ValueError: no candidates.
     """
 
-    def __init__(self, candidates: dict[str, tuple[Callable[[Any], Any], Any, Callable[[], None]]], min_iters: int = 3,
-                 min_seconds: float = 0.1, warmup: int = 2, probes: tuple = (), busy_ratio: float = 1.3):
+    def __init__(
+        self,
+        candidates: dict[str, tuple[Callable[[Any], Any], Any, Callable[[], None]]],
+        min_iters: int = 3,
+        min_seconds: float = 0.1,
+        warmup: int = 2,
+        probes: tuple = (),
+        busy_ratio: float = 1.3,
+    ):
         if not candidates:
             raise ValueError("interleaved timing needs at least one candidate")
         steady_allocator()
@@ -232,8 +220,10 @@ class Interleaved:
         order = self.names[shift:] + self.names[:shift]
         for attempt in range(2):
             before = self._load()
-            times = {name: time_calls(*self.candidates[name], min_iters=self.min_iters, min_seconds=self.min_seconds, warmup=0)
-                     for name in order}
+            times = {
+                name: time_calls(*self.candidates[name], min_iters=self.min_iters, min_seconds=self.min_seconds, warmup=0)
+                for name in order
+            }
             after = self._load()
             load = {k: max(before[k], after[k]) for k in before}
             slow = any(v > self.busy_ratio for v in load.values())
@@ -260,15 +250,30 @@ class Interleaved:
             values, medians = np.asarray(self.samples[name]), np.asarray(self.block_medians[name])[kept]
             middle = float(np.median(medians))
             q10, q25, q75, q90 = np.percentile(values, [10, 25, 75, 90])
-            result[name] = Timing(middle, float(q10), float(q90), float(q75 - q25), int(len(values)), medians.tolist(),
-                                  100.0 * float(medians.max() - medians.min()) / middle if middle > 0 else 0.0,
-                                  worst, any(self.block_busy[i] for i in kept), self.retimed)
+            result[name] = Timing(
+                middle,
+                float(q10),
+                float(q90),
+                float(q75 - q25),
+                int(len(values)),
+                medians.tolist(),
+                100.0 * float(medians.max() - medians.min()) / middle if middle > 0 else 0.0,
+                worst,
+                any(self.block_busy[i] for i in kept),
+                self.retimed,
+            )
         return result
 
 
-def compare(candidates: dict[str, tuple[Callable[[Any], Any], Any, Callable[[], None]]], blocks: int = 5,
-            min_iters: int = 3, min_seconds: float = 0.1, warmup: int = 2, probe=None,
-            busy_ratio: float = 1.3) -> dict[str, Timing]:
+def compare(
+    candidates: dict[str, tuple[Callable[[Any], Any], Any, Callable[[], None]]],
+    blocks: int = 5,
+    min_iters: int = 3,
+    min_seconds: float = 0.1,
+    warmup: int = 2,
+    probe=None,
+    busy_ratio: float = 1.3,
+) -> dict[str, Timing]:
     """Time ``candidates`` ({name: (run, input, sync)}) in ``blocks`` interleaved blocks; return {name: :class:`Timing`}
     (see :class:`Interleaved`; ``probe`` is one probe, or a tuple of them, or None).
 
@@ -293,7 +298,9 @@ def bootstrap_median(block_medians, resamples: int = 1000, seed: int = 0) -> tup
     return float(np.percentile(medians, 2.5)), float(np.percentile(medians, 97.5))
 
 
-def bootstrap_ratio(numerator, denominator, resamples: int = 1000, seed: int = 0, paired: bool = True) -> tuple[float, float, float]:
+def bootstrap_ratio(
+    numerator, denominator, resamples: int = 1000, seed: int = 0, paired: bool = True
+) -> tuple[float, float, float]:
     """Return ``(ratio, low, high)``: median(numerator) / median(denominator) of block medians, with its 95 % bootstrap
     interval from resampling whole blocks: paired (the default: both timed in the same blocks, a block's two medians
     stay together) or, for figures from different comparisons, each resampled on its own.
@@ -309,64 +316,3 @@ def bootstrap_ratio(numerator, denominator, resamples: int = 1000, seed: int = 0
     index_b = index_a if paired else generator.integers(0, len(b), (resamples, len(b)))
     ratios = np.median(a[index_a], axis=1) / np.median(b[index_b], axis=1)
     return float(np.median(a) / np.median(b)), float(np.percentile(ratios, 2.5)), float(np.percentile(ratios, 97.5))
-
-
-def _best_seconds(fn: Callable[[], Any], repeats: int) -> float:
-    fn()
-    best = float("inf")
-    for _ in range(repeats):
-        tick = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - tick)
-    return best
-
-
-def _ort_matmul(size: int, threads: int):
-    import onnxruntime as ort
-    from onnx import TensorProto, helper
-
-    spec = [helper.make_tensor_value_info(name, TensorProto.FLOAT, [size, size]) for name in "ABC"]
-    graph = helper.make_graph([helper.make_node("MatMul", ["A", "B"], ["C"])], "gemm", spec[:2], spec[2:])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.log_severity_level = 3
-    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
-    a, b = (np.random.default_rng(k).standard_normal((size, size), dtype=np.float32) for k in (0, 1))
-    return lambda: session.run(None, {"A": a, "B": b})
-
-
-def peak_gflops(threads: int | None = None, size: int = 2048, repeats: int = 5) -> dict:
-    """Return this machine's fp32 peak as the best GEMM throughput any library here reaches.
-
-    A ``size`` x ``size`` matmul (2 * size^3 flops) is timed ``repeats`` times in ONNX Runtime
-    (MLAS), torch and NumPy on ``threads`` threads (default: torch's); the best time of the fastest
-    library counts. Returns ``{'peak_gflops', 'peak_library', 'per_library': {library: GFLOP/s},
-    'threads'}``. NumPy's BLAS thread count is its own (usually all cores).
-    """
-    threads = int(threads or torch.get_num_threads())
-    flops = 2.0 * size ** 3
-    per_library = {}
-    with torch_threads(threads):
-        a, b = torch.randn(size, size), torch.randn(size, size)
-        per_library["torch"] = flops / _best_seconds(lambda: torch.mm(a, b), repeats) / 1e9
-        an, bn = a.numpy(), b.numpy()
-        per_library["numpy"] = flops / _best_seconds(lambda: an @ bn, repeats) / 1e9
-    try:
-        per_library["onnxruntime"] = flops / _best_seconds(_ort_matmul(size, threads), repeats) / 1e9
-    except ImportError:
-        pass
-    library = max(per_library, key=per_library.get)
-    return {"peak_gflops": per_library[library], "peak_library": library, "per_library": per_library, "threads": threads}
-
-
-def floor_ms(macs: float, batch: int, peak: float) -> float:
-    """Return the least time in ms one batch can take at ``peak`` GFLOP/s: 2 * MACs * batch / peak.
-
-    Raises:
-        ValueError: a peak that is not positive.
-    """
-    if not peak > 0:
-        raise ValueError(f"the peak must be positive GFLOP/s, got {peak!r}")
-    return 2.0 * float(macs) * int(batch) / (float(peak) * 1e9) * 1e3

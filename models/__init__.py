@@ -1,19 +1,25 @@
 """Model zoo: one registry (``create_model``, ``list_models``) over Slim-Net and the baselines."""
+
 import os
 
 import torch
 from torch import nn
 
-from models._checkpoint import extract_state_dict, load_checkpoint_into, read_checkpoint
-from models._registry import PretrainedWeightsError, classifier_of, create_model, is_model, list_models, register_model
-from models._structure import describe_structure, rebuild
-from models import slimnet as _slimnet  # noqa: F401  (registers entries)
 from models import baselines as _baselines  # noqa: F401
 from models import course as _course  # noqa: F401
 from models import pse as _pse  # noqa: F401
+from models import slimnet as _slimnet  # noqa: F401  (registers entries)
+from models._checkpoint import extract_state_dict, load_checkpoint_into, read_checkpoint
+from models._registry import PretrainedWeightsError, classifier_of, create_model, is_model, list_models, register_model
+from models._structure import describe_structure, rebuild
 from models.attributes import ATTRIBUTE_GROUPS, CELEBA_ATTRIBUTES
 from models.pse import PSE, pse_masks
 from models.slimnet import SlimNet, slimnet_kwargs_from_reference
+
+
+def count_params(model: nn.Module) -> int:
+    """Return the number of parameters of ``model`` (trainable or not): the one count every table and budget uses."""
+    return sum(p.numel() for p in model.parameters())
 
 
 def checkpoint_header(model: nn.Module) -> dict:
@@ -24,9 +30,12 @@ def checkpoint_header(model: nn.Module) -> dict:
     Raises:
         ValueError: the model was not built by :func:`create_model` (no ``arch``).
     """
-    return {"arch": dict(model.arch) if getattr(model, "arch", None) else None, "structure": describe_structure(model),
-            "data_config": {k: list(v) if isinstance(v, tuple) else v for k, v in getattr(model, "data_config", {}).items()},
-            "quantization": dict(model.quantization) if getattr(model, "quantization", None) else None}
+    return {
+        "arch": dict(model.arch) if getattr(model, "arch", None) else None,
+        "structure": describe_structure(model),
+        "data_config": {k: list(v) if isinstance(v, tuple) else v for k, v in getattr(model, "data_config", {}).items()},
+        "quantization": dict(model.quantization) if getattr(model, "quantization", None) else None,
+    }
 
 
 def model_checkpoint(model: nn.Module, **extra) -> dict:
@@ -93,6 +102,7 @@ __all__ = [
     "PretrainedWeightsError",
     "SlimNet",
     "classifier_of",
+    "count_params",
     "create_model",
     "checkpoint_header",
     "describe_structure",
@@ -104,6 +114,7 @@ __all__ = [
     "pse_masks",
     "read_checkpoint",
     "register_model",
-    "model_checkpoint", "save_model",
+    "model_checkpoint",
+    "save_model",
     "slimnet_kwargs_from_reference",
 ]

@@ -1,4 +1,5 @@
 """Reading weight files: our own checkpoints, the Slim-CNN reference format and bare state dicts."""
+
 from __future__ import annotations
 
 import os
@@ -24,7 +25,11 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
         head = handle.read(4)
     # torch.save writes a zip archive (PK..); files of torch < 1.6 are pickles (protocol byte 0x80).
     if not (head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"):
-        kind = "an empty file" if not head else ("a text file" if all(32 <= b < 127 or b in (9, 10, 13) for b in head) else "another format")
+        kind = (
+            "an empty file"
+            if not head
+            else ("a text file" if all(32 <= b < 127 or b in (9, 10, 13) for b in head) else "another format")
+        )
         raise ValueError(f"checkpoint {path!r} is not a PyTorch checkpoint (it is {kind}; torch.save writes zip archives)")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)

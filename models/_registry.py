@@ -3,6 +3,7 @@
 A model family file decorates each entry point with :func:`register_model`; users only call
 :func:`create_model` and :func:`list_models` (re-exported by ``models``).
 """
+
 from __future__ import annotations
 
 import difflib
@@ -122,7 +123,9 @@ def create_model(
     except TypeError as exc:
         if "keyword argument" not in str(exc):
             raise
-        raise ValueError(f"{name}: kwargs {sorted(kwargs)}: {exc}; the model's constructor names the arguments it takes") from None
+        raise ValueError(
+            f"{name}: kwargs {sorted(kwargs)}: {exc}; the model's constructor names the arguments it takes"
+        ) from None
     model.arch = {"name": name, "num_classes": num_classes, **kwargs}
     if input_size is not None:
         # Fully convolutional nets with global pooling take any size; the contract says which one we feed.
@@ -168,8 +171,10 @@ def check_input_size(model: nn.Module, name: str = "model") -> None:
                     low = mid + 1
     finally:
         model.train(was_training)
-    raise ValueError(f"{name} needs inputs of at least {low}x{low} px (height x width), got input_size "
-                     f"{'x'.join(map(str, size))}: its strided layers would reduce a smaller image to nothing")
+    raise ValueError(
+        f"{name} needs inputs of at least {low}x{low} px (height x width), got input_size "
+        f"{'x'.join(map(str, size))}: its strided layers would reduce a smaller image to nothing"
+    )
 
 
 def classifier_of(model: nn.Module) -> nn.Module | None:

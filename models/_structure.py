@@ -12,6 +12,7 @@ two kinds of change, both recorded by :func:`describe_structure`:
 :func:`rebuild` applies both to a freshly created base model; loading the state dict then checks
 every tensor's shape.
 """
+
 from __future__ import annotations
 
 from torch import nn
@@ -33,12 +34,25 @@ def _set(model: nn.Module, path: str, module: nn.Module) -> None:
 def layer_config(module: nn.Module) -> dict | None:
     """Return the shape-defining values of a Conv2d, Linear or BatchNorm layer (plain types), else None."""
     if isinstance(module, nn.Conv2d):
-        return {"type": "Conv2d", "in_channels": module.in_channels, "out_channels": module.out_channels,
-                "kernel_size": list(module.kernel_size), "stride": list(module.stride), "padding": list(module.padding)
-                if not isinstance(module.padding, str) else module.padding, "dilation": list(module.dilation),
-                "groups": module.groups, "bias": module.bias is not None, "padding_mode": module.padding_mode}
+        return {
+            "type": "Conv2d",
+            "in_channels": module.in_channels,
+            "out_channels": module.out_channels,
+            "kernel_size": list(module.kernel_size),
+            "stride": list(module.stride),
+            "padding": list(module.padding) if not isinstance(module.padding, str) else module.padding,
+            "dilation": list(module.dilation),
+            "groups": module.groups,
+            "bias": module.bias is not None,
+            "padding_mode": module.padding_mode,
+        }
     if isinstance(module, nn.Linear):
-        return {"type": "Linear", "in_features": module.in_features, "out_features": module.out_features, "bias": module.bias is not None}
+        return {
+            "type": "Linear",
+            "in_features": module.in_features,
+            "out_features": module.out_features,
+            "bias": module.bias is not None,
+        }
     if isinstance(module, NORM_TYPES):
         return {"type": type(module).__name__, "num_features": module.num_features}
     return None
@@ -51,9 +65,17 @@ def build_layer(config: dict) -> nn.Module:
         ValueError: a layer type factor sequences never hold.
     """
     if config["type"] == "Conv2d":
-        return nn.Conv2d(config["in_channels"], config["out_channels"], tuple(config["kernel_size"]), tuple(config["stride"]),
-                         config["padding"] if isinstance(config["padding"], str) else tuple(config["padding"]),
-                         tuple(config["dilation"]), config["groups"], config["bias"], config["padding_mode"])
+        return nn.Conv2d(
+            config["in_channels"],
+            config["out_channels"],
+            tuple(config["kernel_size"]),
+            tuple(config["stride"]),
+            config["padding"] if isinstance(config["padding"], str) else tuple(config["padding"]),
+            tuple(config["dilation"]),
+            config["groups"],
+            config["bias"],
+            config["padding_mode"],
+        )
     if config["type"] == "Linear":
         return nn.Linear(config["in_features"], config["out_features"], config["bias"])
     raise ValueError(f"cannot build a {config['type']!r} layer; factor sequences hold Conv2d and Linear layers only")
@@ -67,7 +89,9 @@ def resize_layer(module: nn.Module, config: dict) -> None:
     if isinstance(module, nn.Conv2d):
         module.in_channels, module.out_channels, module.groups = config["in_channels"], config["out_channels"], config["groups"]
         kh, kw = config["kernel_size"]
-        module.weight = nn.Parameter(module.weight.new_empty(config["out_channels"], config["in_channels"] // config["groups"], kh, kw))
+        module.weight = nn.Parameter(
+            module.weight.new_empty(config["out_channels"], config["in_channels"] // config["groups"], kh, kw)
+        )
         if module.bias is not None:
             module.bias = nn.Parameter(module.bias.new_empty(config["out_channels"]))
     elif isinstance(module, nn.Linear):

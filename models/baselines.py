@@ -2,6 +2,7 @@
 
 Names are the libraries' own, so parameter counts can be checked against their model cards.
 """
+
 from __future__ import annotations
 
 import timm

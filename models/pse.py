@@ -9,6 +9,7 @@ The DMTL framework (Han et al., TPAMI 2018, with PSE as in Zhang et al.) shares 
 each of 8 attribute groups its own sub-network (PSE branch + head); the group outputs are put back
 into CelebA's 40-attribute order, so every metric and table works unchanged.
 """
+
 from __future__ import annotations
 
 import torch
@@ -18,6 +19,7 @@ from models._registry import register_model
 from models.attributes import ATTRIBUTE_GROUPS, CELEBA_ATTRIBUTES
 from models.baselines import create_timm_model
 from models.slimnet import SLIMNET_DATA_CONFIG, SlimNet, depthwise_separable_conv
+
 
 class PSE(nn.Module):
     """Position squeeze-and-excitation: returns X * sigmoid(excitation(mean over channels of X)).
@@ -31,8 +33,7 @@ class PSE(nn.Module):
     The last mask is kept in ``self.last_mask`` (N x 1 x H x W, detached) for visualisation.
     """
 
-    def __init__(self, channels: int, excitation: str = "conv", spatial_size: tuple[int, int] | None = None,
-                 reduction: int = 16):
+    def __init__(self, channels: int, excitation: str = "conv", spatial_size: tuple[int, int] | None = None, reduction: int = 16):
         super().__init__()
         hidden = max(1, channels // reduction)
         self.excitation_type = excitation
@@ -43,7 +44,9 @@ class PSE(nn.Module):
                 raise ValueError("PSE with excitation='fc' needs spatial_size=(H, W) of its input map")
             positions = int(spatial_size[0] * spatial_size[1])
             self.spatial_size = tuple(int(v) for v in spatial_size)
-            self.excitation = nn.Sequential(nn.Flatten(), nn.Linear(positions, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, positions))
+            self.excitation = nn.Sequential(
+                nn.Flatten(), nn.Linear(positions, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, positions)
+            )
         else:
             raise ValueError(f"PSE excitation must be 'conv' or 'fc', got {excitation!r}")
         self.last_mask = None
@@ -77,9 +80,11 @@ def check_groups(groups: dict, attributes, num_classes: int) -> None:
             attribute, or one in two groups (named).
     """
     if attributes is None:
-        raise ValueError(f"attribute-group (DMTL) models know CelebA's 8 groups only; for these {num_classes} attributes give "
-                         "the model `kwargs: {groups: {group: [attribute, ...], ...}}` in the study YAML (the study adds the "
-                         "dataset's attribute names)")
+        raise ValueError(
+            f"attribute-group (DMTL) models know CelebA's 8 groups only; for these {num_classes} attributes give "
+            "the model `kwargs: {groups: {group: [attribute, ...], ...}}` in the study YAML (the study adds the "
+            "dataset's attribute names)"
+        )
     if len(attributes) != num_classes:
         raise ValueError(f"attributes: {len(attributes)} names for num_classes={num_classes}")
     listed = [name for members in groups.values() for name in members]
@@ -87,8 +92,9 @@ def check_groups(groups: dict, attributes, num_classes: int) -> None:
     missing = [a for a in attributes if a not in listed]
     twice = sorted({a for a in listed if listed.count(a) > 1})
     if unknown or missing or twice:
-        raise ValueError(f"groups: every attribute must be in exactly one group; unknown {unknown}, in no group {missing}, "
-                         f"in several {twice}")
+        raise ValueError(
+            f"groups: every attribute must be in exactly one group; unknown {unknown}, in no group {missing}, in several {twice}"
+        )
 
 
 class GroupHeads(nn.Module):
@@ -99,8 +105,16 @@ class GroupHeads(nn.Module):
     linear to the group's attributes.
     """
 
-    def __init__(self, in_channels: int, width: int = 64, use_pse: bool = True, excitation: str = "conv",
-                 spatial_size=None, groups=None, attributes=None):
+    def __init__(
+        self,
+        in_channels: int,
+        width: int = 64,
+        use_pse: bool = True,
+        excitation: str = "conv",
+        spatial_size=None,
+        groups=None,
+        attributes=None,
+    ):
         super().__init__()
         groups, attributes = groups or ATTRIBUTE_GROUPS, list(attributes or CELEBA_ATTRIBUTES)
         self.groups = nn.ModuleDict()
@@ -124,8 +138,17 @@ class GroupHeads(nn.Module):
 class DMTLNet(nn.Module):
     """A shared ``trunk`` followed by :class:`GroupHeads` (one output per attribute, in the dataset's order)."""
 
-    def __init__(self, trunk: nn.Module, trunk_channels: int, width: int = 64, use_pse: bool = True,
-                 excitation: str = "conv", spatial_size=None, groups=None, attributes=None):
+    def __init__(
+        self,
+        trunk: nn.Module,
+        trunk_channels: int,
+        width: int = 64,
+        use_pse: bool = True,
+        excitation: str = "conv",
+        spatial_size=None,
+        groups=None,
+        attributes=None,
+    ):
         super().__init__()
         self.trunk = trunk
         self.heads = GroupHeads(trunk_channels, width, use_pse, excitation, spatial_size, groups, attributes)
@@ -146,7 +169,9 @@ class SlimNetPSE(SlimNet):
         super().__init__(**kwargs)
         spatial = None
         if excitation == "fc":
-            spatial = _slim_last_map_size(kwargs.get("initial_conv", (96, 7, 2)), len(kwargs.get("filter_count_values", (16, 32, 48, 64))))
+            spatial = _slim_last_map_size(
+                kwargs.get("initial_conv", (96, 7, 2)), len(kwargs.get("filter_count_values", (16, 32, 48, 64)))
+            )
         # Re-register the children with PSE right after the last Slim module: the order is the forward pass.
         children = list(self.named_children())
         for name, _ in children:
@@ -192,8 +217,9 @@ def _groups(num_classes: int, groups, attributes):
     return groups or ATTRIBUTE_GROUPS, list(attributes)
 
 
-def _slimnet_dmtl(use_pse: bool, num_classes: int, width: int = 64, excitation: str = "conv", groups=None, attributes=None,
-                  **kwargs) -> DMTLNet:
+def _slimnet_dmtl(
+    use_pse: bool, num_classes: int, width: int = 64, excitation: str = "conv", groups=None, attributes=None, **kwargs
+) -> DMTLNet:
     groups, attributes = _groups(num_classes, groups, attributes)
     base = SlimNet(**kwargs)
     # The groups branch off after the third Slim module, where maps still carry position.
@@ -220,8 +246,9 @@ class ResNetTrunk(nn.Module):
         return self.layer3(self.layer2(self.layer1(x)))
 
 
-def _resnet18_dmtl(use_pse: bool, num_classes: int, pretrained: bool, width: int = 128, excitation: str = "conv",
-                   groups=None, attributes=None) -> DMTLNet:
+def _resnet18_dmtl(
+    use_pse: bool, num_classes: int, pretrained: bool, width: int = 128, excitation: str = "conv", groups=None, attributes=None
+) -> DMTLNet:
     groups, attributes = _groups(num_classes, groups, attributes)
     resnet = create_timm_model("resnet18", num_classes, pretrained)
     spatial = (14, 14) if excitation == "fc" else None
@@ -242,8 +269,9 @@ def slimnet_dmtl_pse(num_classes: int = 40, pretrained: bool = False, **kwargs) 
     return _slimnet_dmtl(True, num_classes, **kwargs)
 
 
-@register_model("pse", "Slim-Net trunk (3 Slim modules) + 8 attribute-group heads, no PSE (the paper's baseline)",
-                has_pretrained=False)
+@register_model(
+    "pse", "Slim-Net trunk (3 Slim modules) + 8 attribute-group heads, no PSE (the paper's baseline)", has_pretrained=False
+)
 def slimnet_dmtl(num_classes: int = 40, pretrained: bool = False, **kwargs) -> DMTLNet:
     """Return the DMTL framework without PSE on a Slim-Net trunk."""
     return _slimnet_dmtl(False, num_classes, **kwargs)
@@ -276,4 +304,3 @@ def pse_masks(model: nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
         model(x)
     model.train(was_training)
     return {name: module.last_mask for name, module in modules.items()}
-

@@ -5,6 +5,7 @@ Module names and layer order follow the public PyTorch reference implementation
 ``conv1``, ``slim1..slimN`` (each with ``sse1``, ``sse2``, ``skip_projection``, ``expand3_dw``),
 ``fc``. With the defaults and a 3x218x178 input the model has 571,304 parameters.
 """
+
 from __future__ import annotations
 
 from typing import Sequence
@@ -170,8 +171,7 @@ def slimnet_kwargs_from_reference(hyper_params: dict, state_dict: dict | None = 
     return kwargs
 
 
-@register_model("slimnet", "Slim-Net (Slim-CNN paper / reference PyTorch code), 0.57 M params at 3x218x178",
-                has_pretrained=False)
+@register_model("slimnet", "Slim-Net (Slim-CNN paper / reference PyTorch code), 0.57 M params at 3x218x178", has_pretrained=False)
 def slimnet(num_classes: int = 40, pretrained: bool = False, **kwargs) -> SlimNet:
     """Return a Slim-Net (no public weights exist: load a checkpoint with ``checkpoint_path``)."""
     return SlimNet(num_classes=num_classes, **kwargs)

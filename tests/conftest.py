@@ -29,6 +29,6 @@ def celeba_sample():
 @pytest.fixture(scope="session")
 def tiny_synthetic(cache_dir):
     """A 60-image synthetic set (48/6/6), loaded."""
-    from bench.data import load_dataset
+    from bench.data import load_data
 
-    return load_dataset(None, synthetic_images=60, synthetic_seed=0, cache_dir=cache_dir)
+    return load_data({"synthetic_images": 60, "synthetic_seed": 0, "cache_dir": cache_dir})

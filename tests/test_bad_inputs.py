@@ -1,5 +1,4 @@
 """Every bad value a user can give is refused before the first cell: exit code 2, one line naming the field (issue 23)."""
-import os
 
 import pytest
 import yaml
@@ -11,7 +10,7 @@ BASE = {
     "data": {"synthetic_images": 60},
     "models": [{"name": "slimnet", "kwargs": {"filter_count_values": [4, 4, 4, 4], "initial_conv": [8, 7, 2]}}],
     "train": {"epochs": 1, "batch_size": 16},
-    "profile": {"latency": False},
+    "timing": {"latency": False},
 }
 
 
@@ -35,21 +34,30 @@ CASES = [
     (("train.epochs", "ten"), [], "train.epochs: expected an integer in [1, inf], got 'ten'"),
     (("train.pos_weight", "false"), [], "train.pos_weight: expected true or false, got 'false'"),
     (("train.hflip", "false"), [], "train.hflip: expected true or false, got 'false'"),
-    (("profile.latency", "false"), [], "profile.latency: expected true or false, got 'false'"),
+    (("timing.latency", "false"), [], "timing.latency: expected true or false, got 'false'"),
+    (("profile", {"latency": False}), [], "unknown key profile: it is called timing now"),
     (("train.device", "gpu"), [], "train.device: expected 'auto', 'cpu', 'cuda' or 'cuda:N', got 'gpu'"),
     (("study", 123), [], "study: expected a name"),
     (("data.limit_train", "48"), [], "data.limit_train: expected an integer in [1, inf], got '48'"),
     (("data.limit_train", -5), [], "data.limit_train: expected an integer in [1, inf], got -5"),
     (("models.0.kwargs", {"bogus": 1}), [], "models: slimnet: kwargs ['bogus']"),
-    (("models.0.compressions", ["svd:rank_ratio=0.5,exclude=nothing.*"]), [], "exclude='nothing.*' matches no conv or linear layer"),
-    (("models.0.compressions", [{"steps": [{"method": "svd", "exclude": "nothing.*"}]}]), [],
-     "exclude='nothing.*' matches no conv or linear layer"),
+    (
+        ("models.0.compressions", ["svd:rank_ratio=0.5,exclude=nothing.*"]),
+        [],
+        "exclude='nothing.*' matches no conv or linear layer",
+    ),
+    (
+        ("models.0.compressions", [{"steps": [{"method": "svd", "exclude": "nothing.*"}]}]),
+        [],
+        "exclude='nothing.*' matches no conv or linear layer",
+    ),
     (("models.0.compressions", ["svd:rank_ratio=0.5,rank_ratio=0.9"]), [], "option 'rank_ratio' is given twice"),
-    (None, ["--lr", "nan"], "train.lr: expected in (0, inf], got nan"),
+    (None, ["--lr", "nan"], "--lr (sets train.lr): expected in (0, inf], got nan"),
+    (None, ["--epochs", "ten"], "--epochs (sets train.epochs): expected an integer in [1, inf], got 'ten'"),
     (None, ["--compress", "+"], "has no step"),
-    (None, ["--seeds", "a,b"], "--seeds: expected comma-separated integers"),
+    (None, ["--seeds", "a,b"], "--seeds (sets seeds): expected a list of distinct integers >= 0"),
     (None, ["--reports-dir", "/proc/1/reports"], "reports folder '/proc/1/reports/bad' is not writable"),
-    (None, ["--device", "gpu"], "device: expected 'auto', 'cpu', 'cuda' or 'cuda:N', got 'gpu'"),
+    (None, ["--device", "gpu"], "--device (sets device): expected 'auto', 'cpu', 'cuda' or 'cuda:N', got 'gpu'"),
 ]
 
 
@@ -59,18 +67,32 @@ def test_a_bad_value_stops_the_run_before_any_cell_in_one_line(tmp_path, cache_d
     path = tmp_path / "study.yaml"
     path.write_text(yaml.safe_dump(config))
     results = tmp_path / "results"
-    code = run_bench.main(["--config", str(path), "--results-dir", str(results), "--reports-dir", str(tmp_path / "reports"), "-q",
-                           "--no-plots", *extra])
+    code = run_bench.main(
+        [
+            "--config",
+            str(path),
+            "--results-dir",
+            str(results),
+            "--reports-dir",
+            str(tmp_path / "reports"),
+            "-q",
+            "--no-plots",
+            *extra,
+        ]
+    )
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and err.startswith("error: "), err
     assert message in err, err
     assert not list(results.glob("*/cells/*.json"))  # no cell ran
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["profile", "--batch-sizes", "0"], "--batch-sizes: expected comma-separated integers >= 1"),
-    (["profile", "--batch-sizes", "one"], "--batch-sizes: expected comma-separated integers >= 1"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["profile", "--batch-sizes", "0"], "--batch-sizes: expected comma-separated integers >= 1"),
+        (["profile", "--batch-sizes", "one"], "--batch-sizes: expected comma-separated integers >= 1"),
+    ],
+)
 def test_bad_profile_arguments_are_one_line(capsys, argv, message):
     assert run_bench.main(argv) == 2
     err = capsys.readouterr().err.strip()

@@ -4,12 +4,20 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bench.celeba import (CELEBA_ATTRIBUTES, CelebAFormatError, find_celeba_files, read_attr_csv, read_attr_txt,
-                          read_attributes, read_partition, split_indices)
-from bench.data import ImageDecodeError, load_celeba
-
+from bench.data.celeba import (
+    CELEBA_ATTRIBUTES,
+    CelebAFormatError,
+    find_celeba_files,
+    read_attr_csv,
+    read_attr_txt,
+    read_attributes,
+    read_partition,
+    split_indices,
+)
+from bench.data.loading import ImageDecodeError, load_celeba
 
 # ---- the real sample in ../shared -------------------------------------------------------------
+
 
 def test_real_sample_parses_548_rows_and_40_names(celeba_sample):
     table = read_attr_txt(celeba_sample / "list_attr_celeba.txt")
@@ -33,6 +41,7 @@ def test_real_sample_partition_and_decoding(celeba_sample, cache_dir):
 
 # ---- generated copies in every supported layout ------------------------------------------------
 
+
 def _write_copy(root, n=6, crlf=True, kaggle=False, names=CELEBA_ATTRIBUTES):
     rng = np.random.default_rng(0)
     labels = rng.integers(0, 2, size=(n, len(names)))
@@ -43,14 +52,20 @@ def _write_copy(root, n=6, crlf=True, kaggle=False, names=CELEBA_ATTRIBUTES):
         Image.new("RGB", (178, 218), tuple(int(v) for v in rng.integers(0, 255, 3))).save(image_dir / image_id)
     end = "\r\n" if crlf else "\n"
     if kaggle:
-        rows = ["image_id," + ",".join(names)] + [i + "," + ",".join("1" if v else "-1" for v in row) for i, row in zip(ids, labels)]
+        rows = ["image_id," + ",".join(names)] + [
+            i + "," + ",".join("1" if v else "-1" for v in row) for i, row in zip(ids, labels)
+        ]
         (root / "list_attr_celeba.csv").write_text(end.join(rows) + end)
         parts = ["image_id,partition"] + [f"{i},{k % 3}" for k, i in enumerate(ids)]
         (root / "list_eval_partition.csv").write_text(end.join(parts) + end)
     else:
-        rows = [str(n), " ".join(names) + " "] + [i + "".join(f" {1 if v else -1:2d}" for v in row) for i, row in zip(ids, labels)]
+        rows = [str(n), " ".join(names) + " "] + [
+            i + "".join(f" {1 if v else -1:2d}" for v in row) for i, row in zip(ids, labels)
+        ]
         (root / "list_attr_celeba.txt").write_bytes((end.join(rows) + end).encode())
-        (root / "list_eval_partition.txt").write_bytes(end.join(f"{i} {k % 3}" for k, i in enumerate(ids)).encode() + end.encode())
+        (root / "list_eval_partition.txt").write_bytes(
+            end.join(f"{i} {k % 3}" for k, i in enumerate(ids)).encode() + end.encode()
+        )
     return ids, labels
 
 
@@ -79,7 +94,9 @@ def test_torchvision_layout(tmp_path):
 
 def test_official_archive_layout(tmp_path):
     _write_copy(tmp_path)
-    (tmp_path / "Anno").mkdir(); (tmp_path / "Eval").mkdir(); (tmp_path / "Img").mkdir()
+    (tmp_path / "Anno").mkdir()
+    (tmp_path / "Eval").mkdir()
+    (tmp_path / "Img").mkdir()
     shutil.move(tmp_path / "list_attr_celeba.txt", tmp_path / "Anno")
     shutil.move(tmp_path / "list_eval_partition.txt", tmp_path / "Eval")
     shutil.move(tmp_path / "img_align_celeba", tmp_path / "Img")
@@ -95,6 +112,7 @@ def test_limits_keep_leading_images_per_split(tmp_path, cache_dir):
 
 
 # ---- bad input ----------------------------------------------------------------------------------
+
 
 def test_missing_root(tmp_path):
     with pytest.raises(FileNotFoundError, match="is not a folder"):
@@ -126,7 +144,9 @@ def test_row_with_wrong_field_count_names_file_and_line(tmp_path):
 def test_bad_label_value(tmp_path):
     _write_copy(tmp_path)
     path = tmp_path / "list_attr_celeba.txt"
-    path.write_bytes(path.read_bytes().replace(b"000002.jpg -1", b"000002.jpg  2", 1).replace(b"000002.jpg  1", b"000002.jpg  2", 1))
+    path.write_bytes(
+        path.read_bytes().replace(b"000002.jpg -1", b"000002.jpg  2", 1).replace(b"000002.jpg  1", b"000002.jpg  2", 1)
+    )
     with pytest.raises(CelebAFormatError, match=r"line 4: attribute '5_o_Clock_Shadow' has value '2'"):
         read_attr_txt(path)
 
@@ -175,6 +195,7 @@ def test_listed_image_absent(tmp_path, cache_dir):
         load_celeba(str(tmp_path), cache_dir=cache_dir, name="absent")
     # Nothing half-written is left to be mistaken for a finished cache.
     import os
+
     decoded = os.path.join(cache_dir, "decoded")
     assert not [n for n in os.listdir(decoded) if ".partial" in n]
 

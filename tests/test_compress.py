@@ -5,10 +5,11 @@ from torch import nn
 
 import compress
 import models
-from compress.decompose import (cp_als, cp_reconstruct, cp_sequence, epc_correct, rank_one_norm_sum, svd_sequence,
-                                tucker2_sequence)
+from compress.factorize.cp import cp_als, cp_reconstruct, cp_sequence, epc_correct, rank_one_norm_sum
+from compress.factorize.rank import rank_by_energy, rank_by_ratio, rank_by_vbmf, select_rank
+from compress.factorize.svd import svd_sequence
+from compress.factorize.tucker2 import tucker2_sequence
 from compress.layers import layer_macs, record_output_shapes
-from compress.rank import rank_by_energy, rank_by_ratio, rank_by_vbmf, select_rank
 
 
 def _relative(a, b):
@@ -16,6 +17,7 @@ def _relative(a, b):
 
 
 # ---- single-layer factorizations ---------------------------------------------------------------
+
 
 def test_full_rank_svd_reproduces_linear_and_1x1_conv():
     torch.manual_seed(0)
@@ -75,7 +77,7 @@ def test_epc_lowers_the_norm_sum_of_a_degenerate_cp_within_the_bound():
     tensor, weights, als = _degenerate_cp()
     als_error = np.linalg.norm(tensor - cp_reconstruct(weights, als))
     als_norm = rank_one_norm_sum(weights, als)
-    assert als_norm > 50 * np.sum(tensor ** 2)  # degenerate: rank-1 terms far larger than the tensor
+    assert als_norm > 50 * np.sum(tensor**2)  # degenerate: rank-1 terms far larger than the tensor
     epc_weights, epc = epc_correct(tensor, weights, als, delta=als_error)
     epc_error = np.linalg.norm(tensor - cp_reconstruct(epc_weights, epc))
     assert epc_error <= als_error * (1 + 1e-9)
@@ -139,6 +141,7 @@ def test_bad_ranks_and_layers_are_rejected():
 
 # ---- rank selection ------------------------------------------------------------------------------
 
+
 def test_rank_by_ratio_and_energy():
     assert rank_by_ratio(10, 0.25) == 2 and rank_by_ratio(10, 1.0) == 10 and rank_by_ratio(3, 0.01) == 1
     with pytest.raises(ValueError, match="rank_ratio"):
@@ -157,6 +160,7 @@ def test_vbmf_finds_the_rank_of_a_noisy_low_rank_matrix():
 
 
 # ---- whole models through compress.apply ---------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def slimnet_and_input():
@@ -177,11 +181,30 @@ def test_apply_leaves_the_input_untouched_and_skips_with_reasons(slimnet_and_inp
     for row in report.compressed():  # rank = half of min(out, in); the chain in -> R -> out keeps the bias
         conv = model.get_submodule(row["layer"])
         rank = max(1, round(0.5 * min(conv.out_channels, conv.in_channels)))
-        assert row["rank"] == rank and row["params_after"] == rank * (conv.in_channels + conv.out_channels) + (conv.bias is not None) * conv.out_channels
+        assert (
+            row["rank"] == rank
+            and row["params_after"] == rank * (conv.in_channels + conv.out_channels) + (conv.bias is not None) * conv.out_channels
+        )
     assert report.params_after == 571_304 - sum(r["params_before"] - r["params_after"] for r in report.compressed()) == 389_288
     assert new_model.data_config == model.data_config
-    assert all(isinstance(m, (nn.Conv2d, nn.Linear, nn.BatchNorm2d, nn.ReLU, nn.MaxPool2d, nn.AdaptiveAvgPool2d, nn.Flatten,
-                              nn.Sequential, models.SlimNet)) or type(m).__module__ == "models.slimnet" for m in new_model.modules())
+    assert all(
+        isinstance(
+            m,
+            (
+                nn.Conv2d,
+                nn.Linear,
+                nn.BatchNorm2d,
+                nn.ReLU,
+                nn.MaxPool2d,
+                nn.AdaptiveAvgPool2d,
+                nn.Flatten,
+                nn.Sequential,
+                models.SlimNet,
+            ),
+        )
+        or type(m).__module__ == "models.slimnet"
+        for m in new_model.modules()
+    )
 
 
 def test_full_rank_svd_of_slimnet_reproduces_its_outputs(slimnet_and_input):
@@ -242,7 +265,7 @@ def test_every_criterion_prunes_zoo_models_to_a_runnable_smaller_model(name, imp
         with pytest.raises(ValueError, match="has no BatchNorm layer"):
             compress.apply(model, "prune", x, pruning_ratio=0.3, importance=importance)
         return
-    new_model, report = compress.apply(model, "prune", x, pruning_ratio=0.3, importance=importance, calibration=calibration)
+    new_model, report = compress.apply(model, "prune", x, pruning_ratio=0.3, importance=importance, gradient_batch=calibration)
     # 30 % of the channels leave both sides of most layers: about half the parameters stay (not one layer's worth gone)
     assert report.params_after == sum(p.numel() for p in new_model.parameters())
     assert 0.35 < report.params_after / report.params_before < 0.85
@@ -252,16 +275,30 @@ def test_every_criterion_prunes_zoo_models_to_a_runnable_smaller_model(name, imp
 
 @pytest.mark.slow
 @pytest.mark.parametrize("importance", ["l1", "l2", "bn_scale", "taylor"])
-@pytest.mark.parametrize("name", ["mobilenetv2_100", "mobilenetv3_large_100", "resnet50", "legacy_xception", "squeezenet1_0",
-                                  "slimnet_pse", "slimnet_dmtl", "slimnet_dmtl_pse", "resnet18_dmtl", "resnet18_dmtl_pse",
-                                  "course_cnn", "xception_transfer"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "mobilenetv2_100",
+        "mobilenetv3_large_100",
+        "resnet50",
+        "legacy_xception",
+        "squeezenet1_0",
+        "slimnet_pse",
+        "slimnet_dmtl",
+        "slimnet_dmtl_pse",
+        "resnet18_dmtl",
+        "resnet18_dmtl_pse",
+        "course_cnn",
+        "xception_transfer",
+    ],
+)
 def test_every_criterion_prunes_the_larger_zoo_models(name, importance):
     test_every_criterion_prunes_zoo_models_to_a_runnable_smaller_model(name, importance)
 
 
-def test_taylor_needs_calibration_and_targets(slimnet_and_input):
+def test_taylor_needs_a_gradient_batch_and_targets(slimnet_and_input):
     model, x = slimnet_and_input
-    with pytest.raises(ValueError, match="calibration"):
+    with pytest.raises(ValueError, match="gradient_batch"):
         compress.apply(model, "prune", x, importance="taylor")
     with pytest.raises(ValueError, match="importance 'l3'"):
         compress.apply(model, "prune", x, importance="l3")
@@ -274,7 +311,9 @@ def test_sparsity_zeros_weights_without_saving_macs(slimnet_and_input):
     new_model, report = compress.apply(model, "sparsity", x, amount=0.5)
     rows = report.compressed()
     assert all(r["macs_after"] == r["macs_before"] for r in rows)
-    zero = sum(int((m.weight == 0).sum()) for n, m in new_model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear)) and n != "fc")
+    zero = sum(
+        int((m.weight == 0).sum()) for n, m in new_model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear)) and n != "fc"
+    )
     total = sum(m.weight.numel() for n, m in new_model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear)) and n != "fc")
     assert abs(zero / total - 0.5) < 0.01
     assert not any(n.endswith("_orig") for n, _ in new_model.named_parameters())  # a plain module again
@@ -305,8 +344,9 @@ def test_compressed_models_export_and_script(slimnet_and_input, tmp_path):
 
 # ---- data-driven rank selection ------------------------------------------------------------------
 
+
 def test_scaled_gradient_distance():
-    from compress.search import scaled_gradient_distance
+    from compress.rank_search import scaled_gradient_distance
 
     reference = torch.tensor([1.0, 2.0, 0.0])
     assert scaled_gradient_distance(reference, 3 * reference) == pytest.approx(0.0, abs=1e-6)
@@ -322,7 +362,7 @@ def _small_slimnet_and_batches():
 
 
 def test_grad_align_returns_valid_ranks_for_the_selected_layers():
-    from compress.search import grad_align_ranks
+    from compress.rank_search import grad_align_ranks
 
     model, batches = _small_slimnet_and_batches()
     x = torch.zeros(1, 3, 218, 178)
@@ -336,10 +376,11 @@ def test_grad_align_returns_valid_ranks_for_the_selected_layers():
 
 
 def test_binary_search_keeps_the_smallest_rank_within_the_drop():
-    from compress.search import binary_search_ranks
+    from compress.rank_search import binary_search_ranks
 
     model, batches = _small_slimnet_and_batches()
     x = torch.zeros(1, 3, 218, 178)
+
     # An evaluator that only tolerates ranks >= 3 in slim4.sse1.squeeze.0 (by looking at the layer).
     def evaluate(candidate):
         layer = candidate.get_submodule("slim4.sse1.squeeze.0")
@@ -352,19 +393,23 @@ def test_binary_search_keeps_the_smallest_rank_within_the_drop():
 
 # ---- the method table ----------------------------------------------------------------------------
 
-@pytest.mark.parametrize("method, options, message", [
-    ("svd", {"rank_ratio": 0}, r"svd: rank_ratio must be in \(0, 1\], got 0"),
-    ("svd", {"rank_ratio": True}, r"svd: rank_ratio must be in \(0, 1\], got True"),
-    ("cp", {"als_iters": 0}, r"cp: als_iters must be an integer in \[1, inf\], got 0"),
-    ("svd", {"als_iters": 10}, r"svd: unknown options \['als_iters'\]"),
-    ("cp", {"delta": 0.1}, r"cp: unknown options \['delta'\]"),
-    ("cp_epc", {"delta": 0}, r"cp_epc: delta must be in \(0, inf\], got 0"),
-    ("tucker2", {"kernel_sizes": [3, 0]}, r"tucker2: kernel_sizes must be integers in \[1, inf\], got \[3, 0\]"),
-    ("svd", {"ranks": {"fc": 0}}, r"svd: ranks must be a mapping \{layer name: rank >= 1"),
-    ("svd", {"rank_selection": "psychic"}, r"svd: rank_selection 'psychic' is not one of \['ratio', 'energy'"),
-    ("prune", {"round_to": 2.5}, r"prune: round_to must be an integer in \[1, inf\], got 2.5"),
-    ("sparsity", {"amount": 1.0}, r"sparsity: amount must be in \(0, 1\), got 1.0"),
-])
+
+@pytest.mark.parametrize(
+    "method, options, message",
+    [
+        ("svd", {"rank_ratio": 0}, r"svd: rank_ratio must be in \(0, 1\], got 0"),
+        ("svd", {"rank_ratio": True}, r"svd: rank_ratio must be in \(0, 1\], got True"),
+        ("cp", {"als_iters": 0}, r"cp: als_iters must be an integer in \[1, inf\], got 0"),
+        ("svd", {"als_iters": 10}, r"svd: unknown options \['als_iters'\]"),
+        ("cp", {"delta": 0.1}, r"cp: unknown options \['delta'\]"),
+        ("cp_epc", {"delta": 0}, r"cp_epc: delta must be in \(0, inf\], got 0"),
+        ("tucker2", {"kernel_sizes": [3, 0]}, r"tucker2: kernel_sizes must be integers in \[1, inf\], got \[3, 0\]"),
+        ("svd", {"ranks": {"fc": 0}}, r"svd: ranks must be a mapping \{layer name: rank >= 1"),
+        ("svd", {"rank_selection": "psychic"}, r"svd: rank_selection 'psychic' is not one of \['ratio', 'energy'"),
+        ("prune", {"round_to": 2.5}, r"prune: round_to must be an integer in \[1, inf\], got 2.5"),
+        ("sparsity", {"amount": 1.0}, r"sparsity: amount must be in \(0, 1\), got 1.0"),
+    ],
+)
 def test_validate_options_names_the_option_and_its_range(method, options, message):
     with pytest.raises(ValueError, match=message):
         compress.validate_options(method, **options)
@@ -384,15 +429,16 @@ def test_every_factorization_has_a_row_and_takes_the_shared_options():
 
 def test_a_data_driven_selector_needs_ranks(slimnet_and_input):
     model, x = slimnet_and_input
-    with pytest.raises(ValueError, match="rank_selection 'grad_align' needs data: choose ranks with compress.search"):
+    with pytest.raises(ValueError, match="rank_selection 'grad_align' needs data: choose ranks with compress.rank_search"):
         compress.apply(model, "svd", x, rank_selection="grad_align", layers=["slim1.*"])
 
 
 # ---- targets -------------------------------------------------------------------------------------
 
+
 def test_global_ranks_take_error_where_the_spectrum_is_cheapest():
-    from compress.factorizations import SVD
-    from compress.targets import global_ranks
+    from compress.factorize.budget import global_ranks
+    from compress.factorize.svd import SVD
 
     fast, flat = nn.Linear(32, 32, bias=False), nn.Linear(32, 32, bias=False)
     u, _, v = torch.linalg.svd(torch.randn(32, 32))
@@ -412,7 +458,8 @@ def test_global_ranks_take_error_where_the_spectrum_is_cheapest():
 
 
 def test_weight_error_bounds_hold_for_tucker2_and_cp():
-    from compress.factorizations import CP, TUCKER2
+    from compress.factorize.cp import CP
+    from compress.factorize.tucker2 import TUCKER2
 
     torch.manual_seed(0)
     conv = nn.Conv2d(8, 12, 3)
@@ -431,31 +478,40 @@ def test_macs_and_params_targets_are_met_globally(slimnet_and_input):
 
     compressed, report = compress.apply(model, "svd", x, target_macs=0.8)
     assert 0.75 < conv_linear_macs(compressed) / conv_linear_macs(model) <= 0.8
-    assert {r["reason"] for r in report.layers if r["status"] == "skipped" and "budget" in r["reason"]} == {"left whole: the budget is met without it"}
+    assert {r["reason"] for r in report.layers if r["status"] == "skipped" and "budget" in r["reason"]} == {
+        "left whole: the budget is met without it"
+    }
     compressed, _ = compress.apply(model, "svd", x, target_params=0.5)
     assert 0.45 < sum(p.numel() for p in compressed.parameters()) / 571_304 <= 0.5
 
 
 def test_layers_slower_in_the_runtime_stay_whole(slimnet_and_input, monkeypatch):
-    import compress.factorize as engine
+    import compress.factorize.engine as engine
 
     model, x = slimnet_and_input
     monkeypatch.setattr(engine, "slower_in_runtime", lambda layer, replacement, shape, runtime: (shape[1] == 96, 1.0, 2.0))
     _, report = compress.apply(model, "svd", x, rank_ratio=0.5, runtime="onnxruntime", layers=["slim1.*"])
     reasons = {r["layer"]: r["reason"] for r in report.layers}
-    assert reasons["slim1.skip_projection.0"] == "factorized form is slower in onnxruntime: 2.000 ms vs 1.000 ms"  # its input has 96 channels
+    assert (
+        reasons["slim1.skip_projection.0"] == "factorized form is slower in onnxruntime: 2.000 ms vs 1.000 ms"
+    )  # its input has 96 channels
     assert reasons["slim1.sse1.expand1.0"] == ""
 
 
 @pytest.mark.parametrize("method, knob", [("prune", "pruning ratio"), ("svd", "MAC budget")])
 def test_latency_targets_search_measured_speedups(slimnet_and_input, monkeypatch, method, knob):
-    import compress.factorize as engine
-    import compress.targets as targets
+    import compress.factorize.engine as engine
+    import compress.latency_target as targets
 
     model, x = slimnet_and_input
     # A stand-in runtime where time is proportional to parameters: the target then fixes the parameters exactly.
-    monkeypatch.setattr(targets, "measured_speedup", lambda original, compressed, runtime, example, batch=1:
-                        sum(p.numel() for p in original.parameters()) / sum(p.numel() for p in compressed.parameters()))
+    monkeypatch.setattr(
+        targets,
+        "measured_speedup",
+        lambda original, compressed, runtime, example, batch=1: (
+            sum(p.numel() for p in original.parameters()) / sum(p.numel() for p in compressed.parameters())
+        ),
+    )
     monkeypatch.setattr(engine, "slower_in_runtime", lambda layer, replacement, shape, runtime: (False, 1.0, 1.0))
     compressed, report = compress.apply(model, method, x, target_latency=0.8, runtime="onnxruntime")
     kept = sum(p.numel() for p in compressed.parameters()) / 571_304
@@ -471,7 +527,11 @@ def test_the_three_lwalm_compressions_of_resnet18_finish_in_three_minutes_each()
     torch.manual_seed(0)
     model = models.create_model("resnet18", input_size=[3, 218, 178]).eval()
     x = torch.zeros(1, 3, 218, 178)
-    for first in ({"method": "tucker2", "rank_ratio": 0.25}, {"method": "cp", "rank_ratio": 0.05}, {"method": "cp_epc", "rank_ratio": 0.05}):
+    for first in (
+        {"method": "tucker2", "rank_ratio": 0.25},
+        {"method": "cp", "rank_ratio": 0.05},
+        {"method": "cp_epc", "rank_ratio": 0.05},
+    ):
         started = time.perf_counter()
         options = {k: v for k, v in first.items() if k != "method"}
         step1, report = compress.apply(model, first["method"], x, kernel_sizes=[3], **options)
@@ -482,10 +542,11 @@ def test_the_three_lwalm_compressions_of_resnet18_finish_in_three_minutes_each()
 
 
 def test_a_made_up_factorization_needs_one_function_and_one_row(slimnet_and_input, monkeypatch):
-    """Adding a factorization: one decomposition function and one row of the method table, nothing else (issue 19)."""
-    from bench.variants import parse_variant
-    from compress import factorizations
-    from compress.factorizations import Factorization
+    """Adding a factorization: its decomposition with a Factorization row, and one row of the method table, nothing
+    else (issues 19 and 30)."""
+    from bench.study.variants import parse_variant
+    from compress.factorize import svd
+    from compress.factorize.factorization import Factorization, matrix_full_rank, pointwise_only
     from compress.methods import METHODS, factorization_method
     from compress.options import FACTORIZATION_OPTIONS
 
@@ -493,14 +554,21 @@ def test_a_made_up_factorization_needs_one_function_and_one_row(slimnet_and_inpu
 
     def halve_decompose(module, rank, options):  # the new decomposition: SVD's, counted
         calls.append((module.in_channels, rank))
-        return factorizations.svd_decompose(module, rank, options)
+        return svd.svd_decompose(module, rank, options)
 
     def flat_error(module):  # its own error bound: 0.5 at every rank below full
-        full = factorizations.matrix_full_rank(module)
+        full = matrix_full_rank(module)
         return lambda rank: 0.0 if rank >= full else 0.5
 
-    row = Factorization(factorizations.pointwise_only, factorizations.matrix_full_rank, lambda m, r: r, factorizations.svd_rank,
-                        compress.decompose.svd_layers, halve_decompose, flat_error)
+    row = Factorization(
+        applies_to=pointwise_only,
+        full_rank=matrix_full_rank,
+        rank_of=lambda module, r: r,
+        select_rank=svd.svd_rank,
+        layers=svd.svd_layers,
+        decompose=halve_decompose,
+        error_bound=flat_error,
+    )
     monkeypatch.setitem(METHODS, "madeup", factorization_method("madeup", "a test factorization", FACTORIZATION_OPTIONS, row))
     model, x = slimnet_and_input
     assert "madeup" in compress.list_methods()
@@ -509,4 +577,6 @@ def test_a_made_up_factorization_needs_one_function_and_one_row(slimnet_and_inpu
     calls.clear()
     _, report = compress.apply(model, "madeup", x, target_params=0.8)  # the budget search reads the row's error bound
     assert calls and sum(p.numel() for p in _.parameters()) <= 0.8 * 571_304
-    assert parse_variant("madeup:rank_ratio=0.25,layers=slim1.*") == [{"method": "madeup", "rank_ratio": 0.25, "layers": ["slim1.*"]}]
+    assert parse_variant("madeup:rank_ratio=0.25,layers=slim1.*") == [
+        {"method": "madeup", "rank_ratio": 0.25, "layers": ["slim1.*"]}
+    ]

@@ -2,8 +2,9 @@ import os
 
 import pytest
 
-from bench.config import StudyConfigError, expand_cells, load_config, merge_config
-from bench.schema import MAJORITY
+from bench.settings import StudyConfigError
+from bench.store.schema import MAJORITY
+from bench.study.config import expand_cells, load_config, merge_config
 from tests.helpers import tiny_study
 
 
@@ -19,15 +20,18 @@ def test_cells_have_a_majority_row_and_one_per_model_and_seed(tmp_path):
     assert cells[1]["train"]["seed"] == 0 and cells[2]["train"]["seed"] == 1
 
 
-@pytest.mark.parametrize("override, message", [
-    ({"models": ["resnet19"]}, "models\\[0\\]: unknown model 'resnet19'"),
-    ({"models": [{"nam": "slimnet"}]}, "unknown key models\\[0\\].nam: did you mean models\\[0\\].name\\?"),
-    ({"models": [{}]}, "models\\[0\\]: expected a model name"),
-    ({"models": [{"name": "slimnet", "epochs": 3}]}, "unknown key models\\[0\\].epochs"),
-    ({"train": {"epoch": 3}}, "unknown key train.epoch: did you mean train.epochs\\?"),
-    ({"train": {"epochs": 0}}, r"train.epochs: expected an integer in \[1, inf\], got 0"),
-    ({"seeds": []}, "seeds: expected a list of distinct integers"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ({"models": ["resnet19"]}, "models\\[0\\]: unknown model 'resnet19'"),
+        ({"models": [{"nam": "slimnet"}]}, "unknown key models\\[0\\].nam: did you mean models\\[0\\].name\\?"),
+        ({"models": [{}]}, "models\\[0\\]: expected a model name"),
+        ({"models": [{"name": "slimnet", "epochs": 3}]}, "unknown key models\\[0\\].epochs"),
+        ({"train": {"epoch": 3}}, "unknown key train.epoch: did you mean train.epochs\\?"),
+        ({"train": {"epochs": 0}}, r"train.epochs: expected an integer in \[1, inf\], got 0"),
+        ({"seeds": []}, "seeds: expected a list of distinct integers"),
+    ],
+)
 def test_bad_config_values_are_named(tmp_path, override, message):
     with pytest.raises((StudyConfigError, ValueError), match=message):
         expand_cells(merge_config(_config(tmp_path), override))
@@ -71,10 +75,12 @@ def _documented_default(comment: str):
     return yaml.safe_load(match.group(1)) if match else None
 
 
-@pytest.mark.parametrize("section, settings_class", [("train", "TrainConfig"), ("finetune", "FinetuneSettings"), ("profile", "ProfileSettings")])
+@pytest.mark.parametrize(
+    "section, settings_class", [("train", "TrainSettings"), ("finetune", "FinetuneSettings"), ("timing", "TimingSettings")]
+)
 def test_default_yaml_documents_every_default_it_changes(section, settings_class):
     """Each value configs/default.yaml sets either is the dataclass default or says in its comment what the default is;
-    the finetune and profile sections list every field (the YAML is their documentation)."""
+    the finetune and timing sections list every field (the YAML is their documentation)."""
     import yaml
 
     import bench.settings
@@ -99,23 +105,26 @@ def test_default_yaml_documents_every_default_it_changes(section, settings_class
             assert _documented_default(comment) == defaults[key], (key, value, comment)
 
 
-@pytest.mark.parametrize("override, message", [
-    ({"train": {"pos_weight": "false"}}, r"train.pos_weight: expected true or false, got 'false'"),
-    ({"train": {"hflip": "false"}}, r"train.hflip: expected true or false, got 'false'"),
-    ({"profile": {"latency": "false"}}, r"profile.latency: expected true or false, got 'false'"),
-    ({"seeds": "12"}, r"seeds: expected a list of distinct integers"),
-    ({"seeds": 3}, r"seeds: expected a list of distinct integers"),
-    ({"train": {"lr": "0.01"}}, r"train.lr: expected in \(0, inf\], got '0.01'"),
-    ({"train": {"epochs": 1.7}}, r"train.epochs: expected an integer in \[1, inf\], got 1.7"),
-    ({"train": {"epochs": "ten"}}, r"train.epochs: expected an integer in \[1, inf\], got 'ten'"),
-    ({"train": {"device": "gpu"}}, r"train.device: expected 'auto', 'cpu', 'cuda' or 'cuda:N', got 'gpu'"),
-    ({"data": {"limit_train": "48"}}, r"data.limit_train: expected an integer in \[1, inf\], got '48'"),
-    ({"data": {"limit_train": -5}}, r"data.limit_train: expected an integer in \[1, inf\], got -5"),
-    ({"study": 123}, r"study: expected a name"),
-    ({"finetune": {"distill": 1.5}}, r"finetune.distill: expected in \[0, 1\], got 1.5"),
-    ({"profile": {"blocks": 6, "max_blocks": 4}}, r"profile.max_blocks: expected at least profile.blocks"),
-    ({"reference": "resnet18"}, r"reference: expected one of the study's models"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ({"train": {"pos_weight": "false"}}, r"train.pos_weight: expected true or false, got 'false'"),
+        ({"train": {"hflip": "false"}}, r"train.hflip: expected true or false, got 'false'"),
+        ({"timing": {"latency": "false"}}, r"timing.latency: expected true or false, got 'false'"),
+        ({"seeds": "12"}, r"seeds: expected a list of distinct integers"),
+        ({"seeds": 3}, r"seeds: expected a list of distinct integers"),
+        ({"train": {"lr": "0.01"}}, r"train.lr: expected in \(0, inf\], got '0.01'"),
+        ({"train": {"epochs": 1.7}}, r"train.epochs: expected an integer in \[1, inf\], got 1.7"),
+        ({"train": {"epochs": "ten"}}, r"train.epochs: expected an integer in \[1, inf\], got 'ten'"),
+        ({"train": {"device": "gpu"}}, r"train.device: expected 'auto', 'cpu', 'cuda' or 'cuda:N', got 'gpu'"),
+        ({"data": {"limit_train": "48"}}, r"data.limit_train: expected an integer in \[1, inf\], got '48'"),
+        ({"data": {"limit_train": -5}}, r"data.limit_train: expected an integer in \[1, inf\], got -5"),
+        ({"study": 123}, r"study: expected a name"),
+        ({"finetune": {"distill": 1.5}}, r"finetune.distill: expected in \[0, 1\], got 1.5"),
+        ({"timing": {"blocks": 6, "max_blocks": 4}}, r"timing.max_blocks: expected at least timing.blocks"),
+        ({"reference": "resnet18"}, r"reference: expected one of the study's models"),
+    ],
+)
 def test_values_are_checked_against_their_type_with_the_field_named(override, message):
     with pytest.raises(StudyConfigError, match=message):
         expand_cells(merge_config(tiny_study(), override))
@@ -132,7 +141,7 @@ def test_cells_hold_their_settings_in_full_and_no_timing_settings():
     cells = expand_cells(tiny_study(compressions=["svd:rank_ratio=0.5"]))
     assert cells[1]["train"]["weight_decay"] == 1e-4 and cells[1]["train"]["epochs"] == 1
     assert cells[2]["finetune"] == {**bench_defaults("FinetuneSettings")}
-    assert all("profile" not in cell for cell in cells)  # timing is a phase of the study: retiming retrains nothing
+    assert all("timing" not in cell for cell in cells)  # timing is a phase of the study: retiming retrains nothing
 
 
 def bench_defaults(name):
@@ -142,7 +151,7 @@ def bench_defaults(name):
 
 
 def test_the_reference_model_is_the_first_unless_named():
-    from bench.config import reference_model
+    from bench.study.config import reference_model
 
     config = tiny_study(models=["mobilenetv3_small_100", "slimnet"])
     assert reference_model(config) == "mobilenetv3_small_100"

@@ -1,4 +1,5 @@
 """Issue 14: datasets beyond CelebA (a CSV/TSV table, PA-100K's annotation.mat) end to end."""
+
 import csv
 import os
 
@@ -6,17 +7,52 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bench.config import DEFAULT_CONFIG, merge_config
-from bench.data import load_data
-from bench.datasets import DatasetFormatError, csv_source, find_source, pa100k_source
-from bench.study import create_cell_model, run_study
+from bench.data.csv_table import csv_source
+from bench.data.layouts import find_source
+from bench.data.loading import load_data
+from bench.data.pa100k import pa100k_source
+from bench.data.source import DatasetFormatError
+from bench.study.config import DEFAULT_CONFIG, merge_config
+from bench.study.runner import create_cell_model, run_study
 
-PA100K_ATTRIBUTES = ("Female", "AgeOver60", "Age18-60", "AgeLess18", "Front", "Side", "Back", "Hat", "Glasses", "HandBag",
-                     "ShoulderBag", "Backpack", "HoldObjectsInFront", "ShortSleeve", "LongSleeve", "UpperStride", "UpperLogo",
-                     "UpperPlaid", "UpperSplice", "LowerStripe", "LowerPattern", "LongCoat", "Trousers", "Shorts",
-                     "Skirt&Dress", "boots")
-PETA_ATTRIBUTES = ("personalLess30", "personalLess45", "personalMale", "accessoryHat", "carryingBackpack",
-                   "upperBodyCasual", "lowerBodyJeans", "footwearSneaker")
+PA100K_ATTRIBUTES = (
+    "Female",
+    "AgeOver60",
+    "Age18-60",
+    "AgeLess18",
+    "Front",
+    "Side",
+    "Back",
+    "Hat",
+    "Glasses",
+    "HandBag",
+    "ShoulderBag",
+    "Backpack",
+    "HoldObjectsInFront",
+    "ShortSleeve",
+    "LongSleeve",
+    "UpperStride",
+    "UpperLogo",
+    "UpperPlaid",
+    "UpperSplice",
+    "LowerStripe",
+    "LowerPattern",
+    "LongCoat",
+    "Trousers",
+    "Shorts",
+    "Skirt&Dress",
+    "boots",
+)
+PETA_ATTRIBUTES = (
+    "personalLess30",
+    "personalLess45",
+    "personalMale",
+    "accessoryHat",
+    "carryingBackpack",
+    "upperBodyCasual",
+    "lowerBodyJeans",
+    "footwearSneaker",
+)
 
 
 def _pedestrians(folder, n, seed=0):
@@ -33,19 +69,22 @@ def _write_pa100k(root, n=(20, 5, 5)):
     from scipy.io import savemat
 
     names, labels = _pedestrians(root / "data", sum(n))
-    cells = lambda items: np.array([[np.array([item])] for item in items], dtype=object)  # MATLAB cell column
+
+    def cells(items):  # a MATLAB cell column
+        return np.array([[np.array([item])] for item in items], dtype=object)
+
     bounds = np.cumsum((0,) + n)
     mat = {"attributes": cells(PA100K_ATTRIBUTES)}
     for k, split in enumerate(("train", "val", "test")):
-        mat[f"{split}_images_name"] = cells(names[bounds[k]:bounds[k + 1]])
-        mat[f"{split}_label"] = labels[bounds[k]:bounds[k + 1]].astype(np.float64)
+        mat[f"{split}_images_name"] = cells(names[bounds[k] : bounds[k + 1]])
+        mat[f"{split}_label"] = labels[bounds[k] : bounds[k + 1]].astype(np.float64)
     savemat(root / "annotation.mat", mat)
     return labels
 
 
 def _write_peta(root, n=30, delimiter=",", name="peta.csv", minus_one=True):
     names, labels = _pedestrians(root / "images", n, seed=1)
-    labels = labels[:, :len(PETA_ATTRIBUTES)]
+    labels = labels[:, : len(PETA_ATTRIBUTES)]
     splits = ["train"] * (n - 10) + ["val"] * 5 + ["test"] * 5
     with open(root / name, "w", newline="") as handle:
         writer = csv.writer(handle, delimiter=delimiter)
@@ -56,13 +95,16 @@ def _write_peta(root, n=30, delimiter=",", name="peta.csv", minus_one=True):
 
 
 def _study(data_dir, **data):
-    return merge_config(DEFAULT_CONFIG, {
-        "study": "pedestrians",
-        "data": {**DEFAULT_CONFIG["data"], "data_dir": str(data_dir), "cache_dir": os.environ.get("SLIMBENCH_CACHE"), **data},
-        "models": [{"name": "slimnet", "kwargs": {"filter_count_values": [4, 4, 4, 4], "initial_conv": [8, 7, 2]}}],
-        "train": {"epochs": 1, "batch_size": 8},
-        "profile": {"latency": False},
-    })
+    return merge_config(
+        DEFAULT_CONFIG,
+        {
+            "study": "pedestrians",
+            "data": {**DEFAULT_CONFIG["data"], "data_dir": str(data_dir), "cache_dir": os.environ.get("SLIMBENCH_CACHE"), **data},
+            "models": [{"name": "slimnet", "kwargs": {"filter_count_values": [4, 4, 4, 4], "initial_conv": [8, 7, 2]}}],
+            "train": {"epochs": 1, "batch_size": 8},
+            "timing": {"latency": False},
+        },
+    )
 
 
 def _csv_rows(path):
@@ -79,11 +121,16 @@ def test_pa100k_annotation_mat_is_read_directly(tmp_path, cache_dir):
     assert source.image_paths[0] == str(tmp_path / "data" / "000000.jpg")
     data = load_data({"data_dir": str(tmp_path), "cache_dir": cache_dir})  # detected from the folder
     assert data.images.shape == (30, 256, 192, 3) and data.name == "pa100k"  # the dataset's own size, not CelebA's
-    assert load_data({"data_dir": str(tmp_path), "cache_dir": cache_dir, "image_size": [128, 96]}).images.shape == (30, 128, 96, 3)
+    assert load_data({"data_dir": str(tmp_path), "cache_dir": cache_dir, "image_size": [128, 96]}).images.shape == (
+        30,
+        128,
+        96,
+        3,
+    )
 
 
 def test_study_end_to_end_on_pa100k(tmp_path, cache_dir):
-    from bench.report import render_report
+    from bench.report.render import render_report
 
     _write_pa100k(tmp_path / "pa100k")
     results = str(tmp_path / "results")
@@ -104,11 +151,26 @@ def test_study_end_to_end_on_a_peta_csv_through_the_cli(tmp_path, cache_dir):
 
     _write_peta(tmp_path / "peta")
     config = tmp_path / "study.yaml"
-    config.write_text("study: peta\nmodels:\n  - name: slimnet\n    kwargs: {filter_count_values: [4, 4, 4, 4], initial_conv: [8, 7, 2]}\n"
-                      "train: {epochs: 1, batch_size: 8}\n")
+    config.write_text(
+        "study: peta\nmodels:\n  - name: slimnet\n    kwargs: {filter_count_values: [4, 4, 4, 4], initial_conv: [8, 7, 2]}\n"
+        "train: {epochs: 1, batch_size: 8}\n"
+    )
     results = tmp_path / "results"
-    code = run_bench.main(["--config", str(config), "--data-dir", str(tmp_path / "peta" / "peta.csv"), "--results-dir", str(results),
-                           "--reports-dir", str(tmp_path / "reports"), "--no-latency", "--no-plots", "-q"])
+    code = run_bench.main(
+        [
+            "--config",
+            str(config),
+            "--data-dir",
+            str(tmp_path / "peta" / "peta.csv"),
+            "--results-dir",
+            str(results),
+            "--reports-dir",
+            str(tmp_path / "reports"),
+            "--no-latency",
+            "--no-plots",
+            "-q",
+        ]
+    )
     assert code == 0
     rows = _csv_rows(results / "peta" / "results.csv")
     assert [r["dataset"] for r in rows] == ["peta", "peta"] and rows[1]["n_train"] == "20"
@@ -132,15 +194,29 @@ def test_a_folder_with_one_tsv_and_split_files(tmp_path):
     assert source.split_of.tolist() == [0] * 8 + [1] * 2 + [2] * 2
 
 
-@pytest.mark.parametrize("edit, message", [
-    (lambda rows: rows[3].__setitem__(-1, "holdout"), r"peta.csv, line 4, column 'split': expected train/val/test or 0/1/2, found 'holdout'"),
-    (lambda rows: rows[2].__setitem__(2, "0.5"), r"peta.csv, line 3, column 'personalLess45': expected 0/1 or -1/1, found '0.5'"),
-    (lambda rows: rows.append(list(rows[1])), r"peta.csv, line 32: image 'images/000000.jpg' is listed again \(first on line 2 as"),
-    # the same file under another spelling could sit in train and test at once
-    (lambda rows: rows.append(["./" + rows[1][0]] + rows[1][1:]),
-     r"line 32: image './images/000000.jpg' is listed again \(first on line 2 as 'images/000000.jpg'\)"),
-    (lambda rows: rows[5].pop(), r"peta.csv, line 6: expected 10 fields, found 9"),
-])
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (
+            lambda rows: rows[3].__setitem__(-1, "holdout"),
+            r"peta.csv, line 4, column 'split': expected train/val/test or 0/1/2, found 'holdout'",
+        ),
+        (
+            lambda rows: rows[2].__setitem__(2, "0.5"),
+            r"peta.csv, line 3, column 'personalLess45': expected 0/1 or -1/1, found '0.5'",
+        ),
+        (
+            lambda rows: rows.append(list(rows[1])),
+            r"peta.csv, line 32: image 'images/000000.jpg' is listed again \(first on line 2 as",
+        ),
+        # the same file under another spelling could sit in train and test at once
+        (
+            lambda rows: rows.append(["./" + rows[1][0]] + rows[1][1:]),
+            r"line 32: image './images/000000.jpg' is listed again \(first on line 2 as 'images/000000.jpg'\)",
+        ),
+        (lambda rows: rows[5].pop(), r"peta.csv, line 6: expected 10 fields, found 9"),
+    ],
+)
 def test_bad_tables_are_named_by_file_and_line(tmp_path, edit, message):
     _write_peta(tmp_path)
     with open(tmp_path / "peta.csv", newline="") as handle:
@@ -171,16 +247,23 @@ def test_dmtl_models_need_groups_outside_celeba(tmp_path, cache_dir):
     _write_pa100k(tmp_path)
     data = load_data({"data_dir": str(tmp_path), "cache_dir": cache_dir})
     cell = {"model": "slimnet_dmtl_pse", "kwargs": {}}
-    with pytest.raises(ValueError, match=r"know CelebA's 8 groups only; for these 26 attributes give the model `kwargs: \{groups"):
+    with pytest.raises(
+        ValueError, match=r"know CelebA's 8 groups only; for these 26 attributes give the model `kwargs: \{groups"
+    ):
         create_cell_model(cell, data.attr_names)
     groups = {"person": PA100K_ATTRIBUTES[:7], "accessories": PA100K_ATTRIBUTES[7:13], "clothes": PA100K_ATTRIBUTES[13:]}
     model = create_cell_model({"model": "slimnet_dmtl_pse", "kwargs": {"groups": groups}}, data.attr_names).eval()
     import torch
 
-    assert model(torch.zeros(2, 3, 218, 178)).shape == (2, 26) and list(model.heads.groups) == ["person", "accessories", "clothes"]
+    assert model(torch.zeros(2, 3, 218, 178)).shape == (2, 26) and list(model.heads.groups) == [
+        "person",
+        "accessories",
+        "clothes",
+    ]
     with pytest.raises(ValueError, match=r"in no group \['boots'\]"):
-        create_cell_model({"model": "slimnet_dmtl", "kwargs": {"groups": {**groups, "clothes": PA100K_ATTRIBUTES[13:-1]}}},
-                          data.attr_names)
+        create_cell_model(
+            {"model": "slimnet_dmtl", "kwargs": {"groups": {**groups, "clothes": PA100K_ATTRIBUTES[13:-1]}}}, data.attr_names
+        )
 
 
 def test_a_replaced_image_is_decoded_again(tmp_path, cache_dir):

@@ -1,4 +1,5 @@
 """The runtime registry (parity with eager for every runtime and model kind) and the timer."""
+
 import os
 import subprocess
 import sys
@@ -11,7 +12,7 @@ import torch
 import compress
 import deploy
 import models
-from bench.profile import summary_latency_columns
+from bench.study.timing_phase import summary_latency_columns
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +45,9 @@ def test_every_runtime_matches_eager_on_plain_factorized_and_pruned_models(three
         pytest.skip(deploy.unavailable_reason(runtime))
     example, calibration = images
     model = three_models[kind]
-    deployed = deploy.deploy(model, runtime, example, threads=2, calibration=calibration, int8=deploy.Int8Settings(calibration_images=16))
+    deployed = deploy.deploy(
+        model, runtime, example, threads=2, calibration=calibration, int8=deploy.Int8Settings(calibration_images=16)
+    )
     with torch.no_grad():
         reference = model(torch.from_numpy(example)).numpy()
     out = deployed(example)
@@ -73,14 +76,22 @@ def test_a_runtime_that_breaks_parity_fails_loudly(monkeypatch, images):
 
     monkeypatch.setitem(deploy.RUNTIMES, "eager", deploy.runtimes.RuntimeEntry("eager", broken, "off by 0.5"))
     with pytest.raises(deploy.RuntimeParityError, match=r"eager: logits differ from eager PyTorch by up to 0.5"):
-        deploy.deploy(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 3)), "eager", np.zeros((2, 3, 2, 2), np.float32))
+        deploy.deploy(
+            torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 3)), "eager", np.zeros((2, 3, 2, 2), np.float32)
+        )
 
 
 def test_a_missing_package_is_a_reason_not_a_crash(monkeypatch):
     entry = deploy.RUNTIMES["openvino"]
-    monkeypatch.setitem(deploy.RUNTIMES, "openvino", deploy.runtimes.RuntimeEntry("openvino", entry.build, entry.description,
-                                                                                   ("no_such_package_xyz",)))
-    assert deploy.unavailable_reason("openvino") == "openvino needs the package(s) ['no_such_package_xyz'] (pip install no_such_package_xyz)"
+    monkeypatch.setitem(
+        deploy.RUNTIMES,
+        "openvino",
+        deploy.runtimes.RuntimeEntry("openvino", entry.build, entry.description, ("no_such_package_xyz",)),
+    )
+    assert (
+        deploy.unavailable_reason("openvino")
+        == "openvino needs the package(s) ['no_such_package_xyz'] (pip install no_such_package_xyz)"
+    )
     assert "openvino" not in deploy.list_runtimes(available_only=True)
     with pytest.raises(deploy.RuntimeUnavailable, match="no_such_package_xyz"):
         deploy.deploy(torch.nn.Linear(3, 2), "openvino", np.zeros((1, 3), np.float32))
@@ -137,8 +148,9 @@ def test_interleaved_adds_blocks_and_leaves_out_busy_ones():
 
     # Block 1 is quiet; block 2 is slow before and after its retime; block 3 is quiet.
     probe = Probe([1.0, 1.0, 2.0, 1.0, 1.0, 1.5, 1.0, 1.0])
-    timer = deploy.Interleaved({"a": (lambda x: time.sleep(0.001), None, lambda: None)}, min_iters=2, min_seconds=0.0,
-                               warmup=0, probes=(probe,))
+    timer = deploy.Interleaved(
+        {"a": (lambda x: time.sleep(0.001), None, lambda: None)}, min_iters=2, min_seconds=0.0, warmup=0, probes=(probe,)
+    )
     for _ in range(3):
         timer.add_block()
     assert timer.block_busy == [False, True, False] and timer.retimed == 1
@@ -162,11 +174,19 @@ def test_bootstrap_ratio_is_the_ratio_of_medians_with_an_interval_around_it():
     assert value == np.median(base) / np.median(variant[:4]) and low <= value <= high
 
 
-def test_summary_columns_never_pick_int8_as_the_best_exact_runtime():
-    rows = [{"runtime": "onnxruntime_int8", "batch": 1, "device": "cpu", "median_ms": 1.0},
-            {"runtime": "onnxruntime", "batch": 1, "device": "cpu", "median_ms": 2.0, "floor_ratio": 1.1}]
+def test_summary_columns_take_the_fastest_exact_and_the_fastest_int8_runtime_apart():
+    rows = [
+        {"runtime": "onnxruntime_int8", "batch": 1, "device": "cpu", "median_ms": 1.5, "acc_mean": 88.0, "acc_delta": -0.2},
+        {"runtime": "openvino_int8", "batch": 1, "device": "cpu", "median_ms": 1.0, "acc_mean": 88.1, "acc_delta": -0.1},
+        {"runtime": "onnxruntime", "batch": 1, "device": "cpu", "median_ms": 2.0, "floor_ratio": 1.1},
+        {"runtime": "openvino", "batch": 1, "device": "cpu", "median_ms": 2.5, "floor_ratio": 1.4},
+    ]
     columns = summary_latency_columns(rows, 8)
-    assert columns["runtime_b1"] == "onnxruntime" and columns["int8_b1_ms"] == 1.0 and columns["floor_ratio_b1"] == 1.1
+    assert columns["runtime_b1"] == "onnxruntime" and columns["latency_b1_ms"] == 2.0 and columns["floor_ratio_b1"] == 1.1
+    # the int8 column is the fastest int8 runtime, named, with the accuracy measured in it
+    assert columns["runtime_int8_b1"] == "openvino_int8" and columns["latency_int8_b1_ms"] == 1.0
+    assert columns["acc_mean_int8"] == 88.1 and columns["acc_int8_delta"] == -0.1
+    assert "runtime_bN" not in columns  # nothing timed at batch 8
 
 
 @pytest.mark.slow
@@ -195,13 +215,25 @@ def test_steady_allocator_keeps_large_buffers_on_the_heap():
 
     if platform.system() != "Linux" or "libc" not in (ctypes.util.find_library("c") or ""):
         pytest.skip("glibc only")
-    code = ("import os, sys, numpy as np\n"
-            "from deploy.timing import steady_allocator\n"
-            "if sys.argv[1] == 'pinned': steady_allocator()\n"
-            "page = os.sysconf('SC_PAGE_SIZE')\n"
-            "rss = lambda: int(open('/proc/self/statm').read().split()[1]) * page\n"
-            "before = rss(); x = np.ones(1 << 25); del x\n"
-            "print((rss() - before) >> 20)\n")
-    kept = {mode: int(subprocess.run([sys.executable, "-c", code, mode], capture_output=True, text=True, check=True,
-                                     cwd=os.path.dirname(os.path.dirname(__file__))).stdout) for mode in ("dynamic", "pinned")}
+    code = (
+        "import os, sys, numpy as np\n"
+        "from deploy.timing import steady_allocator\n"
+        "if sys.argv[1] == 'pinned': steady_allocator()\n"
+        "page = os.sysconf('SC_PAGE_SIZE')\n"
+        "rss = lambda: int(open('/proc/self/statm').read().split()[1]) * page\n"
+        "before = rss(); x = np.ones(1 << 25); del x\n"
+        "print((rss() - before) >> 20)\n"
+    )
+    kept = {
+        mode: int(
+            subprocess.run(
+                [sys.executable, "-c", code, mode],
+                capture_output=True,
+                text=True,
+                check=True,
+                cwd=os.path.dirname(os.path.dirname(__file__)),
+            ).stdout
+        )
+        for mode in ("dynamic", "pinned")
+    }
     assert kept["dynamic"] < 32 and kept["pinned"] > 200, kept

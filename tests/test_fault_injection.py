@@ -1,6 +1,7 @@
 """Fault injection (issue 11): the main job run in a subprocess, killed with SIGKILL while it trains,
 generates data and decodes images, fed a corrupt record, and run twice at once into one folder.
 Each rerun must keep every finished cell, resume the killed one, and leave no partial file."""
+
 import json
 import os
 import signal
@@ -20,22 +21,44 @@ SMALL_SLIMNET = {"filter_count_values": [8, 8, 8, 8], "initial_conv": [16, 7, 2]
 
 def _study(tmp_path, images=300, epochs=3, seeds=(0,), name="faults"):
     path = tmp_path / f"{name}.yaml"
-    path.write_text(json.dumps({  # JSON is YAML
-        "study": name,
-        "data": {"synthetic_images": images},
-        "models": [{"name": "slimnet", "kwargs": SMALL_SLIMNET}],
-        "seeds": list(seeds),
-        "train": {"epochs": epochs, "batch_size": 16, "lr": 0.001},
-        "profile": {"latency": False},
-    }))
+    path.write_text(
+        json.dumps(
+            {  # JSON is YAML
+                "study": name,
+                "data": {"synthetic_images": images},
+                "models": [{"name": "slimnet", "kwargs": SMALL_SLIMNET}],
+                "seeds": list(seeds),
+                "train": {"epochs": epochs, "batch_size": 16, "lr": 0.001},
+                "timing": {"latency": False},
+            }
+        )
+    )
     return str(path)
 
 
 def _start(config, results, cache):
     env = {**os.environ, "SLIMBENCH_CACHE": str(cache), "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen([sys.executable, str(REPO / "run_bench.py"), "--config", config, "--results-dir", str(results),
-                             "--reports-dir", str(results.parent / "reports"), "--no-plots", "-q", "--threads", "1"],
-                            cwd=str(REPO), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(
+        [
+            sys.executable,
+            str(REPO / "run_bench.py"),
+            "--config",
+            config,
+            "--results-dir",
+            str(results),
+            "--reports-dir",
+            str(results.parent / "reports"),
+            "--no-plots",
+            "-q",
+            "--threads",
+            "1",
+        ],
+        cwd=str(REPO),
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 def _run(config, results, cache, timeout=600):

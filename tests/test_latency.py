@@ -1,7 +1,8 @@
 """The timing phase's block schedule (bench.latency.add_blocks_until_sure), on fake timers and a fake clock."""
+
 from types import SimpleNamespace
 
-from bench.latency import add_blocks_until_sure
+from bench.study.timing_phase import add_blocks_until_sure
 
 
 class FakeClock:
@@ -47,7 +48,11 @@ def test_unsure_groups_get_equal_blocks_whatever_a_block_costs():
 
 def test_a_sure_group_stops_at_its_first_blocks_and_max_blocks_caps_the_rest():
     clock = FakeClock()
-    sure, unsure, no_pairs = FakeTimer(clock, 1.0, sure=True), FakeTimer(clock, 1.0, sure=False), FakeTimer(clock, 1.0, sure=False)
+    sure, unsure, no_pairs = (
+        FakeTimer(clock, 1.0, sure=True),
+        FakeTimer(clock, 1.0, sure=False),
+        FakeTimer(clock, 1.0, sure=False),
+    )
     counts = add_blocks_until_sure([sure, unsure, no_pairs], [PAIR, PAIR, []], 3, 7, 0.03, 1e9, clock=clock)
     assert counts == [3, 7, 3]
 

@@ -95,6 +95,7 @@ def test_summary_metrics_keys_and_shape_check():
 
 # ---- uncertainty ---------------------------------------------------------------------------------
 
+
 def test_bootstrap_interval_covers_a_known_bernoulli_mean_at_the_nominal_rate():
     rng = np.random.default_rng(0)
     true_rate, covered, experiments = 0.8, 0, 200

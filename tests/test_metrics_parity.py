@@ -1,4 +1,5 @@
 """Our numpy metrics against scikit-learn and torchmetrics (the ``test`` extra), pinning each convention."""
+
 import warnings
 
 import numpy as np
@@ -49,7 +50,9 @@ def test_precision_recall_f1_match_zero_division_0(sample):
     for ours, theirs in zip((precision, recall, f1), sk[:3]):
         np.testing.assert_allclose(ours, 100 * theirs)
     x, y = _torch(labels, probs)
-    np.testing.assert_allclose(precision, 100 * tmc.MultilabelPrecision(A, average=None, zero_division=0)(x, y).numpy(), atol=1e-4)
+    np.testing.assert_allclose(
+        precision, 100 * tmc.MultilabelPrecision(A, average=None, zero_division=0)(x, y).numpy(), atol=1e-4
+    )
     np.testing.assert_allclose(recall, 100 * tmc.MultilabelRecall(A, average=None, zero_division=0)(x, y).numpy(), atol=1e-4)
     np.testing.assert_allclose(f1, 100 * tmc.MultilabelF1Score(A, average=None, zero_division=0)(x, y).numpy(), atol=1e-4)
     assert f1[-1] == 0.0  # no positives, none predicted: 0 by convention, as zero_division=0
@@ -59,14 +62,20 @@ def test_example_based_metrics_match_sklearn_where_the_union_is_not_empty(sample
     labels, probs, predictions = sample
     ours = metrics.example_based_metrics(labels, probs)
     assert ours["hamming_loss"] == pytest.approx(100 * sklearn_metrics.hamming_loss(labels, predictions))
-    assert ours["inst_acc"] == pytest.approx(100 * sklearn_metrics.jaccard_score(labels, predictions, average="samples", zero_division=1))
+    assert ours["inst_acc"] == pytest.approx(
+        100 * sklearn_metrics.jaccard_score(labels, predictions, average="samples", zero_division=1)
+    )
     # Precision and recall part ways only on examples with nothing true and nothing predicted (next test).
     nonempty = (labels + predictions).sum(axis=1) > 0
     assert 0 < (~nonempty).sum() < N
     labels, probs, predictions = labels[nonempty], probs[nonempty], predictions[nonempty]
     ours = metrics.example_based_metrics(labels, probs)
-    assert ours["inst_precision"] == pytest.approx(100 * sklearn_metrics.precision_score(labels, predictions, average="samples", zero_division=0))
-    assert ours["inst_recall"] == pytest.approx(100 * sklearn_metrics.recall_score(labels, predictions, average="samples", zero_division=0))
+    assert ours["inst_precision"] == pytest.approx(
+        100 * sklearn_metrics.precision_score(labels, predictions, average="samples", zero_division=0)
+    )
+    assert ours["inst_recall"] == pytest.approx(
+        100 * sklearn_metrics.recall_score(labels, predictions, average="samples", zero_division=0)
+    )
     # inst_f1 is the PAR convention: harmonic mean of the mean precision and mean recall, not sklearn's mean of per-example F1.
     mean_p, mean_r = ours["inst_precision"], ours["inst_recall"]
     assert ours["inst_f1"] == pytest.approx(2 * mean_p * mean_r / (mean_p + mean_r))

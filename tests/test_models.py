@@ -53,9 +53,19 @@ def test_reference_checkpoint_loads_and_reproduces_outputs(tmp_path):
                 module.running_var.uniform_(0.5, 1.5)
     path = tmp_path / "model_20.pth"
     # Exactly what the reference's SlimNet.save writes.
-    torch.save({"hyper_params": {"filter_count_values": [16, 32, 48, 64], "initial_conv": [96, 7, 2],
-                                 "num_classes": 40, "depth_multiplier": 1},
-                "model_state_dict": source.state_dict(), "optimizer_state_dict": {}}, path)
+    torch.save(
+        {
+            "hyper_params": {
+                "filter_count_values": [16, 32, 48, 64],
+                "initial_conv": [96, 7, 2],
+                "num_classes": 40,
+                "depth_multiplier": 1,
+            },
+            "model_state_dict": source.state_dict(),
+            "optimizer_state_dict": {},
+        },
+        path,
+    )
     loaded = models.load_model(path)
     x = torch.randn(3, 3, 218, 178)
     with torch.no_grad():
@@ -69,9 +79,18 @@ def test_reference_depth_multiplier_is_read_from_the_weights(tmp_path):
     # The reference stores depth_multiplier but builds its Slim modules with 1.
     source = models.create_model("slimnet")
     path = tmp_path / "ref.pth"
-    torch.save({"hyper_params": {"filter_count_values": [16, 32, 48, 64], "initial_conv": [96, 7, 2],
-                                 "num_classes": 40, "depth_multiplier": 2},
-                "model_state_dict": source.state_dict()}, path)
+    torch.save(
+        {
+            "hyper_params": {
+                "filter_count_values": [16, 32, 48, 64],
+                "initial_conv": [96, 7, 2],
+                "num_classes": 40,
+                "depth_multiplier": 2,
+            },
+            "model_state_dict": source.state_dict(),
+        },
+        path,
+    )
     assert models.load_model(path).hyper_params["depth_multiplier"] == 1
 
 
@@ -87,16 +106,19 @@ def test_missing_checkpoint_is_a_clear_error(tmp_path):
         models.load_model(tmp_path / "nope.pth")
 
 
-@pytest.mark.parametrize("name, params", [
-    ("mobilenetv2_100", 2_275_112),
-    ("mobilenetv3_large_100", 4_253_272),
-    ("mobilenetv3_small_100", 1_558_856),
-    ("resnet18", 11_197_032),
-    ("resnet50", 23_589_992),
-    ("legacy_xception", 20_888_912),
-    ("squeezenet1_0", 755_944),
-    ("squeezenet1_1", 743_016),
-])
+@pytest.mark.parametrize(
+    "name, params",
+    [
+        ("mobilenetv2_100", 2_275_112),
+        ("mobilenetv3_large_100", 4_253_272),
+        ("mobilenetv3_small_100", 1_558_856),
+        ("resnet18", 11_197_032),
+        ("resnet50", 23_589_992),
+        ("legacy_xception", 20_888_912),
+        ("squeezenet1_0", 755_944),
+        ("squeezenet1_1", 743_016),
+    ],
+)
 def test_baselines_have_40_way_heads_and_library_counts(name, params):
     model = models.create_model(name).eval()
     assert _params(model) == params

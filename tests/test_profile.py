@@ -6,7 +6,8 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 import models
-from bench.profile import count_macs, count_params, disk_bytes
+from bench.study.costs import count_macs, disk_bytes
+from models import count_params
 
 
 def _flop_counter_macs(model, input_size):

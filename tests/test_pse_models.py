@@ -4,7 +4,7 @@ from torch import nn
 
 import compress
 import models
-from bench.celeba import CELEBA_ATTRIBUTES
+from bench.data.celeba import CELEBA_ATTRIBUTES
 from models.pse import ATTRIBUTE_GROUPS, PSE, GroupHeads, group_order
 
 
@@ -16,8 +16,17 @@ def test_every_attribute_is_in_exactly_one_group():
     members = [name for group in ATTRIBUTE_GROUPS.values() for name in group]
     assert sorted(members) == sorted(CELEBA_ATTRIBUTES) and len(members) == 40
     assert len(ATTRIBUTE_GROUPS) == 8
-    assert ATTRIBUTE_GROUPS["holistic"] == ("Attractive", "Blurry", "Chubby", "Heavy_Makeup", "Male", "Oval_Face",
-                                            "Pale_Skin", "Smiling", "Young")
+    assert ATTRIBUTE_GROUPS["holistic"] == (
+        "Attractive",
+        "Blurry",
+        "Chubby",
+        "Heavy_Makeup",
+        "Male",
+        "Oval_Face",
+        "Pale_Skin",
+        "Smiling",
+        "Young",
+    )
 
 
 def test_pse_conv_variant_shapes_params_and_mask():
@@ -50,21 +59,24 @@ def test_group_heads_reassemble_celeba_order():
         linear = group[-1]
         nn.init.zeros_(linear.weight)
         with torch.no_grad():
-            linear.bias.copy_(torch.tensor(order[position:position + linear.out_features], dtype=torch.float))
+            linear.bias.copy_(torch.tensor(order[position : position + linear.out_features], dtype=torch.float))
         position += linear.out_features
     out = heads(torch.randn(3, 8, 6, 6))
     torch.testing.assert_close(out, torch.arange(40, dtype=torch.float).expand(3, 40))
 
 
-@pytest.mark.parametrize("name, params, size", [
-    ("slimnet_pse", 571_437, (3, 218, 178)),
-    ("slimnet_dmtl_pse", 363_464, (3, 218, 178)),
-    ("slimnet_dmtl", 362_664, (3, 218, 178)),
-    ("resnet18_dmtl_pse", 3_076_080, (3, 224, 224)),
-    ("resnet18_dmtl", 3_074_664, (3, 224, 224)),
-    ("course_cnn", 1_708_600, (3, 128, 128)),
-    ("xception_transfer", 20_888_912, (3, 150, 150)),
-])
+@pytest.mark.parametrize(
+    "name, params, size",
+    [
+        ("slimnet_pse", 571_437, (3, 218, 178)),
+        ("slimnet_dmtl_pse", 363_464, (3, 218, 178)),
+        ("slimnet_dmtl", 362_664, (3, 218, 178)),
+        ("resnet18_dmtl_pse", 3_076_080, (3, 224, 224)),
+        ("resnet18_dmtl", 3_074_664, (3, 224, 224)),
+        ("course_cnn", 1_708_600, (3, 128, 128)),
+        ("xception_transfer", 20_888_912, (3, 150, 150)),
+    ],
+)
 def test_new_models_shapes_params_forward_backward(name, params, size):
     torch.manual_seed(0)
     model = models.create_model(name)
@@ -116,10 +128,13 @@ def test_xception_transfer_offline_pretrained_and_local_checkpoint(tmp_path):
 
 
 def test_two_phase_transfer_protocol(tiny_synthetic):
-    from bench.train import TrainConfig, train_model
+    from bench.settings import TrainSettings
+    from bench.training.train import train_model
 
     model = models.create_model("course_cnn")
-    result = train_model(model, tiny_synthetic, TrainConfig(epochs=2, batch_size=16, lr=1e-3, freeze_backbone_epochs=1, unfreeze_lr=1e-5))
+    result = train_model(
+        model, tiny_synthetic, TrainSettings(epochs=2, batch_size=16, lr=1e-3, freeze_backbone_epochs=1, unfreeze_lr=1e-5)
+    )
     assert [h["lr"] for h in result.history] == [1e-3, 1e-5]
 
 
@@ -127,8 +142,10 @@ def test_pse_study_writes_the_mask_figure(tmp_path, cache_dir):
     import run_bench
 
     config = tmp_path / "pse.yaml"
-    config.write_text("study: pse\ndata: {synthetic_images: 60}\nmodels: [slimnet_pse]\ntrain: {epochs: 1, batch_size: 16}\n"
-                      "profile: {latency: false}\n")
+    config.write_text(
+        "study: pse\ndata: {synthetic_images: 60}\nmodels: [slimnet_pse]\ntrain: {epochs: 1, batch_size: 16}\n"
+        "timing: {latency: false}\n"
+    )
     argv = ["--config", str(config), "--results-dir", str(tmp_path / "r"), "--reports-dir", str(tmp_path / "p"), "-q"]
     assert run_bench.main(argv) == 0
     assert (tmp_path / "p" / "pse" / "pse_masks_slimnet_pse_seed0.png").is_file()

@@ -1,5 +1,6 @@
 """Issue 13: a study on a real local Ray cluster gives the records the sequential executor gives, and
 survives a killed worker."""
+
 import json
 import os
 import signal
@@ -10,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from bench.config import merge_config
-from bench.schema import load_records
-from bench.study import RayExecutor, SequentialExecutor, make_executor, run_study
+from bench.store.records import load_records
+from bench.study.config import merge_config
+from bench.study.executors import RayExecutor, SequentialExecutor, make_executor
+from bench.study.runner import run_study
 from tests.helpers import TINY_SLIMNET, tiny_study
 
 ray = pytest.importorskip("ray")
@@ -22,11 +24,17 @@ COMPARED = ("acc_mean", "mA", "f1", "precision", "recall", "hamming_loss", "ece"
 
 
 def _config(**overrides):
-    return tiny_study("ray", **merge_config({
-        "models": [{"name": "slimnet", "kwargs": TINY_SLIMNET, "compressions": ["svd:rank_ratio=0.5"]}],
-        "threads": 1,  # one thread in both executors: identical arithmetic, identical records
-        "profile": {"runtimes": ["eager", "onnxruntime"], "layer_runtimes": []},
-    }, overrides))
+    return tiny_study(
+        "ray",
+        **merge_config(
+            {
+                "models": [{"name": "slimnet", "kwargs": TINY_SLIMNET, "compressions": ["svd:rank_ratio=0.5"]}],
+                "threads": 1,  # one thread in both executors: identical arithmetic, identical records
+                "timing": {"runtimes": ["eager", "onnxruntime"], "layer_runtimes": []},
+            },
+            overrides,
+        ),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +80,7 @@ def test_executor_from_config_and_missing_ray_message(monkeypatch):
     assert executor._resources({"train": {"device": "cuda"}}, {})["num_gpus"] == 1
     assert executor._resources({"train": {"device": "auto"}, "threads": 3}, {"GPU": 0})["num_cpus"] == 3
     monkeypatch.setitem(sys.modules, "ray", None)
-    from bench.study import ExecutorError
+    from bench.study.executors import ExecutorError
 
     with pytest.raises(ExecutorError, match=r'needs Ray: pip install -e ".\[ray\]"'):
         RayExecutor()
@@ -83,15 +91,35 @@ def test_a_killed_worker_loses_no_cell(tmp_path, cache_dir):
     import psutil
 
     config = tmp_path / "study.yaml"
-    config.write_text(json.dumps({
-        "study": "ray", "data": {"synthetic_images": 200},
-        "models": [{"name": "slimnet", "kwargs": {"filter_count_values": [8, 8, 8, 8], "initial_conv": [16, 7, 2]}}],
-        "seeds": [0, 1, 2, 3], "threads": 1, "train": {"epochs": 3, "batch_size": 16}, "profile": {"latency": False},
-        "executor": "ray", "ray": {"num_cpus": 2}}))
+    config.write_text(
+        json.dumps(
+            {
+                "study": "ray",
+                "data": {"synthetic_images": 200},
+                "models": [{"name": "slimnet", "kwargs": {"filter_count_values": [8, 8, 8, 8], "initial_conv": [16, 7, 2]}}],
+                "seeds": [0, 1, 2, 3],
+                "threads": 1,
+                "train": {"epochs": 3, "batch_size": 16},
+                "timing": {"latency": False},
+                "executor": "ray",
+                "ray": {"num_cpus": 2},
+            }
+        )
+    )
     results = tmp_path / "results"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    command = [sys.executable, str(REPO / "run_bench.py"), "--config", str(config), "--results-dir", str(results),
-               "--reports-dir", str(tmp_path / "reports"), "--no-plots", "-q"]
+    command = [
+        sys.executable,
+        str(REPO / "run_bench.py"),
+        "--config",
+        str(config),
+        "--results-dir",
+        str(results),
+        "--reports-dir",
+        str(tmp_path / "reports"),
+        "--no-plots",
+        "-q",
+    ]
     driver = subprocess.Popen(command, cwd=str(REPO), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + 120
     killed = None

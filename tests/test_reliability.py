@@ -1,4 +1,5 @@
 """Issue 11: nothing cached that is wrong, nothing silent. One test (or more) per row of the issue's table."""
+
 import json
 import os
 
@@ -9,19 +10,21 @@ import torch
 import compress
 import models
 from bench import metrics
-from bench.celeba import CELEBA_ATTRIBUTES, CelebAFormatError, read_attr_csv
-from bench.config import StudyConfigError, load_config, merge_config
-from bench.data import EmptySplitError, load_celeba
-from bench.files import partial_name, remove_stale_partials
-from bench.schema import record_path
-from bench.study import CellResultError, check_row, preflight, run_study
-from bench.train import TrainConfig, TrainingDivergedError, divergence_reason, train_model
+from bench.data.celeba import CELEBA_ATTRIBUTES, CelebAFormatError, read_attr_csv
+from bench.data.loading import EmptySplitError, load_celeba
+from bench.settings import StudyConfigError, TrainSettings
+from bench.store.files import partial_name, remove_stale_partials
+from bench.store.records import record_path
+from bench.study.config import load_config, merge_config
+from bench.study.preflight import preflight
+from bench.study.runner import CellResultError, check_row, run_study
+from bench.training.train import TrainingDivergedError, divergence_reason, train_model
 from tests.helpers import tiny_study
 from tests.test_celeba import _write_copy
 
 
 def _config(**overrides):
-    return tiny_study("faults", **merge_config({"profile": {"latency": False}}, overrides))
+    return tiny_study("faults", **merge_config({"timing": {"latency": False}}, overrides))
 
 
 def _events(log):
@@ -29,6 +32,7 @@ def _events(log):
 
 
 # ---- a truncated or garbage record --------------------------------------------------------------
+
 
 def test_corrupt_record_is_named_quarantined_and_recomputed(tmp_path, cache_dir, caplog):
     config, results = _config(), str(tmp_path / "results")
@@ -53,7 +57,7 @@ def test_corrupt_record_is_named_quarantined_and_recomputed(tmp_path, cache_dir,
 
 
 def test_report_rebuilds_tables_from_valid_records(tmp_path, cache_dir):
-    from bench.report import render_report
+    from bench.report.render import render_report
 
     config, results = _config(), str(tmp_path / "results")
     run_study(config, results)
@@ -66,6 +70,7 @@ def test_report_rebuilds_tables_from_valid_records(tmp_path, cache_dir):
 
 
 # ---- an empty split, and NaN rows ---------------------------------------------------------------
+
 
 def test_empty_split_fails_before_any_cell(tmp_path, cache_dir):
     root = tmp_path / "celeba"
@@ -88,6 +93,7 @@ def test_rows_with_nan_metrics_are_never_cached():
 
 # ---- same path, different contents --------------------------------------------------------------
 
+
 def test_changed_data_files_change_every_cell_hash(tmp_path, cache_dir):
     root = tmp_path / "celeba"
     _write_copy(root, n=12)
@@ -102,12 +108,15 @@ def test_changed_data_files_change_every_cell_hash(tmp_path, cache_dir):
 
 
 def test_report_keeps_datasets_apart(tmp_path, cache_dir):
-    from bench.report import group_labels
+    from bench.report.labels import group_labels
 
     config, results = _config(), str(tmp_path / "results")
     cells = preflight(config, results)[0]
-    records = [{"cell": {**cell, "data_fingerprint": fingerprint}, "row": {"config_hash": f"{index}{fingerprint}"}}
-               for index, cell in enumerate(cells[1:]) for fingerprint in ("aaaa", "bbbb")]
+    records = [
+        {"cell": {**cell, "data_fingerprint": fingerprint}, "row": {"config_hash": f"{index}{fingerprint}"}}
+        for index, cell in enumerate(cells[1:])
+        for fingerprint in ("aaaa", "bbbb")
+    ]
     labels = group_labels(records)
     assert len(set(labels.values())) == 2
     assert all("data aaaa" in label or "data bbbb" in label for label in labels.values())
@@ -115,16 +124,22 @@ def test_report_keeps_datasets_apart(tmp_path, cache_dir):
 
 # ---- nested config keys -------------------------------------------------------------------------
 
-@pytest.mark.parametrize("text, message", [
-    ("data:\n  limit_tran: 10\n", "unknown key data.limit_tran: did you mean data.limit_train?"),
-    ("profile:\n  latncy: false\n", "unknown key profile.latncy: did you mean profile.latency?"),
-    ("train:\n  epoch: 2\n", "unknown key train.epoch: did you mean train.epochs?"),
-    ("finetune:\n  distil: 0.5\n", "unknown key finetune.distil: did you mean finetune.distill?"),
-    ("models:\n  - name: slimnet\n    train: {lr_step: 2}\n", "unknown key models[0].train.lr_step"),
-    ("models:\n  - name: slimnet\n    compressions:\n      - {steps: ['svd'], finetune: {epochz: 1}}\n",
-     "unknown key models[0].compressions[0].finetune.epochz: did you mean models[0].compressions[0].finetune.epochs?"),
-    ("studdy: x\n", "unknown key studdy: did you mean study?"),
-])
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("data:\n  limit_tran: 10\n", "unknown key data.limit_tran: did you mean data.limit_train?"),
+        ("timing:\n  latncy: false\n", "unknown key timing.latncy: did you mean timing.latency?"),
+        ("train:\n  epoch: 2\n", "unknown key train.epoch: did you mean train.epochs?"),
+        ("finetune:\n  distil: 0.5\n", "unknown key finetune.distil: did you mean finetune.distill?"),
+        ("models:\n  - name: slimnet\n    train: {lr_step: 2}\n", "unknown key models[0].train.lr_step"),
+        (
+            "models:\n  - name: slimnet\n    compressions:\n      - {steps: ['svd'], finetune: {epochz: 1}}\n",
+            "unknown key models[0].compressions[0].finetune.epochz: did you mean models[0].compressions[0].finetune.epochs?",
+        ),
+        ("studdy: x\n", "unknown key studdy: did you mean study?"),
+    ],
+)
 def test_typos_at_every_nesting_level_are_named(tmp_path, text, message):
     path = tmp_path / "study.yaml"
     path.write_text(text)
@@ -135,23 +150,31 @@ def test_typos_at_every_nesting_level_are_named(tmp_path, text, message):
 
 # ---- NaN loss and divergence --------------------------------------------------------------------
 
+
 def test_nan_loss_stops_training_with_epoch_and_step(tiny_synthetic):
     model = models.create_model("slimnet", filter_count_values=[4, 4, 4, 4], initial_conv=[8, 7, 2])
     with torch.no_grad():
         model[0][0].weight.fill_(float("nan"))  # what an exploding step leaves behind
     with pytest.raises(TrainingDivergedError, match=r"loss became nan at epoch 1 step 1 \(lr 0.001\); lower the learning rate"):
-        train_model(model, tiny_synthetic, TrainConfig(epochs=1, batch_size=16, lr=1e-3))
+        train_model(model, tiny_synthetic, TrainSettings(epochs=1, batch_size=16, lr=1e-3))
 
 
 def test_divergence_is_detected_from_the_loss_history():
-    assert divergence_reason([{"epoch": 1, "train_loss": 0.5, "val_loss": 0.4}, {"epoch": 2, "train_loss": 0.3, "val_loss": 0.3}]) == ""
+    assert (
+        divergence_reason([{"epoch": 1, "train_loss": 0.5, "val_loss": 0.4}, {"epoch": 2, "train_loss": 0.3, "val_loss": 0.3}])
+        == ""
+    )
     assert "rose from 0.69 at the start to 2.572e+05" in divergence_reason(
-        [{"epoch": 1, "train_loss": 257172.0, "val_loss": 9.0, "start_loss": 0.69}])
-    assert "rose from 0.5 at the start to 0.9 at epoch 2" in divergence_reason([{"epoch": 1, "train_loss": 0.5, "val_loss": 0.4},
-                                                                                {"epoch": 2, "train_loss": 0.9, "val_loss": 0.4}])
+        [{"epoch": 1, "train_loss": 257172.0, "val_loss": 9.0, "start_loss": 0.69}]
+    )
+    assert "rose from 0.5 at the start to 0.9 at epoch 2" in divergence_reason(
+        [{"epoch": 1, "train_loss": 0.5, "val_loss": 0.4}, {"epoch": 2, "train_loss": 0.9, "val_loss": 0.4}]
+    )
     assert "validation loss nan" in divergence_reason([{"epoch": 1, "train_loss": 0.5, "val_loss": float("nan")}])
-    stuck = [{"epoch": 1, "train_loss": 0.70, "val_loss": 0.7, "val_acc": 61.0, "start_loss": 0.69},
-             {"epoch": 2, "train_loss": 0.71, "val_loss": 0.7, "val_acc": 60.0}]
+    stuck = [
+        {"epoch": 1, "train_loss": 0.70, "val_loss": 0.7, "val_acc": 61.0, "start_loss": 0.69},
+        {"epoch": 2, "train_loss": 0.71, "val_loss": 0.7, "val_acc": 60.0},
+    ]
     assert "under the majority predictor's 80.00 %" in divergence_reason(stuck, majority_val_acc=80.0)
     assert divergence_reason(stuck, majority_val_acc=62.0) == ""
     assert divergence_reason(stuck[:1], majority_val_acc=80.0) == ""  # one epoch says too little
@@ -160,13 +183,15 @@ def test_divergence_is_detected_from_the_loss_history():
 def test_a_distilled_fine_tune_that_learned_is_not_diverged():
     """Distillation's soft term has a floor of its own (the soft targets' entropy times T^2): a fine-tune that ends at a loss
     of 1.63, above plain BCE's 2 ln 2 = 1.386, and beats its base, was flagged "(diverged)" on real CelebA (issue 23)."""
-    history = [{"epoch": 1, "train_loss": 1.70, "val_loss": 0.40, "val_acc": 83.5, "start_loss": 1.82},
-               {"epoch": 2, "train_loss": 1.631, "val_loss": 0.39, "val_acc": 83.89}]
+    history = [
+        {"epoch": 1, "train_loss": 1.70, "val_loss": 0.40, "val_acc": 83.5, "start_loss": 1.82},
+        {"epoch": 2, "train_loss": 1.631, "val_loss": 0.39, "val_acc": 83.89},
+    ]
     assert divergence_reason(history, majority_val_acc=80.5) == ""
 
 
 def test_a_diverged_cell_is_flagged_in_its_row_and_the_summary(tmp_path, cache_dir):
-    from bench.report import render_report
+    from bench.report.render import render_report
 
     config, results = _config(train={"lr": 10.0, "epochs": 2}), str(tmp_path / "results")
     try:
@@ -180,6 +205,7 @@ def test_a_diverged_cell_is_flagged_in_its_row_and_the_summary(tmp_path, cache_d
 
 # ---- patterns that match nothing ----------------------------------------------------------------
 
+
 def test_layer_patterns_matching_nothing_are_an_error():
     model = models.create_model("slimnet")
     with pytest.raises(ValueError, match=r"layers='nomatch\.\*' matches no conv or linear layer of the model; close names:"):
@@ -189,6 +215,7 @@ def test_layer_patterns_matching_nothing_are_an_error():
 
 
 # ---- an unwritable results folder ---------------------------------------------------------------
+
 
 def test_unwritable_results_folder_fails_before_any_work(tmp_path, cache_dir):
     blocker = tmp_path / "a-file"
@@ -201,8 +228,9 @@ def test_unwritable_results_folder_fails_before_any_work(tmp_path, cache_dir):
 
 # ---- partial files of killed processes ----------------------------------------------------------
 
+
 def test_stale_partials_of_dead_processes_are_removed(tmp_path):
-    dead = 2 ** 22 + 12345  # above the default pid_max: no such process
+    dead = 2**22 + 12345  # above the default pid_max: no such process
     stale_file = tmp_path / f"cache.npy.partial@{os.uname().nodename}@{dead}"
     stale_dir = tmp_path / f".synthetic.partial@{os.uname().nodename}@{dead}"
     live = tmp_path / os.path.basename(partial_name(str(tmp_path / "cells.json")))
@@ -219,17 +247,22 @@ def test_stale_partials_of_dead_processes_are_removed(tmp_path):
 
 # ---- misspelled attribute names -----------------------------------------------------------------
 
+
 def test_kaggle_csv_with_misspelled_attributes_is_refused(tmp_path):
     names = list(CELEBA_ATTRIBUTES)
     names[2], names[39] = "Atractive", "Young_"
     path = tmp_path / "list_attr_celeba.csv"
     path.write_text("image_id," + ",".join(names) + "\n000001.jpg," + ",".join(["1"] * 40) + "\n")
-    with pytest.raises(CelebAFormatError, match=r"unknown CelebA attributes 'Atractive' \(did you mean 'Attractive'\?\), "
-                                                r"'Young_' \(did you mean 'Young'\?\)"):
+    with pytest.raises(
+        CelebAFormatError,
+        match=r"unknown CelebA attributes 'Atractive' \(did you mean 'Attractive'\?\), "
+        r"'Young_' \(did you mean 'Young'\?\)",
+    ):
         read_attr_csv(path)
 
 
 # ---- a text file as checkpoint ------------------------------------------------------------------
+
 
 def test_a_text_file_is_not_a_pytorch_checkpoint(tmp_path):
     path = tmp_path / "weights.pt"
@@ -250,8 +283,11 @@ def test_bad_checkpoint_fails_before_the_majority_cell(tmp_path, cache_dir):
 
 # ---- inputs smaller than a model accepts --------------------------------------------------------
 
+
 def test_minimum_input_size_is_checked_at_creation():
-    with pytest.raises(ValueError, match=r"slimnet needs inputs of at least 131x131 px \(height x width\), got input_size 3x109x89"):
+    with pytest.raises(
+        ValueError, match=r"slimnet needs inputs of at least 131x131 px \(height x width\), got input_size 3x109x89"
+    ):
         models.create_model("slimnet", input_size=(3, 109, 89))
     assert models.create_model("slimnet", input_size=(3, 131, 131)).data_config["input_size"] == (3, 131, 131)
 
@@ -265,6 +301,7 @@ def test_course_cnn_builds_its_dense_layers_for_the_input_size():
 
 # ---- the CLI: one line per error ----------------------------------------------------------------
 
+
 def test_cli_reports_os_errors_in_one_line(tmp_path, capsys):
     import run_bench
 
@@ -277,8 +314,9 @@ def test_cli_reports_os_errors_in_one_line(tmp_path, capsys):
 
 # ---- CPD-EPC's delta ----------------------------------------------------------------------------
 
+
 def test_cp_epc_says_when_it_raises_delta(caplog):
-    from compress.decompose import cp_sequence
+    from compress.factorize.cp import cp_sequence
 
     conv = torch.nn.Conv2d(8, 8, 3)
     _, info = cp_sequence(conv, 4, epc=True, delta=1e-9, als_iters=50, epc_iters=5, epc_steps=2)
@@ -287,6 +325,7 @@ def test_cp_epc_says_when_it_raises_delta(caplog):
 
 
 # ---- the threshold convention -------------------------------------------------------------------
+
 
 def test_a_probability_of_exactly_one_half_is_negative():
     probs = np.array([[0.5, 0.5000001, 0.4999999]])
@@ -302,15 +341,20 @@ def test_a_probability_of_exactly_one_half_is_negative():
 
 def test_a_real_distilled_fine_tune_is_not_flagged(tiny_synthetic):
     from bench.metrics import majority_per_attribute_accuracy
-    from bench.variants import compress_and_finetune, parse_variant
+    from bench.study.variants import parse_variant
+    from bench.training.pipeline import compress_and_finetune
 
     torch.manual_seed(0)
     model = models.create_model("slimnet", filter_count_values=[8, 8, 8, 8], initial_conv=[16, 7, 2])
-    config = TrainConfig(epochs=2, batch_size=16, lr=1e-3)
+    config = TrainSettings(epochs=2, batch_size=16, lr=1e-3)
     train_model(model, tiny_synthetic, config)
-    out = compress_and_finetune(model, tiny_synthetic, parse_variant("svd:rank_ratio=0.5"),
-                                {"epochs": 2, "distill": 0.7, "temperature": 2.0}, config)
-    majority = float(majority_per_attribute_accuracy(tiny_synthetic.labels[tiny_synthetic.splits["train"]],
-                                                     tiny_synthetic.labels[tiny_synthetic.splits["val"]]).mean())
+    out = compress_and_finetune(
+        model, tiny_synthetic, parse_variant("svd:rank_ratio=0.5"), {"epochs": 2, "distill": 0.7, "temperature": 2.0}, config
+    )
+    majority = float(
+        majority_per_attribute_accuracy(
+            tiny_synthetic.labels[tiny_synthetic.splits["train"]], tiny_synthetic.labels[tiny_synthetic.splits["val"]]
+        ).mean()
+    )
     assert out.history[-1]["train_loss"] > 2 * np.log(2)  # above the old plain-BCE bound: the soft term's floor
     assert divergence_reason(out.history, majority) == ""

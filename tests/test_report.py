@@ -1,10 +1,10 @@
 import numpy as np
 import pandas as pd
 
-from bench.tables import pareto_front
-from bench.render import to_latex, to_markdown
-from bench.tables import summary_table
-from bench.schema import RESULT_COLUMNS, make_row
+from bench.metrics import pareto_front
+from bench.report.markup import to_latex, to_markdown
+from bench.report.tables import summary_table
+from bench.store.schema import RESULT_COLUMNS, make_row
 
 
 def test_pareto_front():
@@ -16,8 +16,36 @@ def test_pareto_front():
 def _frame():
     rows = [
         make_row(RESULT_COLUMNS, {"model": "majority", "variant": "", "params": 0, "macs": 0, "acc_mean": 80.0, "mA": 50.0}),
-        make_row(RESULT_COLUMNS, {"model": "a", "variant": "", "params": 1_000_000, "macs": 2e8, "acc_mean": 90.0, "mA": 70.0, "ppp": 70.0, "latency_b1_ms": 5.0, "runtime_b1": "onnxruntime", "floor_ratio_b1": 1.125}),
-        make_row(RESULT_COLUMNS, {"model": "b", "variant": "", "params": 4_000_000, "macs": 1e8, "acc_mean": 91.0, "mA": 60.0, "ppp": 15.0, "latency_b1_ms": 9.0, "runtime_b1": "eager_cl", "floor_ratio_b1": 3.0}),
+        make_row(
+            RESULT_COLUMNS,
+            {
+                "model": "a",
+                "variant": "",
+                "params": 1_000_000,
+                "macs": 2e8,
+                "acc_mean": 90.0,
+                "mA": 70.0,
+                "ppp": 70.0,
+                "latency_b1_ms": 5.0,
+                "runtime_b1": "onnxruntime",
+                "floor_ratio_b1": 1.125,
+            },
+        ),
+        make_row(
+            RESULT_COLUMNS,
+            {
+                "model": "b",
+                "variant": "",
+                "params": 4_000_000,
+                "macs": 1e8,
+                "acc_mean": 91.0,
+                "mA": 60.0,
+                "ppp": 15.0,
+                "latency_b1_ms": 9.0,
+                "runtime_b1": "eager_cl",
+                "floor_ratio_b1": 3.0,
+            },
+        ),
     ]
     return pd.DataFrame(rows).replace("", np.nan)
 
@@ -43,20 +71,28 @@ def test_markdown_and_latex_rendering():
 
 
 def test_one_seed_shows_half_the_bootstrap_interval():
-    frame = _frame().assign(acc_mean_lo=[79.0, 89.0, 90.5], acc_mean_hi=[81.0, 91.0, 91.5], seed=0,
-                            config_hash=["m", "a", "b"])
+    frame = _frame().assign(acc_mean_lo=[79.0, 89.0, 90.5], acc_mean_hi=[81.0, 91.0, 91.5], seed=0, config_hash=["m", "a", "b"])
     headers, rows, _ = summary_table(frame)
     assert rows[1][headers.index("Acc")] == "90.00 +- 1.00" and rows[2][headers.index("Acc")] == "91.00 +- 0.50"
 
 
 def test_pipes_inside_markdown_cells_are_escaped():
-    assert "| prune:exclude=conv1.*\\|*.squeeze.* | 1 |" in to_markdown(["Model", "n"], [["prune:exclude=conv1.*|*.squeeze.*", "1"]])
+    assert "| prune:exclude=conv1.*\\|*.squeeze.* | 1 |" in to_markdown(
+        ["Model", "n"], [["prune:exclude=conv1.*|*.squeeze.*", "1"]]
+    )
 
 
 def test_latency_figures_carry_their_interval_and_a_diverged_row_is_never_bold():
-    frame = _frame().assign(latency_b1_lo=[np.nan, 4.8, 8.0], latency_b1_hi=[np.nan, 5.2, 10.0], ref_ratio_b1=[np.nan, 1.0, 1.8],
-                            ref_ratio_b1_lo=[np.nan, 1.0, 1.7], ref_ratio_b1_hi=[np.nan, 1.0, 1.9], seed=0, config_hash=["m", "a", "b"],
-                            diverged=["", "", "train loss rose"])
+    frame = _frame().assign(
+        latency_b1_lo=[np.nan, 4.8, 8.0],
+        latency_b1_hi=[np.nan, 5.2, 10.0],
+        ref_ratio_b1=[np.nan, 1.0, 1.8],
+        ref_ratio_b1_lo=[np.nan, 1.0, 1.7],
+        ref_ratio_b1_hi=[np.nan, 1.0, 1.9],
+        seed=0,
+        config_hash=["m", "a", "b"],
+        diverged=["", "", "train loss rose"],
+    )
     headers, rows, bold = summary_table(frame)
     assert rows[1][headers.index("b1 (ms)")] == "5.00 +- 0.20" and rows[2][headers.index("b1 (ms)")] == "9.00 +- 1.00"
     assert rows[2][headers.index("b1 / ref")] == "1.80x +- 0.10x"
@@ -65,18 +101,29 @@ def test_latency_figures_carry_their_interval_and_a_diverged_row_is_never_bold()
 
 def test_comparisons_use_the_studys_reference_model():
     from bench import metrics
-    from bench.tables import comparisons
+    from bench.report.tables import comparisons
 
     labels = np.array([[1, 0], [0, 1], [1, 1]])
 
     def record(model, key, predictions, compression=None, base=None):
         cell = {"model": model, "seed": 0, **({"compression": compression, "base_hash": base} if compression else {})}
-        return {"cell": cell, "row": {"config_hash": key}, "test_labels": metrics.pack_bits(labels),
-                "test_predictions": metrics.pack_bits(np.asarray(predictions)), "per_attribute": [{"attribute": "x"}, {"attribute": "y"}]}
+        return {
+            "cell": cell,
+            "row": {"config_hash": key},
+            "test_labels": metrics.pack_bits(labels),
+            "test_predictions": metrics.pack_bits(np.asarray(predictions)),
+            "per_attribute": [{"attribute": "x"}, {"attribute": "y"}],
+        }
 
-    records = [record("resnet18", "r", labels), record("slimnet", "s", 1 - labels), record("resnet18", "v", labels, [{"method": "svd"}], "r")]
+    records = [
+        record("resnet18", "r", labels),
+        record("slimnet", "s", 1 - labels),
+        record("resnet18", "v", labels, [{"method": "svd"}], "r"),
+    ]
     names = {"r": "resnet18", "s": "slimnet", "v": "resnet18 [svd]"}
     rows, _ = comparisons(records, names, "resnet18")
-    assert {(r["comparison"], r["kind"]) for r in rows} == {("resnet18 [svd] vs resnet18", "variant vs its base"),
-                                                           ("slimnet vs resnet18", "model vs resnet18")}
+    assert {(r["comparison"], r["kind"]) for r in rows} == {
+        ("resnet18 [svd] vs resnet18", "variant vs its base"),
+        ("slimnet vs resnet18", "model vs resnet18"),
+    }
     assert next(r for r in rows if r["comparison"] == "slimnet vs resnet18")["d_acc_mean"] == -100.0

@@ -1,14 +1,14 @@
 """The study's page (reports/<study>/index.html) opened in a real headless Chromium, and the static plots' content (issue 21)."""
+
 import os
 import re
 import shutil
 
-import numpy as np
 import pandas as pd
 import pytest
 
-from bench.report import render_report
-from bench.study import run_study
+from bench.report.render import render_report
+from bench.study.runner import run_study
 from tests.helpers import tiny_study
 
 
@@ -16,9 +16,16 @@ from tests.helpers import tiny_study
 def rendered(tmp_path_factory, cache_dir):
     """A tiny study with a compressed variant and a baseline, run and rendered once for every test here."""
     folder = tmp_path_factory.mktemp("page")
-    config = tiny_study("page", compressions=["svd:rank_ratio=0.5"], finetune={"epochs": 0}, profile={"layer_runtimes": []},
-                        models=[{"name": "slimnet", "kwargs": {"filter_count_values": [4, 4, 4, 4], "initial_conv": [8, 7, 2]}},
-                                {"name": "mobilenetv3_small_100", "kwargs": {"input_size": [3, 218, 178]}}])
+    config = tiny_study(
+        "page",
+        compressions=["svd:rank_ratio=0.5"],
+        finetune={"epochs": 0},
+        timing={"layer_runtimes": []},
+        models=[
+            {"name": "slimnet", "kwargs": {"filter_count_values": [4, 4, 4, 4], "initial_conv": [8, 7, 2]}},
+            {"name": "mobilenetv3_small_100", "kwargs": {"input_size": [3, 218, 178]}},
+        ],
+    )
     results, reports = str(folder / "results"), str(folder / "reports")
     run_study(config, results)
     written = render_report(results, "page", reports)
@@ -70,22 +77,32 @@ def test_the_page_renders_in_a_real_browser_and_shows_the_results(rendered, tmp_
         # hover text carries the figures of a point
         hover = driver.execute_script("return document.getElementById('plot0').data.map(t => t.hovertext[0])")
         assert any("params" in h and "MACs" in h and "accuracy" in h and "ms [" in h for h in hover)
-        names = driver.execute_script("return document.getElementById('plot0').data.filter(t => t.visible === true).map(t => t.name)")
+        names = driver.execute_script(
+            "return document.getElementById('plot0').data.filter(t => t.visible === true).map(t => t.name)"
+        )
         assert sorted(names) == sorted(frame_labels(results))  # one legend entry per model, in the first runtime
         # the numbers on the page are results.csv's
         frame = pd.read_csv(os.path.join(results, "page", "results.csv"))
         table = driver.find_element(By.ID, "table-summary")
         headers = [th.text for th in table.find_elements(By.CSS_SELECTOR, "thead th")]
-        shown = {tr.find_elements(By.TAG_NAME, "td")[0].text: [td.text for td in tr.find_elements(By.TAG_NAME, "td")]
-                 for tr in table.find_elements(By.CSS_SELECTOR, "tbody tr")}
+        shown = {
+            tr.find_elements(By.TAG_NAME, "td")[0].text: [td.text for td in tr.find_elements(By.TAG_NAME, "td")]
+            for tr in table.find_elements(By.CSS_SELECTOR, "tbody tr")
+        }
         for _, row in frame[frame["model"] != "majority"].iterrows():
-            label = row["model"] if not isinstance(row["variant"], str) or not row["variant"] else f"{row['model']} [{row['variant']}]"
+            label = (
+                row["model"]
+                if not isinstance(row["variant"], str) or not row["variant"]
+                else f"{row['model']} [{row['variant']}]"
+            )
             assert shown[label][headers.index("Acc")].startswith(f"{row['acc_mean']:.2f} +- ")
             assert shown[label][headers.index("b1 (ms)")].startswith(f"{row['latency_b1_ms']:.2f} +- ")
         # a header click sorts the table by that column
         params = headers.index("#P (M)")
         table.find_elements(By.CSS_SELECTOR, "thead th")[params].click()
-        values = [float(tr.find_elements(By.TAG_NAME, "td")[params].text) for tr in table.find_elements(By.CSS_SELECTOR, "tbody tr")]
+        values = [
+            float(tr.find_elements(By.TAG_NAME, "td")[params].text) for tr in table.find_elements(By.CSS_SELECTOR, "tbody tr")
+        ]
         assert values == sorted(values)
         driver.save_screenshot(str(tmp_path / "page.png"))
         assert os.path.getsize(tmp_path / "page.png") > 10_000
@@ -96,14 +113,16 @@ def test_the_page_renders_in_a_real_browser_and_shows_the_results(rendered, tmp_
 def test_the_accuracy_latency_plot_holds_points_bars_front_and_labels_inside(rendered):
     import matplotlib.pyplot as plt
 
-    from bench.labels import group_labels, with_labels
-    from bench.plots import tradeoff_figure
-    from bench.schema import load_records, read_results, read_timing, with_timing
+    from bench.report.labels import group_labels, with_labels
+    from bench.report.plots import tradeoff_figure
+    from bench.store.records import load_records, read_results, read_timing, with_timing
 
     results, _, _ = rendered
     records = with_timing(load_records(results, "page"), read_timing(results, "page"))
     frame = with_labels(read_results(os.path.join(results, "page", "results.csv")), group_labels(records))
-    figure = tradeoff_figure(frame, "latency_b1_ms", "latency, batch 1 (ms, log)", cost_interval=("latency_b1_lo", "latency_b1_hi"))
+    figure = tradeoff_figure(
+        frame, "latency_b1_ms", "latency, batch 1 (ms, log)", cost_interval=("latency_b1_lo", "latency_b1_hi")
+    )
     ax = figure.axes[0]
     figure.canvas.draw()
     models = frame[frame["model"] != "majority"]
@@ -121,12 +140,14 @@ def test_the_accuracy_latency_plot_holds_points_bars_front_and_labels_inside(ren
     renderer = figure.canvas.get_renderer()
     extents = [t.get_window_extent(renderer) for t in texts]
     assert all(box.x0 - 1 <= e.x0 and e.x1 <= box.x1 + 1 and box.y0 - 1 <= e.y0 and e.y1 <= box.y1 + 1 for e in extents)
-    assert not any(a.overlaps(b) for i, a in enumerate(extents) for b in extents[i + 1:])
+    assert not any(a.overlaps(b) for i, a in enumerate(extents) for b in extents[i + 1 :])
     legend = [t.get_text() for t in ax.get_legend().get_texts()]
     assert any(t.startswith("majority class (") for t in legend)
     front_drawn = any(line.get_label() == "Pareto front" for line in ax.get_lines())
     assert ("Pareto front" in legend) == front_drawn
-    ticks = [t.get_text() for t in ax.get_xticklabels() if t.get_text() and ax.get_xlim()[0] <= t.get_position()[0] <= ax.get_xlim()[1]]
+    ticks = [
+        t.get_text() for t in ax.get_xticklabels() if t.get_text() and ax.get_xlim()[0] <= t.get_position()[0] <= ax.get_xlim()[1]
+    ]
     assert len(ticks) >= 2 and not any("^" in t for t in ticks)  # plain numbers, more than one
     plt.close(figure)
 
@@ -134,9 +155,9 @@ def test_the_accuracy_latency_plot_holds_points_bars_front_and_labels_inside(ren
 def test_per_runtime_panels_do_not_collide(rendered):
     import matplotlib.pyplot as plt
 
-    from bench.labels import group_labels, with_labels
-    from bench.plots import latency_panels_figure
-    from bench.schema import load_records, read_csv_table, read_results, read_timing, with_timing
+    from bench.report.labels import group_labels, with_labels
+    from bench.report.plots import latency_panels_figure
+    from bench.store.records import load_records, read_csv_table, read_results, read_timing, with_timing
 
     results, _, _ = rendered
     records = with_timing(load_records(results, "page"), read_timing(results, "page"))
@@ -149,7 +170,12 @@ def test_per_runtime_panels_do_not_collide(rendered):
     panels = [ax for ax in figure.axes if ax.get_title()]
     assert [ax.get_title() for ax in panels] == list(dict.fromkeys(latency["runtime"]))
     titles = [ax.title.get_window_extent(renderer) for ax in panels]
-    ticks = [label.get_window_extent(renderer) for ax in panels for label in ax.get_xticklabels() + [ax.xaxis.label] if label.get_text()]
+    ticks = [
+        label.get_window_extent(renderer)
+        for ax in panels
+        for label in ax.get_xticklabels() + [ax.xaxis.label]
+        if label.get_text()
+    ]
     assert not any(title.overlaps(tick) for title in titles for tick in ticks)
     for ax in panels:
         box = ax.get_window_extent()

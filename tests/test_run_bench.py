@@ -1,11 +1,12 @@
 """End-to-end test of the main job on a tiny configuration."""
+
 import os
 
 import pandas as pd
 import pytest
 
 import run_bench
-from bench.schema import PER_ATTRIBUTE_COLUMNS, RESULT_COLUMNS
+from bench.store.schema import PER_ATTRIBUTE_COLUMNS, RESULT_COLUMNS
 
 TINY_YAML = """
 study: e2e
@@ -18,8 +19,8 @@ models:
 seeds: [0]
 train: {epochs: 1, batch_size: 16, lr: 0.001}
 finetune: {epochs: 1, limit_train: 16}
-profile: {batch_n: 2, blocks: 2, max_blocks: 4, max_seconds: 5, peak_tries: 1, min_iters: 2, min_seconds: 0.0, layer_blocks: 1, layer_min_iters: 2, layer_min_seconds: 0.0,
-          int8: {calibration_images: 8}}
+timing: {batch_n: 2, blocks: 2, max_blocks: 4, max_seconds: 5, peak_tries: 1, min_iters: 2, min_seconds: 0.0, layer_blocks: 1,
+         layer_min_iters: 2, layer_min_seconds: 0.0, int8: {calibration_images: 8}}
 """
 
 
@@ -46,6 +47,7 @@ def test_main_job_end_to_end(tmp_path, cache_dir, capsys):
 
     latency = pd.read_csv(results / "e2e" / "latency.csv")
     import deploy
+
     expected = set(deploy.list_runtimes(available_only=True))
     assert set(latency["runtime"]) == expected and set(latency["batch"]) == {1, 2}
     assert len(latency) == 3 * len(expected) * 2  # slimnet, its svd variant, mobilenet x runtimes x 2 batch sizes
@@ -55,11 +57,48 @@ def test_main_job_end_to_end(tmp_path, cache_dir, capsys):
     assert variant["speedup"].notna().all() and variant["realization"].notna().all()
     assert latency[latency["variant"] != "svd 0.5"]["speedup"].isna().all()
     models = table[table["model"] != "majority"]
-    for column in ("params", "macs", "disk_bytes", "disk_bytes_zip", "acc_mean", "acc_majority", "mA", "inst_acc",
-                   "precision", "recall", "f1", "hamming_loss", "ece", "ece_ts", "temperature", "ppp", "runtime_b1",
-                   "latency_b1_ms", "floor_ratio_b1", "latency_bN_ms", "runtime_bN", "batch_n", "int8_b1_ms", "acc_mean_int8",
-                   "acc_int8_delta", "train_seconds", "epochs", "n_train", "n_val", "n_test", "seed", "torch_version",
-                   "onnxruntime_version", "cpu_name", "threads", "peak_gflops", "peak_library", "timestamp", "config_hash"):
+    for column in (
+        "params",
+        "macs",
+        "disk_bytes",
+        "disk_bytes_zip",
+        "acc_mean",
+        "acc_majority",
+        "mA",
+        "inst_acc",
+        "precision",
+        "recall",
+        "f1",
+        "hamming_loss",
+        "ece",
+        "ece_ts",
+        "temperature",
+        "ppp",
+        "runtime_b1",
+        "latency_b1_ms",
+        "floor_ratio_b1",
+        "latency_bN_ms",
+        "runtime_bN",
+        "batch_n",
+        "runtime_int8_b1",
+        "latency_int8_b1_ms",
+        "acc_mean_int8",
+        "acc_int8_delta",
+        "train_seconds",
+        "epochs",
+        "n_train",
+        "n_val",
+        "n_test",
+        "seed",
+        "torch_version",
+        "onnxruntime_version",
+        "cpu_name",
+        "threads",
+        "peak_gflops",
+        "peak_library",
+        "timestamp",
+        "config_hash",
+    ):
         assert models[column].notna().all(), column
     import torch
 
@@ -74,25 +113,48 @@ def test_main_job_end_to_end(tmp_path, cache_dir, capsys):
     # the summary's ratios are its latencies divided (issue 24): no reader can divide two columns and get another figure
     base = table[(table["model"] == "slimnet") & table["compression"].isna()].iloc[0]
     for suffix in ("b1", "bN"):
-        assert compressed[f"speedup_{suffix}"].iloc[0] == pytest.approx(base[f"latency_{suffix}_ms"] / compressed[f"latency_{suffix}_ms"].iloc[0],
-                                                                       rel=1e-4)
+        assert compressed[f"speedup_{suffix}"].iloc[0] == pytest.approx(
+            base[f"latency_{suffix}_ms"] / compressed[f"latency_{suffix}_ms"].iloc[0], rel=1e-4
+        )
         for _, row in models.iterrows():
-            assert row[f"ref_ratio_{suffix}"] == pytest.approx(row[f"latency_{suffix}_ms"] / base[f"latency_{suffix}_ms"], rel=1e-4)
+            assert row[f"ref_ratio_{suffix}"] == pytest.approx(
+                row[f"latency_{suffix}_ms"] / base[f"latency_{suffix}_ms"], rel=1e-4
+            )
             assert row[f"ref_ratio_{suffix}_lo"] <= row[f"ref_ratio_{suffix}"] <= row[f"ref_ratio_{suffix}_hi"]
     latency_md = (reports / "e2e" / "latency.md").read_text()
     assert "## Compute floor" in latency_md and "slimnet, batch 1: fastest exact runtime" in latency_md
     assert "## Realized speed-up of compressed variants" in latency_md
-    for name in ("summary.md", "summary.tex", "summary.csv", "per_attribute.md", "per_attribute.tex", "layers.md", "layers.tex",
-                 "latency.md", "latency.tex", "realization.tex", "acc_vs_params.png", "acc_vs_params.pdf", "acc_vs_macs.png",
-                 "acc_vs_latency.png", "acc_vs_latency_per_runtime.png", "floor_ratio.png",
-                 "per_attribute_accuracy.png", "reliability.png", "training_curves.png"):
+    for name in (
+        "summary.md",
+        "summary.tex",
+        "summary.csv",
+        "per_attribute.md",
+        "per_attribute.tex",
+        "layers.md",
+        "layers.tex",
+        "latency.md",
+        "latency.tex",
+        "realization.tex",
+        "acc_vs_params.png",
+        "acc_vs_params.pdf",
+        "acc_vs_macs.png",
+        "acc_vs_latency.png",
+        "acc_vs_latency_per_runtime.png",
+        "floor_ratio.png",
+        "per_attribute_accuracy.png",
+        "reliability.png",
+        "training_curves.png",
+    ):
         assert (reports / "e2e" / name).is_file(), name
 
     # Rerun: every cell is cached; `report` re-renders from results alone.
     assert run_bench.main(argv) == 0
     assert capsys.readouterr().out.count("cached result, skipped") == 4
     os.remove(reports / "e2e" / "summary.md")
-    assert run_bench.main(["report", "--study", "e2e", "--results-dir", str(results), "--reports-dir", str(reports), "--no-plots"]) == 0
+    assert (
+        run_bench.main(["report", "--study", "e2e", "--results-dir", str(results), "--reports-dir", str(reports), "--no-plots"])
+        == 0
+    )
     assert (reports / "e2e" / "summary.md").is_file()
 
 
@@ -112,12 +174,26 @@ def test_models_command(capsys):
 
 
 def test_profile_command(capsys):
-    argv = ["profile", "--models", "slimnet", "--runtimes", "eager,onnxruntime", "--batch-sizes", "1", "--repeats", "2",
-            "--min-iters", "2", "--min-seconds", "0"]
+    argv = [
+        "profile",
+        "--models",
+        "slimnet",
+        "--runtimes",
+        "eager,onnxruntime",
+        "--batch-sizes",
+        "1",
+        "--repeats",
+        "2",
+        "--min-iters",
+        "2",
+        "--min-seconds",
+        "0",
+    ]
     assert run_bench.main(argv) == 0
     out = capsys.readouterr().out
     assert "fp32 peak" in out and "| slimnet | 0.246 | eager | 1 |" in out and "| slimnet | 0.246 | onnxruntime | 1 |" in out
     import re
+
     assert re.search(r"\| \d+\.\d\dx \|", out)  # the floor ratio, written like 1.12x
 
 

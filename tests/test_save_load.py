@@ -1,4 +1,5 @@
 """models.save_model / models.load_model rebuild every model the harness produces, from plain data."""
+
 import pytest
 import torch
 
@@ -20,16 +21,19 @@ def _round_trip(model, tmp_path, x):
     return loaded
 
 
-@pytest.mark.parametrize("steps", [
-    [("svd", {"rank_ratio": 0.5})],
-    [("tucker2", {"rank_ratio": 0.5, "skip_if_larger": False})],
-    [("cp", {"rank_ratio": 0.25, "layers": ["conv1.*"], "als_iters": 20})],
-    [("cp_epc", {"rank_ratio": 0.25, "layers": ["conv1.*"], "als_iters": 20, "epc_iters": 5, "epc_steps": 2})],
-    [("prune", {"pruning_ratio": 0.5})],
-    [("sparsity", {"amount": 0.5})],
-    [("prune", {"pruning_ratio": 0.3}), ("svd", {"rank_ratio": 0.5})],
-    [("svd", {"rank_ratio": 0.5}), ("prune", {"pruning_ratio": 0.3})],
-])
+@pytest.mark.parametrize(
+    "steps",
+    [
+        [("svd", {"rank_ratio": 0.5})],
+        [("tucker2", {"rank_ratio": 0.5, "skip_if_larger": False})],
+        [("cp", {"rank_ratio": 0.25, "layers": ["conv1.*"], "als_iters": 20})],
+        [("cp_epc", {"rank_ratio": 0.25, "layers": ["conv1.*"], "als_iters": 20, "epc_iters": 5, "epc_steps": 2})],
+        [("prune", {"pruning_ratio": 0.5})],
+        [("sparsity", {"amount": 0.5})],
+        [("prune", {"pruning_ratio": 0.3}), ("svd", {"rank_ratio": 0.5})],
+        [("svd", {"rank_ratio": 0.5}), ("prune", {"pruning_ratio": 0.3})],
+    ],
+)
 def test_every_method_and_pipeline_saves_and_loads_to_the_same_outputs(tmp_path, steps):
     torch.manual_seed(0)
     model = models.create_model("slimnet", **SMALL).eval()
@@ -50,12 +54,13 @@ def test_pruned_zoo_models_with_norm_subclasses_round_trip(tmp_path, name):
 
 
 def test_a_pruned_training_checkpoint_rebuilds_its_model(tmp_path, tiny_synthetic):
-    from bench.train import TrainConfig, train_model
+    from bench.settings import TrainSettings
+    from bench.training.train import train_model
 
     torch.manual_seed(0)
     model = models.create_model("slimnet", **SMALL)
     pruned, _ = compress.apply(model.eval(), "prune", torch.zeros(1, 3, 218, 178), pruning_ratio=0.5)
-    train_model(pruned, tiny_synthetic, TrainConfig(epochs=1, batch_size=16), checkpoint_dir=str(tmp_path))
+    train_model(pruned, tiny_synthetic, TrainSettings(epochs=1, batch_size=16), checkpoint_dir=str(tmp_path))
     loaded = models.load_model(tmp_path / "best.pt")
     x = torch.randn(1, 3, 218, 178)
     with torch.no_grad():

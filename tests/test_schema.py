@@ -1,6 +1,6 @@
 import pytest
 
-from bench.schema import RESULT_COLUMNS, config_hash, make_row
+from bench.store.schema import RESULT_COLUMNS, config_hash, make_row
 
 
 def test_config_hash_is_stable_and_sensitive():

@@ -1,43 +1,73 @@
 """The compression search (bench.search) and its front against the zoo (bench.front)."""
+
 import os
 
 import numpy as np
 import optuna
 import pytest
-
-from bench.config import StudyConfigError, validate_config
-from bench.front import dominance, front_rows
-
-from bench.schema import load_records, read_search, read_timing, read_trials
-from bench.search import run_search, space_key, spread, suggest_pipeline
-from bench.settings import SearchSettings
 from helpers import TINY_SLIMNET, tiny_study
+
+from bench.analysis.front import dominance, front_rows
+from bench.analysis.pipeline_search import run_search, space_key, spread, suggest_pipeline
+from bench.settings import SearchSettings, StudyConfigError
+from bench.store.records import load_records, read_search, read_timing, read_trials
+from bench.study.config import validate_config
 
 SEARCH = {"trials": 3, "population": 2, "promote": 1, "timing_blocks": 2, "screen": {"epochs": 1, "limit_train": 16}}
 
 
 def search_study(name: str, **search) -> dict:
-    config = tiny_study(name, models=[{"name": "slimnet", "kwargs": TINY_SLIMNET},
-                                      {"name": "mobilenetv3_small_100", "kwargs": {"input_size": [3, 64, 64]}}],
-                        search={**SEARCH, **search})
-    config["profile"].update({"runtimes": ["onnxruntime", "onnxruntime_int8"], "int8": {"calibration_images": 16}})
+    config = tiny_study(
+        name,
+        models=[
+            {"name": "slimnet", "kwargs": TINY_SLIMNET},
+            {"name": "mobilenetv3_small_100", "kwargs": {"input_size": [3, 64, 64]}},
+        ],
+        search={**SEARCH, **search},
+    )
+    config["timing"].update({"runtimes": ["onnxruntime", "onnxruntime_int8"], "int8": {"calibration_images": 16}})
     return config
 
 
 def test_knobs_at_their_off_end_leave_the_model_unchanged():
     settings = SearchSettings()
-    off = optuna.trial.FixedTrial({"pruning_ratio": 0.0, "importance": "l1", "global_pruning": False, "round_to": 1,
-                                   "stem_rank_ratio": 1.0, "svd_rank_ratio": 1.0, "quantize": False})
+    off = optuna.trial.FixedTrial(
+        {
+            "pruning_ratio": 0.0,
+            "importance": "l1",
+            "global_pruning": False,
+            "round_to": 1,
+            "stem_rank_ratio": 1.0,
+            "svd_rank_ratio": 1.0,
+            "quantize": False,
+        }
+    )
     assert suggest_pipeline(off, settings, "conv1.0") == []
 
 
 def test_a_trial_becomes_the_pipeline_in_order_with_the_studys_int8_settings():
     settings = SearchSettings(prune_exclude=["conv1.*"], max_drop=0.25)
-    trial = optuna.trial.FixedTrial({"pruning_ratio": 0.35, "importance": "l2", "global_pruning": True, "round_to": 8,
-                                     "stem_rank_ratio": 0.5, "svd_rank_ratio": 0.6, "quantize": True})
+    trial = optuna.trial.FixedTrial(
+        {
+            "pruning_ratio": 0.35,
+            "importance": "l2",
+            "global_pruning": True,
+            "round_to": 8,
+            "stem_rank_ratio": 0.5,
+            "svd_rank_ratio": 0.6,
+            "quantize": True,
+        }
+    )
     steps = suggest_pipeline(trial, settings, "conv1.0", {"calibration_images": 16})
     assert steps == [
-        {"method": "prune", "pruning_ratio": 0.35, "importance": "l2", "global_pruning": True, "round_to": 8, "exclude": ["conv1.*"]},
+        {
+            "method": "prune",
+            "pruning_ratio": 0.35,
+            "importance": "l2",
+            "global_pruning": True,
+            "round_to": 8,
+            "exclude": ["conv1.*"],
+        },
         {"method": "tucker2", "rank_ratio": 0.5, "layers": ["conv1.0"]},
         {"method": "svd", "rank_ratio": 0.6},
         {"method": "quantize", "calibration_images": 16, "max_drop": 0.25},
@@ -45,8 +75,16 @@ def test_a_trial_becomes_the_pipeline_in_order_with_the_studys_int8_settings():
 
 
 def test_a_model_without_a_stem_gets_no_stem_knob():
-    trial = optuna.trial.FixedTrial({"pruning_ratio": 0.0, "importance": "l1", "global_pruning": False, "round_to": 1,
-                                     "svd_rank_ratio": 0.5, "quantize": False})
+    trial = optuna.trial.FixedTrial(
+        {
+            "pruning_ratio": 0.0,
+            "importance": "l1",
+            "global_pruning": False,
+            "round_to": 1,
+            "svd_rank_ratio": 0.5,
+            "quantize": False,
+        }
+    )
     assert suggest_pipeline(trial, SearchSettings(), None) == [{"method": "svd", "rank_ratio": 0.5}]
 
 
@@ -77,7 +115,7 @@ def test_search_settings_are_checked_with_the_field_named():
     config = search_study("bad_search", model="resnet18")
     with pytest.raises(StudyConfigError, match="search.model"):
         validate_config(config)
-    with pytest.raises(StudyConfigError, match="search.knobs: quantize needs a runtime with an int8 form"):
+    with pytest.raises(StudyConfigError, match="search.knobs: quantize needs a runtime with an int8 twin"):
         SearchSettings(runtime="eager_cl")
     with pytest.raises(StudyConfigError, match="search.screen"):
         validate_config(search_study("bad_screen", screen={"epochs": "one"}))
@@ -147,12 +185,13 @@ def test_a_killed_search_asks_its_running_trial_again_and_finds_its_cell(finishe
     config = search_study("search", trials=4)
     folder = os.path.join(results, config["study"], "search")
     storage = JournalStorage(JournalFileBackend(os.path.join(folder, "optuna.journal")))
-    study = optuna.load_study(study_name=space_key(SearchSettings.from_mapping(config["search"]), summary["base_hash"]),
-                              storage=storage)
+    study = optuna.load_study(
+        study_name=space_key(SearchSettings.from_mapping(config["search"]), summary["base_hash"]), storage=storage
+    )
     done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE and t.user_attrs.get("compression")]
     study.enqueue_trial(done[0].params)
     killed = study.ask()  # a trial that was running when the search was killed
-    suggest_pipeline(killed, SearchSettings.from_mapping(config["search"]), summary["stem"], config["profile"]["int8"])
+    suggest_pipeline(killed, SearchSettings.from_mapping(config["search"]), summary["stem"], config["timing"]["int8"])
     assert killed.params == done[0].params
     cells = os.path.join(folder, "cells")
     before = {name: os.path.getmtime(os.path.join(cells, name)) for name in os.listdir(cells)}
@@ -162,7 +201,9 @@ def test_a_killed_search_asks_its_running_trial_again_and_finds_its_cell(finishe
     assert trials[killed.number]["state"] == "KILLED"
     again = [t for n, t in trials.items() if n > killed.number and t["config_hash"] == done[0].user_attrs["config_hash"]]
     assert again and again[0]["state"] == "COMPLETE"
-    assert sum(t["state"] in ("COMPLETE", "FAIL") for t in trials.values()) == 5
+    # the re-asked pipeline was answered from its cell as a repeat: it spent no trial of the budget, another one ran
+    assert again[0]["repeat_of"] == str(done[0].number)
+    assert sum(t["state"] in ("COMPLETE", "FAIL") and not t["repeat_of"] for t in trials.values()) == 5
     for name, mtime in before.items():
         assert os.path.getmtime(os.path.join(cells, name)) == mtime
 
@@ -170,8 +211,8 @@ def test_a_killed_search_asks_its_running_trial_again_and_finds_its_cell(finishe
 def test_validation_accuracy_is_the_records_acc_mean_val(finished_search):
     """A base cached before records held acc_mean_val gets it recomputed alike (the search's uncompressed trial uses it)."""
     import models
-    from bench.data import load_data
-    from bench.evaluate import validation_accuracy
+    from bench.data.loading import load_data
+    from bench.training.evaluate import validation_accuracy
 
     config, results, summary, _ = finished_search
     record = next(r for r in load_records(results, config["study"]) if r["row"]["config_hash"] == summary["base_hash"])
@@ -181,8 +222,8 @@ def test_validation_accuracy_is_the_records_acc_mean_val(finished_search):
 
 
 def test_a_second_run_of_a_search_is_refused_while_one_holds_it(finished_search):
-    from bench.files import file_lock
-    from bench.search import SearchBusyError
+    from bench.analysis.pipeline_search import SearchBusyError
+    from bench.store.files import file_lock
 
     config, results, _, _ = finished_search
     with file_lock(os.path.join(results, config["study"], "search", "search"), timeout=0):

@@ -1,36 +1,41 @@
 """Sensitivity analysis and knowledge distillation."""
+
 import copy
 
-import numpy as np
 import pandas as pd
 import pytest
 import torch
 
 import models
-from bench.sensitivity import layer_units, pruning_units, sensitivity
-from bench.train import TrainConfig, train_model
+from bench.analysis.sensitivity import sensitivity, units_of
+from bench.settings import TrainSettings
+from bench.training.train import train_model
 
 SMALL = dict(filter_count_values=[8, 8, 8, 8], initial_conv=[16, 7, 2])
 
 
 def test_pruning_units_are_the_coupled_groups():
     model = models.create_model("slimnet", **SMALL).eval()
-    units = pruning_units(model, torch.zeros(1, 3, 218, 178))
+    units = units_of(model, "prune", torch.zeros(1, 3, 218, 178))
     by_root = {u.name: set(u.members) for u in units}
     # A Slim module's skip projection prunes with everything that adds to it and reads the sum.
-    assert by_root["slim1.skip_projection.0"] == {"slim1.skip_projection.0", "slim1.sse1.expand1.0", "slim1.sse1.expand3_dw.3",
-                                                  "slim1.sse2.squeeze.0"}
+    assert by_root["slim1.skip_projection.0"] == {
+        "slim1.skip_projection.0",
+        "slim1.sse1.expand1.0",
+        "slim1.sse1.expand3_dw.3",
+        "slim1.sse2.squeeze.0",
+    }
     assert "fc" not in by_root  # the classifier's outputs are never pruned
-    layers = layer_units(model, "svd", torch.zeros(1, 3, 218, 178))
+    layers = units_of(model, "svd", torch.zeros(1, 3, 218, 178))
     assert len(layers) == 32 and all(u.members == (u.name,) for u in layers)
     convs = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Conv2d)]
-    assert [u.name for u in layer_units(model, "sparsity", torch.zeros(1, 3, 218, 178))] == convs  # every conv, the classifier kept
+    assert [u.name for u in units_of(model, "sparsity", torch.zeros(1, 3, 218, 178))] == convs  # every conv, the classifier kept
 
 
 def test_sensitivity_rows_per_unit_and_attribute(tiny_synthetic):
     torch.manual_seed(0)
     model = models.create_model("slimnet", **SMALL)
-    train_model(model, tiny_synthetic, TrainConfig(epochs=1, batch_size=16, lr=1e-3))
+    train_model(model, tiny_synthetic, TrainSettings(epochs=1, batch_size=16, lr=1e-3))
     units, attributes = sensitivity(model, tiny_synthetic, "prune", 0.5)
     assert len(units) == 21 and len(attributes) == 21 * 40
     assert all(u["params_removed"] > 0 and u["macs_removed"] > 0 for u in units)
@@ -48,12 +53,30 @@ def test_sensitivity_command(tmp_path, tiny_synthetic, capsys):
     models.save_model(model, tmp_path / "model.pt")
     config = tmp_path / "data.yaml"
     config.write_text("data: {synthetic_images: 60}\n")
-    argv = ["sensitivity", "--checkpoint", str(tmp_path / "model.pt"), "--method", "svd", "--ratio", "0.25", "--config", str(config),
-            "--results-dir", str(tmp_path / "r"), "--reports-dir", str(tmp_path / "p"), "-q"]
+    argv = [
+        "sensitivity",
+        "--checkpoint",
+        str(tmp_path / "model.pt"),
+        "--method",
+        "svd",
+        "--ratio",
+        "0.25",
+        "--config",
+        str(config),
+        "--results-dir",
+        str(tmp_path / "r"),
+        "--reports-dir",
+        str(tmp_path / "p"),
+        "-q",
+    ]
     assert run_bench.main(argv) == 0
     assert "| Unit | Layers |" in capsys.readouterr().out
     units = pd.read_csv(tmp_path / "r" / "sensitivity" / f"sensitivity_{tmp_path.name}-model_svd_0.25.csv")
-    assert len(units) == 32 and (units["checkpoint"] == str(tmp_path / "model.pt")).all() and units["data"].str.startswith("synthetic").all()
+    assert (
+        len(units) == 32
+        and (units["checkpoint"] == str(tmp_path / "model.pt")).all()
+        and units["data"].str.startswith("synthetic").all()
+    )
     assert (tmp_path / "p" / "sensitivity" / f"sensitivity_{tmp_path.name}-model_svd_0.25.png").is_file()
 
 
@@ -63,7 +86,7 @@ def test_distillation_from_an_identical_teacher_leaves_the_student_unchanged(tin
     torch.manual_seed(0)
     student = models.create_model("course_cnn", dropout=0.0)
     teacher = copy.deepcopy(student).eval()
-    config = TrainConfig(epochs=1, batch_size=16, lr=1e-2, weight_decay=0.0, channels_last=False)
+    config = TrainSettings(epochs=1, batch_size=16, lr=1e-2, weight_decay=0.0, channels_last=False)
     before = {k: v.clone() for k, v in student.state_dict().items()}
     train_model(student, tiny_synthetic, config, teacher=teacher, distill=1.0, temperature=2.0)
     assert all(torch.allclose(before[k], v, atol=1e-6) for k, v in student.state_dict().items())
@@ -74,18 +97,36 @@ def test_distillation_from_an_identical_teacher_leaves_the_student_unchanged(tin
 def test_sensitivity_of_sparsity_zeroes_one_layer_at_a_time(tiny_synthetic, tmp_path, capsys):
     """`run_bench.py sensitivity --method sparsity` died with an AttributeError (sparsity has no factorization row)."""
     import run_bench
-
     from compress.layers import classifier_names
 
     model = models.create_model("course_cnn")  # 13 layers at 128 x 128: quick to evaluate once per layer
     models.save_model(model, tmp_path / "model.pt")
     config = tmp_path / "data.yaml"
     config.write_text("data: {synthetic_images: 60}\n")
-    argv = ["sensitivity", "--checkpoint", str(tmp_path / "model.pt"), "--method", "sparsity", "--ratio", "0.5", "--config",
-            str(config), "--results-dir", str(tmp_path / "r"), "--reports-dir", str(tmp_path / "p"), "-q", "--no-plots"]
+    argv = [
+        "sensitivity",
+        "--checkpoint",
+        str(tmp_path / "model.pt"),
+        "--method",
+        "sparsity",
+        "--ratio",
+        "0.5",
+        "--config",
+        str(config),
+        "--results-dir",
+        str(tmp_path / "r"),
+        "--reports-dir",
+        str(tmp_path / "p"),
+        "-q",
+        "--no-plots",
+    ]
     assert run_bench.main(argv) == 0
     units = pd.read_csv(tmp_path / "r" / "sensitivity" / f"sensitivity_{tmp_path.name}-model_sparsity_0.5.csv")
-    layers = [n for n, m in model.named_modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)) and n not in classifier_names(model)]
+    layers = [
+        n
+        for n, m in model.named_modules()
+        if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)) and n not in classifier_names(model)
+    ]
     assert units["unit"].tolist() == layers and (units["params_removed"] == 0).all() and (units["macs_removed"] == 0).all()
 
 

@@ -3,9 +3,11 @@ import os
 
 import pytest
 
-from bench.config import merge_config
-from bench.schema import MAJORITY, config_hash, record_path
-from bench.study import preflight, run_study
+from bench.store.records import record_path
+from bench.store.schema import MAJORITY, config_hash
+from bench.study.config import merge_config
+from bench.study.preflight import preflight
+from bench.study.runner import run_study
 from tests.helpers import tiny_study
 
 
@@ -14,7 +16,9 @@ def _config(tmp_path, **train):
 
 
 def _log(events):
-    return lambda kind, payload: events.append((kind, payload["model"] if "model" in payload else len(payload["cells"]) if kind == "timed" else payload["cells"]))
+    return lambda kind, payload: events.append(
+        (kind, payload["model"] if "model" in payload else len(payload["cells"]) if kind == "timed" else payload["cells"])
+    )
 
 
 def test_rerun_skips_finished_cells_retimes_only_when_asked_and_force_recomputes(tmp_path, cache_dir):
@@ -23,7 +27,14 @@ def test_rerun_skips_finished_cells_retimes_only_when_asked_and_force_recomputes
     events = []
     rows = run_study(config, results, on_event=_log(events))
     assert [r["model"] for r in rows] == [MAJORITY, "slimnet"]
-    assert events == [("start", MAJORITY), ("done", MAJORITY), ("start", "slimnet"), ("done", "slimnet"), ("timing", 1), ("timed", 1)]
+    assert events == [
+        ("start", MAJORITY),
+        ("done", MAJORITY),
+        ("start", "slimnet"),
+        ("done", "slimnet"),
+        ("timing", 1),
+        ("timed", 1),
+    ]
     record_file = record_path(results, preflight(config, results)[0][1])
     timing_file = os.path.join(results, "unit", "timing.json")
     written = os.stat(record_file).st_mtime_ns, os.stat(timing_file).st_mtime_ns
@@ -43,7 +54,7 @@ def test_a_rerun_that_adds_a_cell_times_the_whole_set_again(tmp_path, cache_dir)
     results = str(tmp_path / "results")
     run_study(_config(tmp_path), results)
     events = []
-    added = tiny_study(compressions=["svd:rank_ratio=0.5"], finetune={"epochs": 0}, profile={"layer_runtimes": []})
+    added = tiny_study(compressions=["svd:rank_ratio=0.5"], finetune={"epochs": 0}, timing={"layer_runtimes": []})
     run_study(added, results, on_event=_log(events))
     assert ("timing", 2) in events
     timing = json.load(open(os.path.join(results, "unit", "timing.json")))
@@ -51,7 +62,7 @@ def test_a_rerun_that_adds_a_cell_times_the_whole_set_again(tmp_path, cache_dir)
 
 
 def test_killed_cell_resumes_from_its_last_epoch(tmp_path, cache_dir, monkeypatch):
-    import bench.study as study
+    import bench.study.runner as study
 
     config = _config(tmp_path, epochs=2)
     results = str(tmp_path / "results")
@@ -67,7 +78,7 @@ def test_killed_cell_resumes_from_its_last_epoch(tmp_path, cache_dir, monkeypatc
     assert os.path.isfile(os.path.join(results, "unit", "checkpoints", config_hash(cell), "last.pt"))
     assert not os.path.isfile(record_path(results, cell))
     monkeypatch.setattr(study, "evaluate_cell_model", real_evaluate)
-    import bench.train as train
+    import bench.training.train as train
 
     epochs_run = []
     real_train = train.train_model
@@ -88,17 +99,20 @@ def test_the_summary_averages_seeds_of_one_experiment_only(tmp_path, cache_dir):
     """Two epoch counts x two seeds: two rows of 'seeds 2', each the mean of its own pair (issue 15)."""
     import pandas as pd
 
-    from bench.report import group_labels, summary_table
-    from bench.schema import load_records
+    from bench.report.labels import group_labels
+    from bench.report.tables import summary_table
+    from bench.store.records import load_records
 
     results = str(tmp_path / "results")
     config = _config(tmp_path)
-    config["profile"] = {"latency": False}
+    config["timing"] = {"latency": False}
     for epochs in (1, 2):
         run_study(merge_config(config, {"seeds": [0, 1], "train": {"epochs": epochs}}), results)
     records = load_records(results, "unit")
     labels = group_labels(records)
-    frame = pd.read_csv(os.path.join(results, "unit", "results.csv"), dtype={"config_hash": str, "variant": str}).fillna({"variant": ""})
+    frame = pd.read_csv(os.path.join(results, "unit", "results.csv"), dtype={"config_hash": str, "variant": str}).fillna(
+        {"variant": ""}
+    )
     headers, rows, _ = summary_table(frame, labels)
     # The 48-image, 2-epoch run can end under the majority predictor on some CPUs (machine C: Intel AVX-512) and then
     # carries the divergence heuristic's mark; what this test checks is the grouping and averaging of seeds.

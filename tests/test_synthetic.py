@@ -1,9 +1,17 @@
 import numpy as np
 import pytest
 
-from bench.celeba import CELEBA_ATTRIBUTES, read_attr_txt, read_partition
-from bench.synthetic import (REAL_POSITIVE_RATES, draw_face, ensure_synthetic_celeba, format_attr_row, make_example,
-                             sample_attributes, split_of_index, write_synthetic_celeba)
+from bench.data.celeba import CELEBA_ATTRIBUTES, read_attr_txt, read_partition
+from bench.data.synthetic import (
+    REAL_POSITIVE_RATES,
+    draw_face,
+    ensure_synthetic_celeba,
+    format_attr_row,
+    make_example,
+    sample_attributes,
+    split_of_index,
+    write_synthetic_celeba,
+)
 
 
 @pytest.fixture(scope="module")

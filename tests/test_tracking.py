@@ -1,11 +1,10 @@
 """MLflow logging of a study (issue 21), against a real local MLflow store read back with MlflowClient."""
-import os
 
 import pytest
 
-from bench.schema import load_records
-from bench.study import run_study
-from bench.tracking import log_study
+from bench.report.tracking import log_study
+from bench.store.records import load_records
+from bench.study.runner import run_study
 from tests.helpers import tiny_study
 
 mlflow = pytest.importorskip("mlflow")
@@ -15,7 +14,7 @@ def test_every_cell_is_a_run_with_its_config_metrics_history_and_the_report(tmp_
     from mlflow.tracking import MlflowClient
 
     results = str(tmp_path / "results")
-    run_study(tiny_study("tracked", profile={"latency": False}, train={"epochs": 2}), results)
+    run_study(tiny_study("tracked", timing={"latency": False}, train={"epochs": 2}), results)
     records = load_records(results, "tracked")
     reports = tmp_path / "reports"
     reports.mkdir()
@@ -28,7 +27,9 @@ def test_every_cell_is_a_run_with_its_config_metrics_history_and_the_report(tmp_
     experiment = client.get_experiment_by_name("tracked")
     for record in records:
         run = client.get_run(ids[record["row"]["config_hash"]])
-        assert run.data.params["model"] == record["cell"]["model"] and run.data.tags["config_hash"] == record["row"]["config_hash"]
+        assert (
+            run.data.params["model"] == record["cell"]["model"] and run.data.tags["config_hash"] == record["row"]["config_hash"]
+        )
         assert run.data.metrics["acc_mean"] == pytest.approx(float(record["row"]["acc_mean"]))
         if record["history"]:
             history = client.get_metric_history(run.info.run_id, "val_acc")

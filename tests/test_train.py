@@ -3,8 +3,9 @@ import pytest
 import torch
 
 import models
-from bench.data import iterate_batches, to_model_input
-from bench.train import TrainConfig, head_parameters, predict_probs, resolve_device, seed_everything, train_model
+from bench.data.loading import iterate_batches, to_model_input
+from bench.settings import TrainSettings
+from bench.training.train import head_parameters, predict_probs, resolve_device, seed_everything, train_model
 
 TINY = dict(filter_count_values=[4, 4, 4, 4], initial_conv=[8, 7, 2])
 
@@ -24,15 +25,21 @@ def test_model_input_is_normalised_and_resized():
 
 
 def test_train_checkpoints_rebuild_the_model_and_resume(tiny_synthetic, tmp_path):
-    config = TrainConfig(epochs=1, batch_size=16, lr=1e-3, seed=3)
+    config = TrainSettings(epochs=1, batch_size=16, lr=1e-3, seed=3)
     model = models.create_model("slimnet", **TINY)
     result = train_model(model, tiny_synthetic, config, checkpoint_dir=str(tmp_path))
     assert [h["epoch"] for h in result.history] == [1] and result.best_epoch == 1
     rebuilt = models.load_model(tmp_path / "best.pt")
-    np.testing.assert_allclose(predict_probs(rebuilt, tiny_synthetic, "test"), predict_probs(model, tiny_synthetic, "test"), atol=1e-6)
+    np.testing.assert_allclose(
+        predict_probs(rebuilt, tiny_synthetic, "test"), predict_probs(model, tiny_synthetic, "test"), atol=1e-6
+    )
     # Asking for 2 epochs with the same folder resumes after epoch 1 instead of starting over.
-    resumed = train_model(models.create_model("slimnet", **TINY), tiny_synthetic, TrainConfig(epochs=2, batch_size=16, lr=1e-3, seed=3),
-                          checkpoint_dir=str(tmp_path))
+    resumed = train_model(
+        models.create_model("slimnet", **TINY),
+        tiny_synthetic,
+        TrainSettings(epochs=2, batch_size=16, lr=1e-3, seed=3),
+        checkpoint_dir=str(tmp_path),
+    )
     assert [h["epoch"] for h in resumed.history] == [1, 2]
     assert resumed.history[0] == result.history[0]
 
@@ -42,7 +49,9 @@ def test_training_is_seeded(tiny_synthetic):
     for _ in range(2):
         seed_everything(5)
         model = models.create_model("slimnet", **TINY)
-        train_model(model, tiny_synthetic, TrainConfig(epochs=1, batch_size=16, lr=1e-3, seed=5, channels_last=False, pos_weight=True))
+        train_model(
+            model, tiny_synthetic, TrainSettings(epochs=1, batch_size=16, lr=1e-3, seed=5, channels_last=False, pos_weight=True)
+        )
         runs.append(predict_probs(model, tiny_synthetic, "val"))
     np.testing.assert_allclose(runs[0], runs[1], atol=1e-6)
 
@@ -50,7 +59,7 @@ def test_training_is_seeded(tiny_synthetic):
 def test_frozen_backbone_epochs_train_only_the_head(tiny_synthetic):
     model = models.create_model("slimnet", **TINY)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    train_model(model, tiny_synthetic, TrainConfig(epochs=1, batch_size=16, lr=1e-2, freeze_backbone_epochs=1))
+    train_model(model, tiny_synthetic, TrainSettings(epochs=1, batch_size=16, lr=1e-2, freeze_backbone_epochs=1))
     after = model.state_dict()
     assert not torch.equal(before["fc.weight"], after["fc.weight"])
     assert torch.equal(before["conv1.0.weight"], after["conv1.0.weight"])
@@ -65,7 +74,7 @@ def test_head_parameters_for_each_family():
 
 def test_bad_config_and_device():
     with pytest.raises(ValueError, match=r"train.epochs: expected an integer in \[1, inf\], got 0"):
-        TrainConfig(epochs=0)
+        TrainSettings(epochs=0)
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="CUDA is not available"):
             resolve_device("cuda")
@@ -73,9 +82,10 @@ def test_bad_config_and_device():
 
 def test_empty_split_is_a_clear_error(tiny_synthetic):
     import dataclasses
+
     empty = dataclasses.replace(tiny_synthetic, splits={**tiny_synthetic.splits, "val": np.array([], dtype=int)})
     with pytest.raises(ValueError, match="the val split .* is empty"):
-        train_model(models.create_model("slimnet", **TINY), empty, TrainConfig())
+        train_model(models.create_model("slimnet", **TINY), empty, TrainSettings())
 
 
 def test_evaluating_in_channels_last_leaves_the_model_trainable(tiny_synthetic):
@@ -88,5 +98,5 @@ def test_evaluating_in_channels_last_leaves_the_model_trainable(tiny_synthetic):
     predict_probs(svd, tiny_synthetic, "test", channels_last=True)
     assert not any(p.is_inference() for p in svd.parameters())
     before = {k: v.clone() for k, v in svd.state_dict().items()}
-    result = train_model(svd, tiny_synthetic, TrainConfig(epochs=1, batch_size=16))
+    result = train_model(svd, tiny_synthetic, TrainSettings(epochs=1, batch_size=16))
     assert len(result.history) == 1 and any(not torch.equal(before[k], v) for k, v in svd.state_dict().items())

@@ -1,14 +1,13 @@
-import numpy as np
 import pytest
-
-from bench.settings import FinetuneSettings
 import torch
 
 import models
-from bench.config import DEFAULT_CONFIG, StudyConfigError, expand_cells, merge_config
-from bench.schema import config_hash
-from bench.train import TrainConfig, seed_everything, train_model
-from bench.variants import variant_name, VariantSpecError, compress_and_finetune, parse_step, parse_variant, variant_label
+from bench.settings import FinetuneSettings, StudyConfigError, TimingSettings, TrainSettings
+from bench.store.schema import config_hash
+from bench.study.config import DEFAULT_CONFIG, expand_cells, merge_config
+from bench.study.variants import VariantSpecError, parse_step, parse_variant, variant_label, variant_name
+from bench.training.pipeline import compress_and_finetune
+from bench.training.train import seed_everything, train_model
 
 
 def test_parse_step_types_and_lists():
@@ -26,27 +25,46 @@ def test_parse_variant_pipelines_and_label_round_trip():
     assert mapped == [{"method": "cp", "rank_ratio": 0.1}, {"method": "svd", "rank_ratio": 0.25}]
 
 
-@pytest.mark.parametrize("spec, message", [
-    ("svdd:rank_ratio=0.5", "unknown method 'svdd'"),
-    ("svd:rank_ratio", "option 'rank_ratio' is not key=value"),
-    (42, "expected 'method:opts"),
-    ({"steps": [{"method": "nope"}]}, "known 'method'"),
-    ("svd:rank_ratio=2", r"rank_ratio must be in \(0, 1\], got 2"),
-    ("prune:pruning_ratio=1", r"pruning_ratio must be in \(0, 1\), got 1"),
-    ("svd:rank_ration=0.5", r"unknown options \['rank_ration'\]"),
-    ("prune:importance=l2,rank_ratio=0.5", r"unknown options \['rank_ratio'\]"),
-])
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ("svdd:rank_ratio=0.5", "unknown method 'svdd'"),
+        ("svd:rank_ratio", "option 'rank_ratio' is not key=value"),
+        (42, "expected 'method:opts"),
+        ({"steps": [{"method": "nope"}]}, "known 'method'"),
+        ("svd:rank_ratio=2", r"rank_ratio must be in \(0, 1\], got 2"),
+        ("prune:pruning_ratio=1", r"pruning_ratio must be in \(0, 1\), got 1"),
+        ("svd:rank_ration=0.5", r"unknown options \['rank_ration'\]"),
+        ("prune:importance=l2,rank_ratio=0.5", r"unknown options \['rank_ratio'\]"),
+    ],
+)
 def test_bad_variant_specs(spec, message):
     with pytest.raises(VariantSpecError, match=message):
         parse_variant(spec)
 
 
 def test_compressed_cells_follow_their_base_cell():
-    config = merge_config(DEFAULT_CONFIG, {"models": [{"name": "slimnet", "compressions": ["svd:rank_ratio=0.5", {"name": "P50", "steps": ["prune:pruning_ratio=0.5"], "finetune": {"epochs": 2}}]}],
-                                           "finetune": {"epochs": 1, "norm_lambda": 0.1}})
+    config = merge_config(
+        DEFAULT_CONFIG,
+        {
+            "models": [
+                {
+                    "name": "slimnet",
+                    "compressions": [
+                        "svd:rank_ratio=0.5",
+                        {"name": "P50", "steps": ["prune:pruning_ratio=0.5"], "finetune": {"epochs": 2}},
+                    ],
+                }
+            ],
+            "finetune": {"epochs": 1, "norm_lambda": 0.1},
+        },
+    )
     cells = expand_cells(config)
     assert [c.get("variant") for c in cells] == ["", "", "svd 0.5", "P50"]  # the short name, or the variant's own
-    assert variant_name(parse_variant("prune:target_macs=0.5+svd:rank_ratio=0.25,layers=slim1.*")) == "prune macs 0.5 + svd slim1 0.25"
+    assert (
+        variant_name(parse_variant("prune:target_macs=0.5+svd:rank_ratio=0.25,layers=slim1.*"))
+        == "prune macs 0.5 + svd slim1 0.25"
+    )
     assert variant_name(parse_variant("cp_epc:rank_ratio=0.25,layers=conv1.*")) == "cp_epc conv1 0.25"
     assert cells[2]["base_hash"] == cells[3]["base_hash"] == config_hash(cells[1])
     defaults = FinetuneSettings().to_dict()
@@ -61,11 +79,17 @@ def test_compressed_cells_follow_their_base_cell():
 def test_compress_and_finetune_pipeline(tiny_synthetic):
     seed_everything(0)
     model = models.create_model("slimnet", filter_count_values=[8, 8, 8, 8], initial_conv=[16, 7, 2])
-    config = TrainConfig(epochs=1, batch_size=16, lr=1e-3)
+    config = TrainSettings(epochs=1, batch_size=16, lr=1e-3)
     train_model(model, tiny_synthetic, config)
     steps = parse_variant("prune:pruning_ratio=0.5,iterations=2+svd:rank_ratio=0.5")
-    out = compress_and_finetune(model, tiny_synthetic, steps, {"epochs": 1, "norm_lambda": 1e-4, "limit_train": 16}, config,
-                                layer_timing={"min_iters": 2, "min_seconds": 0.0})
+    out = compress_and_finetune(
+        model,
+        tiny_synthetic,
+        steps,
+        {"epochs": 1, "norm_lambda": 1e-4, "limit_train": 16},
+        config,
+        layer_timing=TimingSettings(layer_min_iters=2, layer_min_seconds=0.0).layer_timing(),
+    )
     assert [r.method for r in out.reports] == ["prune", "prune", "svd"]
     assert sum(p.numel() for p in out.model.parameters()) < sum(p.numel() for p in model.parameters())
     methods = {row["method"] for row in out.layer_rows}
@@ -75,7 +99,9 @@ def test_compress_and_finetune_pipeline(tiny_synthetic):
     assert {row["runtime"] for row in pruned} == {""} and not any("measured_speedup" in row for row in pruned)  # timed whole
     factorized = [row for row in out.layer_rows if row["method"] == "svd"]
     assert {row["runtime"] for row in factorized} == {"eager", "onnxruntime"}
-    assert all(row["theoretical_speedup"] > 0 for row in out.layer_rows) and all(row["measured_speedup"] > 0 for row in factorized)
+    assert all(row["theoretical_speedup"] > 0 for row in out.layer_rows) and all(
+        row["measured_speedup"] > 0 for row in factorized
+    )
     assert [h["epoch"] for h in out.history] == [1, 1]  # between the two pruning iterations, then at the end
     with torch.no_grad():
         assert out.model(torch.zeros(1, 3, 218, 178)).shape == (1, 40)
@@ -84,8 +110,14 @@ def test_compress_and_finetune_pipeline(tiny_synthetic):
 def test_later_factorization_steps_leave_earlier_factors_alone(tiny_synthetic):
     model = models.create_model("slimnet", filter_count_values=[8, 8, 8, 8], initial_conv=[16, 7, 2])
     steps = parse_variant("tucker2:rank_ratio=0.5,skip_if_larger=false+svd:rank_ratio=0.5,layers=conv1.*|slim1.sse1.*")
-    out = compress_and_finetune(model, tiny_synthetic, steps, {"epochs": 1, "norm_lambda": 1e-4, "limit_train": 16},
-                                TrainConfig(epochs=1, batch_size=16), layer_timing={"min_iters": 2, "min_seconds": 0.0})
+    out = compress_and_finetune(
+        model,
+        tiny_synthetic,
+        steps,
+        {"epochs": 1, "norm_lambda": 1e-4, "limit_train": 16},
+        TrainSettings(epochs=1, batch_size=16),
+        layer_timing=TimingSettings(layer_min_iters=2, layer_min_seconds=0.0).layer_timing(),
+    )
     tucker, svd = out.reports
     assert [r["layer"] for r in tucker.compressed()] == ["conv1.0"]
     svd_layers = {r["layer"] for r in svd.compressed()}
@@ -97,16 +129,19 @@ def test_later_factorization_steps_leave_earlier_factors_alone(tiny_synthetic):
 def test_accuracy_before_finetuning_is_the_compressed_models_own(tiny_synthetic):
     """acc_mean_nofinetune must be the compressed model's test accuracy, not its base's nor the fine-tuned one's."""
     from bench.metrics import per_attribute_accuracy
-    from bench.train import predict_probs
+    from bench.training.train import predict_probs
 
     seed_everything(0)
     model = models.create_model("slimnet", filter_count_values=[8, 8, 8, 8], initial_conv=[16, 7, 2])
-    config = TrainConfig(epochs=1, batch_size=16, lr=1e-3)
+    config = TrainSettings(epochs=1, batch_size=16, lr=1e-3)
     train_model(model, tiny_synthetic, config)
-    base_accuracy = per_attribute_accuracy(tiny_synthetic.labels[tiny_synthetic.splits["test"]],
-                                           predict_probs(model, tiny_synthetic, "test")).mean()
+    base_accuracy = per_attribute_accuracy(
+        tiny_synthetic.labels[tiny_synthetic.splits["test"]], predict_probs(model, tiny_synthetic, "test")
+    ).mean()
     out = compress_and_finetune(model, tiny_synthetic, parse_variant("svd:rank_ratio=0.05"), {"epochs": 0}, config)
-    own = per_attribute_accuracy(tiny_synthetic.labels[tiny_synthetic.splits["test"]], predict_probs(out.model, tiny_synthetic, "test"))
+    own = per_attribute_accuracy(
+        tiny_synthetic.labels[tiny_synthetic.splits["test"]], predict_probs(out.model, tiny_synthetic, "test")
+    )
     assert out.acc_mean_nofinetune == pytest.approx(float(own.mean()), abs=1e-9)
     assert out.history == [] and out.acc_mean_nofinetune != pytest.approx(float(base_accuracy), abs=1e-6)
 
@@ -114,9 +149,15 @@ def test_accuracy_before_finetuning_is_the_compressed_models_own(tiny_synthetic)
 def test_a_single_exclude_pattern_is_one_pattern_not_its_characters(tiny_synthetic):
     """`exclude: "conv1.*"` in a YAML step mapping excluded layers matching 'c', 'o', 'n', ... (issue 19)."""
     model = models.create_model("slimnet", filter_count_values=[8, 8, 8, 8], initial_conv=[16, 7, 2])
-    steps = parse_variant({"steps": [{"method": "tucker2", "rank_ratio": 0.5, "skip_if_larger": False},
-                                     {"method": "svd", "rank_ratio": 0.5, "exclude": "slim1.*"}]})
-    out = compress_and_finetune(model, tiny_synthetic, steps, {"epochs": 0}, TrainConfig(epochs=1, batch_size=16))
+    steps = parse_variant(
+        {
+            "steps": [
+                {"method": "tucker2", "rank_ratio": 0.5, "skip_if_larger": False},
+                {"method": "svd", "rank_ratio": 0.5, "exclude": "slim1.*"},
+            ]
+        }
+    )
+    out = compress_and_finetune(model, tiny_synthetic, steps, {"epochs": 0}, TrainSettings(epochs=1, batch_size=16))
     svd = out.reports[1]
     reasons = {r["layer"]: r["reason"] for r in svd.layers}
     assert all(reason == "excluded" for layer, reason in reasons.items() if layer.startswith("slim1."))

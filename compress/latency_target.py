@@ -1,0 +1,85 @@
+"""Compression to a latency target: timings of a compressed model (or one layer's replacement) against the original in
+a runtime of the ``deploy`` registry, and the search for the least compression that reaches a target there."""
+
+from __future__ import annotations
+
+import logging
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+import deploy
+
+_logger = logging.getLogger(__name__)
+
+
+def measured_speedup(
+    original: nn.Module, compressed: nn.Module, runtime: str, example: torch.Tensor, batch: int = 1, blocks: int = 5
+) -> float:
+    """Return latency(original) / latency(compressed) in ``runtime``, both built from the registry and timed
+    interleaved on one random batch of ``batch`` at ``example``'s size.
+
+    Raises:
+        deploy.RuntimeUnavailable / deploy.RuntimeParityError: as :func:`deploy.deploy`.
+    """
+    x = np.random.default_rng(0).standard_normal((batch, *example.shape[1:])).astype(np.float32)
+    built = {"original": deploy.deploy(original, runtime, x[:1]), "compressed": deploy.deploy(compressed, runtime, x[:1])}
+    timings = deploy.compare({k: d.timed(x) for k, d in built.items()}, blocks, min_iters=10, min_seconds=0.15)
+    return timings["original"].median_ms / timings["compressed"].median_ms
+
+
+def search_for_latency(
+    build: Callable[[float], nn.Module],
+    original: nn.Module,
+    runtime: str,
+    example: torch.Tensor,
+    target_latency: float,
+    low: float,
+    high: float,
+    batch: int = 1,
+    points: int = 8,
+) -> tuple[float, nn.Module, float]:
+    """Return ``(knob, compressed model, measured speed-up)``: the least compressed model keeping at most
+    ``target_latency`` of the original's latency in ``runtime``, among ``points`` knobs spread evenly over
+    [``low``, ``high``] (more compression as the knob falls).
+
+    A grid, not a bisection: measured speed-up is not monotonic in the knob (channel counts cross the
+    multiples a runtime's kernels prefer, so keeping fewer channels can run slower), and a bisection
+    misled by one such step or by timing noise ends on a different branch. The chosen knob is measured a second time
+    and kept only if it still meets the target; otherwise the next knob down is tried.
+
+    Raises:
+        ValueError: no knob reaches the target (the best measured speed-up is named).
+    """
+    needed = 1.0 / target_latency
+    knobs = sorted(np.linspace(low, high, points), reverse=True)
+    measured = {}
+    for knob in knobs:
+        model = build(float(knob))
+        measured[float(knob)] = (model, measured_speedup(original, model, runtime, example, batch))
+        _logger.info("latency target: knob %.4f -> %.2fx in %s", knob, measured[float(knob)][1], runtime)
+    for knob in sorted(measured, reverse=True):
+        model, speedup = measured[knob]
+        if speedup >= needed:
+            confirmed = measured_speedup(original, model, runtime, example, batch)
+            if confirmed >= needed:
+                return knob, model, min(speedup, confirmed)
+    best = max(speedup for _, speedup in measured.values())
+    raise ValueError(
+        f"target_latency={target_latency:g} in {runtime} is out of reach: the best of {points} compression levels "
+        f"measured {best:.2f}x faster than the original, {needed:.2f}x is needed"
+    )
+
+
+def slower_in_runtime(
+    layer: nn.Module, replacement: nn.Module, input_shape, runtime: str, blocks: int = 3
+) -> tuple[bool, float, float]:
+    """Return ``(slower, layer ms, replacement ms)``: ``layer`` and its ``replacement`` each built alone in
+    ``runtime`` and timed interleaved at batch 1 on ``input_shape``."""
+    x = np.random.default_rng(0).standard_normal((1, *input_shape[1:])).astype(np.float32)
+    built = {"layer": deploy.deploy(layer, runtime, x), "replacement": deploy.deploy(replacement, runtime, x)}
+    timings = deploy.compare({k: d.timed(x) for k, d in built.items()}, blocks, min_iters=10, min_seconds=0.05)
+    before, after = timings["layer"].median_ms, timings["replacement"].median_ms
+    return after > before, before, after
