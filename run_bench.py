@@ -7,6 +7,7 @@ python run_bench.py report --study NAME   # re-render reports/NAME from results/
 python run_bench.py models                # the model zoo, compression methods and runtimes
 python run_bench.py profile --models slimnet,mobilenetv3_small_100 --runtimes all   # latency per runtime vs the floor
 python run_bench.py search --config configs/slimnet_search.yaml   # compressed Slim-Nets against the zoo (Optuna)
+python run_bench.py export --study slimnet_int8_deploy --model "slimnet [prune + int8]" --runtime openvino_int8 --out shipped/
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_CONFIG_PATH = os.path.join(HERE, "configs", "default.yaml")
-COMMANDS = ("run", "search", "report", "models", "profile", "sensitivity")
+COMMANDS = ("run", "search", "report", "models", "profile", "sensitivity", "export")
 
 
 def _at_least_one(text: str) -> int:
@@ -59,6 +60,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_sensitivity_arguments(
         commands.add_parser("sensitivity", help="accuracy drop of compressing each layer / coupled group alone")
+    )
+    export = commands.add_parser(
+        "export",
+        help="write a study's model as a runtime ships it (ONNX / OpenVINO IR / TorchScript), checked, with its model card",
+    )
+    export.add_argument("--study", default="default")
+    export.add_argument("--model", required=True, help="the model's label in the study's tables, e.g. 'slimnet [prune 0.3]'")
+    export.add_argument("--runtime", required=True, help="a runtime the study timed the model in, e.g. openvino_int8")
+    export.add_argument("--out", required=True, help="a new folder for the files (never overwritten)")
+    export.add_argument("--results-dir", default="results")
+    export.add_argument(
+        "--tolerance", type=float, default=0.1, help="largest test accuracy difference (points) from the study's, else refused"
     )
     return parser
 
@@ -105,6 +118,13 @@ def _add_profile_arguments(parser) -> None:
     parser.add_argument("--threads", type=_at_least_one)
     parser.add_argument("--min-iters", type=_at_least_one, default=3, help="calls per runtime and block, at least")
     parser.add_argument("--min-seconds", type=float, default=0.2, help="seconds per runtime and block, at least")
+    parser.add_argument(
+        "--train",
+        action="store_true",
+        help="profile a training step in every training set-up instead (ms per "
+        "image against the fwd+bwd compute floor; batch: the first of --batch-sizes)",
+    )
+    parser.add_argument("--compile", action="store_true", help="with --train, also torch.compile (seconds of compilation first)")
 
 
 def _add_sensitivity_arguments(parser) -> None:
@@ -186,12 +206,49 @@ def _comma_ints(text: str, flag: str) -> list[int]:
     return values
 
 
+def _print_training_profile(args, batch: int, input_size) -> int:
+    from bench.analysis.profile import training_profile
+
+    names = [m.strip() for m in args.models.split(",") if m.strip()]
+    profile = training_profile(names, batch, input_size, args.repeats, args.min_seconds, args.threads, compiled=args.compile)
+    machine = profile.machine
+    native = "native" if machine["native_bf16"] else "not native: bf16 is left out"
+    print(
+        f"{machine['threads']} threads; torch GEMM peak fp32 {machine['fp32_gflops']:.0f} GFLOP/s, "
+        f"bf16 {machine['bf16_gflops']:.0f} GFLOP/s ({native}); batch {batch}, {args.repeats} "
+        f"interleaved blocks of >= {args.min_seconds} s per set-up; floor = 3 x 2 x MACs / the set-up's peak "
+        "(forward + backward)"
+    )
+    columns = [
+        "model",
+        "set-up",
+        "ms / image",
+        "95 % interval",
+        "floor (ms / image)",
+        "measured / floor",
+        "data (ms / image)",
+        "compile (s)",
+    ]
+    print("| " + " | ".join(columns) + " |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
+    for row in profile.rows:
+        compile_text = "" if row["compile_seconds"] is None else f"{row['compile_seconds']:.0f}"
+        print(
+            f"| {row['model']} | {row['setup']} | {row['ms_per_image']:.2f} | {row['lo']:.2f}-{row['hi']:.2f} | "
+            f"{row['floor_ms_per_image']:.2f} | {row['over_floor']:.2f}x | {row['data_ms_per_image']:.2f} | {compile_text} |"
+        )
+    return 0
+
+
 def command_profile(args) -> int:
-    """Print each model's latency in every runtime against the compute floor (``bench.analysis.profile``)."""
+    """Print each model's latency in every runtime against the compute floor, or with ``--train`` the time per image of a
+    training step in every training set-up (``bench.analysis.profile``)."""
     from bench.analysis.profile import inference_profile
 
     batch_sizes = _comma_ints(args.batch_sizes, "--batch-sizes")
     input_size = None if args.input_size == "native" else [int(v) for v in args.input_size.lower().split("x")]
+    if args.train:
+        return _print_training_profile(args, batch_sizes[0], input_size)
     runtimes = [r.strip() for r in args.runtimes.split(",")] if args.runtimes != "all" else "all"
     names = [m.strip() for m in args.models.split(",") if m.strip()]
     profile = inference_profile(
@@ -275,6 +332,19 @@ def command_report(args) -> int:
     return 0
 
 
+def command_export(args) -> int:
+    """Write a study's model as a runtime ships it, after checking the file reproduces the study's test accuracy."""
+    from bench.export.package import export_model
+
+    exported = export_model(args.results_dir, args.study, args.model, args.runtime, args.out, args.tolerance)
+    print(
+        f"exported {args.model} ({args.runtime}) to {exported.folder}/: {', '.join(exported.files)}\n"
+        f"check: the shipped file reaches {exported.acc_mean:.2f} % on the test split with only its runtime loaded "
+        f"(the study: {exported.study_acc_mean:.2f} %)"
+    )
+    return 0
+
+
 # ---- what a running study says, one line per event ----------------------------------------------------------------
 
 
@@ -333,6 +403,10 @@ EVENT_TEXT = {
     "timed": _timed_text,
     "trial": _trial_text,
     "promote": lambda item: f"> search: {item['cells']} front members promoted to the study's fine-tune",
+    "study": lambda item: (
+        f"study {item['study']!r}: {item['cells']} cells, data: {item['data']} ({item['images']:,} images)"
+        + "".join(f"\nwarning: {line}" for line in item["warnings"])
+    ),
 }
 
 
@@ -358,24 +432,27 @@ def command_run(args) -> int:
     from bench.study.executors import make_executor
 
     config = config_from_args(args)
-    cells = expand_cells(config)
+    expand_cells(config)  # the config alone, before the reports folder is touched
     check_writable(
         os.path.join(args.reports_dir, config["study"]), "reports folder", "--reports-dir"
     )  # now, not after every cell
     if config["search"] is not None and args.force:
         raise StudyConfigError("--force does not apply to a search; remove its folder (results/<study>/search) to start over")
+    if config["mlflow"]:
+        from bench.report.tracking import check_tracking
+
+        check_tracking(config["mlflow"], config["study"])  # a target that cannot take the study: refused now, not after it
     started = time.perf_counter()
-    print(
-        f"study {config['study']!r}: {len(cells)} cells, data: "
-        + (config["data"]["data_dir"] or f"synthetic ({config['data']['synthetic_images']} images)"),
-        flush=True,
-    )
     progress, executor = _progress_bar(args.quiet), make_executor(config)
     if config["search"] is not None:
         from bench.analysis.pipeline_search import run_search, search_plan
 
-        print(search_plan(config), flush=True)
-        run_search(config, args.results_dir, executor=executor, progress=progress, on_event=print_event, retime=args.retime)
+        def on_event(kind: str, item: dict) -> None:
+            print_event(kind, item)
+            if kind == "study":  # the plan after the pre-flight passed: a bad input is then the only line
+                print(search_plan(config), flush=True)
+
+        run_search(config, args.results_dir, executor=executor, progress=progress, on_event=on_event, retime=args.retime)
     else:
         from bench.study.runner import run_study
 
@@ -390,18 +467,34 @@ def command_run(args) -> int:
         )
     written = render_report(args.results_dir, config["study"], args.reports_dir, plots=not args.no_plots)
     _print_written(config, args, written)
+    print(f"wall time: {time.perf_counter() - started:.0f} s")
     if config["mlflow"]:
-        from bench.report.tracking import log_study
-        from bench.store.records import load_records
+        return _log_to_mlflow(config, args)
+    return 0
 
+
+def _log_to_mlflow(config: dict, args) -> int:
+    """Log the finished study to MLflow; return 0, or 1 with one line when the target fails now (results and reports
+    stay as written: rerunning the same command computes nothing again and only logs)."""
+    from bench.report.tracking import log_study
+    from bench.store.records import load_records
+
+    try:
         runs = log_study(
             config["mlflow"],
             config["study"],
             load_records(args.results_dir, config["study"]),
             os.path.join(args.reports_dir, config["study"]),
         )
-        print(f"mlflow: {len(runs)} cell runs in experiment {config['study']!r} at {config['mlflow']}")
-    print(f"wall time: {time.perf_counter() - started:.0f} s")
+    except Exception as exc:  # the study is done and written: whatever the tracking target did, say so in one line
+        reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        print(
+            f"error: logging to MLflow at {config['mlflow']} failed ({reason}); the results and reports are written; "
+            f"rerun the same command to log the finished study (no cell is computed again)",
+            file=sys.stderr,
+        )
+        return 1
+    print(f"mlflow: {len(runs)} cell runs in experiment {config['study']!r} at {config['mlflow']}")
     return 0
 
 
@@ -409,6 +502,7 @@ COMMAND_FUNCTIONS = {
     "models": lambda args: command_models(),
     "report": command_report,
     "profile": command_profile,
+    "export": command_export,
     "sensitivity": command_sensitivity,
     "run": command_run,
     "search": command_run,

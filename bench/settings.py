@@ -130,11 +130,21 @@ def _runtimes_problem(value) -> str | None:
     return f"unknown runtimes {unknown}; known: {', '.join(deploy.RUNTIMES)}" if unknown else None
 
 
+def _profiled_runtimes_problem(value) -> str | None:
+    from deploy.roofline import PROFILERS
+
+    if not isinstance(value, (list, tuple)) or not all(isinstance(n, str) for n in value):
+        return f"expected a list of runtime names (empty: none), got {value!r}"
+    unknown = [n for n in value if n not in PROFILERS]
+    return f"no per-layer profiler for {unknown}; known: {', '.join(PROFILERS)}" if unknown else None
+
+
 def _exact_runtime_problem(value) -> str | None:
     import deploy
+    from compress.options import FASTEST
 
     exact = [name for name, entry in deploy.RUNTIMES.items() if entry.exact]
-    return None if value in exact else f"expected an fp32 runtime, one of {exact}, got {value!r}"
+    return None if value in exact + [FASTEST] else f"expected an fp32 runtime, one of {exact + [FASTEST]}, got {value!r}"
 
 
 def _format_problem(value) -> str | None:
@@ -249,6 +259,19 @@ class TrainSettings(Settings):
     )
     hflip: bool = setting(False, "random horizontal flips (face attributes are mirror-invariant)", "bool")
     channels_last: bool = setting(True, "channels_last memory format (faster convolutions on CPUs)", "bool")
+    precision: str = setting(
+        "auto",
+        "training arithmetic: bf16 autocast, fp32, or auto (bf16 where the device computes it natively: "
+        "AVX512_BF16 or AMX CPUs, GPUs with bf16; fp32 elsewhere); evaluation is always fp32",
+        "str",
+        choices=("auto", "fp32", "bf16"),
+    )
+    compile: bool = setting(
+        False,
+        "compile the model with torch.compile before training (pays only when the run is long enough to "
+        "win back its compile time; run_bench.py profile --train measures both)",
+        "bool",
+    )
     seed: int = setting(0, "seed of weights, shuffling and flips", "int", 0, None)
     device: str = setting("auto", "'auto' (CUDA when available), 'cpu', 'cuda' or 'cuda:N'", "any", check=_device_problem)
     eval_batch_size: int = setting(64, "evaluation batch size", "int", 1, None)
@@ -269,6 +292,13 @@ class FinetuneSettings(Settings):
     temperature: float = setting(2.0, "distillation temperature", "float", 0, None, "(]")
     hflip: bool | None = setting(None, "random horizontal flips (None: training's)", "bool")
     lr_step_epochs: int = setting(0, "StepLR step in epochs (0: constant)", "int", 0, None)
+    teacher: str | None = setting(
+        None,
+        "the model whose cell (same seed) distillation learns from (None: the uncompressed base); "
+        "e.g. a more accurate zoo model of the study",
+        "any",
+        check=_text,
+    )
 
     def train_config(self, train: TrainSettings) -> TrainSettings:
         """Return the training settings a fine-tune runs with: ``train`` with this section's values over it."""
@@ -328,6 +358,12 @@ class TimingSettings(Settings):
     busy_ratio: float = setting(
         1.3, "a block is retimed (then flagged busy) when a load probe ran this much above its best", "float", 1, None, "(]"
     )
+    interleave: str = setting(
+        "blocks",
+        "within a block, each model's calls back to back (blocks) or the models taking turns call by call (calls)",
+        "str",
+        choices=("blocks", "calls"),
+    )
     min_iters: int = setting(3, "calls per candidate and block, at least", "int", 1, None)
     min_seconds: float = setting(0.1, "seconds per candidate and block, at least", "float", 0, None)
     threads: int | None = setting(None, "threads timed with (None: torch's default, all cores)", "int", 1, None)
@@ -353,6 +389,23 @@ class TimingSettings(Settings):
     layer_blocks: int = setting(3, "interleaved blocks per layer in the per-layer table", "int", 1, None)
     layer_min_iters: int = setting(5, "calls per layer and block, at least", "int", 1, None)
     layer_min_seconds: float = setting(0.05, "seconds per layer and block, at least", "float", 0, None)
+    profile_runtimes: list = setting(
+        ["onnxruntime", "openvino"],
+        "runtimes whose own profiler times every layer of every model at batch 1 and batch_n, against its roofline "
+        "(layers.csv rows of kind profiled; empty: none); those among the runtimes timed",
+        "any",
+        check=_profiled_runtimes_problem,
+    )
+    footprint: bool = setting(
+        False,
+        "measure every model's peak memory (batch 1 and batch_n) and cold start in every runtime timed, each in fresh "
+        "processes (deploy.footprint)",
+        "bool",
+    )
+    footprint_repeats: int = setting(3, "fresh processes per model, runtime and batch size for the footprint", "int", 1, None)
+    profile_runs: int = setting(
+        10, "profiled calls per model, runtime and batch size (after a third as many warm-ups)", "int", 1, None
+    )
 
     def __post_init__(self):
         super().__post_init__()
@@ -466,9 +519,19 @@ class SearchSettings(Settings):
     trials: int = setting(20, "trials (pipelines screened); a rerun continues until this many have finished", "int", 1, None)
     runtime: str = setting(
         "onnxruntime",
-        "the fp32 runtime latency is measured in; a quantized candidate is timed in its int8 twin (deploy.int8_twin)",
+        "the fp32 runtime latency is measured in (fastest: the searched model's fastest fp32 runtime here, among those with an "
+        "int8 twin when quantize is a knob); a quantized candidate is timed in its int8 twin (deploy.int8_twin)",
         "any",
         check=_exact_runtime_problem,
+    )
+    max_latency_ratio: float | None = setting(
+        None,
+        "constrained mode: the best validation accuracy at a latency ratio to the searched model of at most this (a quantized "
+        "candidate in the runtime's int8 twin); None: the accuracy / latency front",
+        "float",
+        0,
+        None,
+        "(]",
     )
     batch: int = setting(1, "the batch size latency is measured at", "int", 1, None)
     sampler: str = setting("nsga2", "Optuna's multi-objective sampler: NSGA-II or TPE", "str", choices=("nsga2", "tpe"))
@@ -502,25 +565,38 @@ class SearchSettings(Settings):
         None,
     )
     screen: dict = setting(
-        {"epochs": 1, "limit_train": 500, "distill": 0.0},
-        "the screening fine-tune: finetune settings over the study's",
+        {"epochs": 1, "limit_train": 1000, "distill": 0.5},
+        "the screening fine-tune: finetune settings over the study's (distillation from the searched model's cached outputs "
+        "costs no teacher forward pass)",
         "any",
         check=_finetune_mapping_problem,
     )
     promote: int = setting(
-        3, "screening-front members promoted to the study's fine-tune and timing phase (spread over latency)", "int", 0, None
+        3,
+        "trials promoted to the study's fine-tune and timing phase: screening-front members spread over latency (constrained "
+        "mode: the most accurate within the ratio), never one below the majority predictor's validation accuracy",
+        "int",
+        0,
+        None,
+    )
+    promote_below_majority: bool = setting(
+        False, "promote trials whose validation accuracy is below the majority predictor's too (false: never)", "bool"
     )
     timing_blocks: int = setting(5, "interleaved blocks timing each candidate against the searched model", "int", 2, None)
 
     def int8_runtime(self) -> str | None:
-        """Return the int8 runtime a quantized candidate is timed in (None when ``runtime`` has none)."""
+        """Return the int8 runtime a quantized candidate is timed in (None when ``runtime`` has none, or is ``fastest``: the
+        search resolves it on the searched model first)."""
         import deploy
+        from compress.options import FASTEST
 
-        return deploy.int8_twin(self.runtime)
+        return None if self.runtime == FASTEST else deploy.int8_twin(self.runtime)
 
     def __post_init__(self):
         super().__post_init__()
-        if "quantize" in self.knobs and self.int8_runtime() is None:
+        from compress.options import FASTEST
+
+        if "quantize" in self.knobs and self.runtime != FASTEST and self.int8_runtime() is None:
             import deploy
 
             twins = [entry.quantizes for entry in deploy.RUNTIMES.values() if entry.quantizes]

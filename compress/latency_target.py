@@ -11,8 +11,30 @@ import torch
 from torch import nn
 
 import deploy
+from compress.options import FASTEST
 
 _logger = logging.getLogger(__name__)
+
+
+def fastest_runtime(model: nn.Module, example: torch.Tensor, batch: int = 1, blocks: int = 3) -> str:
+    """Return the exact (fp32) runtime of the registry that runs ``model`` fastest here at ``batch`` (all of them timed
+    interleaved on one random batch; runtimes whose packages are missing are left out).
+
+    Raises:
+        RuntimeError: no exact runtime can be built here.
+    """
+    x = np.random.default_rng(0).standard_normal((batch, *example.shape[1:])).astype(np.float32)
+    exact = [name for name, entry in deploy.RUNTIMES.items() if entry.exact]
+    built, _ = deploy.deploy_all(model, exact, x[:1])
+    if not built:
+        raise RuntimeError(f"no fp32 runtime of {exact} can be built here")
+    timings = deploy.compare({name: d.timed(x) for name, d in built.items()}, blocks, min_iters=10, min_seconds=0.1)
+    return min(timings, key=lambda name: timings[name].median_ms)
+
+
+def resolve_runtime(runtime: str, model: nn.Module, example: torch.Tensor, batch: int = 1) -> str:
+    """Return ``runtime``, or for :data:`FASTEST` the original model's fastest fp32 runtime (:func:`fastest_runtime`)."""
+    return fastest_runtime(model, example, batch) if runtime == FASTEST else runtime
 
 
 def measured_speedup(
@@ -40,10 +62,10 @@ def search_for_latency(
     high: float,
     batch: int = 1,
     points: int = 8,
-) -> tuple[float, nn.Module, float]:
-    """Return ``(knob, compressed model, measured speed-up)``: the least compressed model keeping at most
-    ``target_latency`` of the original's latency in ``runtime``, among ``points`` knobs spread evenly over
-    [``low``, ``high``] (more compression as the knob falls).
+) -> tuple[float, nn.Module, float, str]:
+    """Return ``(knob, compressed model, measured speed-up, runtime)``: the least compressed model keeping at most
+    ``target_latency`` of the original's latency in ``runtime`` (:data:`FASTEST`: the original's fastest fp32 runtime,
+    named in the result), among ``points`` knobs spread evenly over [``low``, ``high``] (more compression as the knob falls).
 
     A grid, not a bisection: measured speed-up is not monotonic in the knob (channel counts cross the
     multiples a runtime's kernels prefer, so keeping fewer channels can run slower), and a bisection
@@ -54,6 +76,7 @@ def search_for_latency(
         ValueError: no knob reaches the target (the best measured speed-up is named).
     """
     needed = 1.0 / target_latency
+    runtime = resolve_runtime(runtime, original, example, batch)
     knobs = sorted(np.linspace(low, high, points), reverse=True)
     measured = {}
     for knob in knobs:
@@ -65,7 +88,7 @@ def search_for_latency(
         if speedup >= needed:
             confirmed = measured_speedup(original, model, runtime, example, batch)
             if confirmed >= needed:
-                return knob, model, min(speedup, confirmed)
+                return knob, model, min(speedup, confirmed), runtime
     best = max(speedup for _, speedup in measured.values())
     raise ValueError(
         f"target_latency={target_latency:g} in {runtime} is out of reach: the best of {points} compression levels "

@@ -19,7 +19,8 @@ import deploy
 class Option:
     """One option of a method: its meaning, its kind, its valid values and its default.
 
-    ``kind`` is one of 'float', 'int', 'bool', 'str' (with ``choices``), 'names' (a shell-style
+    ``kind`` is one of 'float', 'int', 'bool', 'str' (with ``choices``), 'runtime' (a runtime of the ``deploy``
+    registry, read when checked, or :data:`FASTEST`), 'names' (a shell-style
     pattern or a list of them), 'ints' / 'floats' (a number or a list of them), 'ranks'
     ({layer: rank or [rank_out, rank_in]}) and 'object' (anything, e.g. a calibration batch).
     Numbers must lie in the interval ``low``..``high`` (None: unbounded); ``open`` says which ends
@@ -65,6 +66,9 @@ class Option:
             if value not in self.choices:
                 return f"{value!r} is not one of {list(self.choices)}"
             ok, expected = True, ""
+        elif self.kind == "runtime":
+            ok = value == FASTEST or (isinstance(value, str) and value in deploy.RUNTIMES)
+            expected = f"a runtime of deploy.RUNTIMES ({', '.join(deploy.RUNTIMES)}) or {FASTEST!r}"
         elif self.kind == "names":
             values = [value] if isinstance(value, str) else value
             ok = isinstance(values, (list, tuple)) and all(isinstance(v, str) and v for v in values)
@@ -122,6 +126,7 @@ def resolve_options(method: str, known: dict[str, Option], options: dict) -> dic
 
 SELECTORS = ("ratio", "energy", "vbmf", "grad_align", "binary_search")
 LATENCY_RUNTIME = "onnxruntime"  # the runtime a latency target is measured in unless one is named
+FASTEST = "fastest"  # a runtime option's value: the original model's fastest fp32 runtime here, measured first
 DATA_DRIVEN_SELECTORS = ("grad_align", "binary_search")
 
 FACTORIZATION_OPTIONS = {
@@ -151,9 +156,8 @@ FACTORIZATION_OPTIONS = {
     ),
     "runtime": Option(
         "a deploy runtime: layers whose factorized form is slower there stay whole; target_latency's runtime "
-        f"({LATENCY_RUNTIME} when only target_latency is given)",
-        "str",
-        choices=tuple(deploy.RUNTIMES),
+        f"({LATENCY_RUNTIME} when only target_latency is given; {FASTEST}: the model's fastest fp32 runtime here)",
+        "runtime",
     ),
     "latency_batch": Option("batch size target_latency is measured at", "int", 1, None, default=1),
 }
@@ -201,7 +205,9 @@ PRUNE_OPTIONS = {
         "fraction of the model's latency in `runtime` to keep (pruning ratio searched on timings)", "float", 0, 1, "(]"
     ),
     "runtime": Option(
-        "the deploy runtime target_latency is measured in", "str", choices=tuple(deploy.RUNTIMES), default=LATENCY_RUNTIME
+        f"the deploy runtime target_latency is measured in ({FASTEST}: the model's fastest fp32 runtime here)",
+        "runtime",
+        default=LATENCY_RUNTIME,
     ),
     "latency_batch": Option("batch size target_latency is measured at", "int", 1, None, default=1),
 }

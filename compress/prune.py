@@ -12,7 +12,7 @@ from torch import nn
 from compress.compression_report import CompressionReport
 from compress.latency_target import search_for_latency
 from compress.layers import check_patterns, classifier_names, kernel_text, layer_macs, record_output_shapes
-from compress.options import PRUNE_OPTIONS, resolve_options
+from compress.options import FASTEST, PRUNE_OPTIONS, resolve_options
 from models import count_params
 
 
@@ -28,6 +28,10 @@ def _importance(name: str):
     return importances[name]()
 
 
+def _where(asked: str, runtime: str) -> str:
+    return f"the fastest fp32 runtime ({runtime})" if asked == FASTEST else runtime
+
+
 def _prune_to_latency(model: nn.Module, example_input: torch.Tensor, options: dict) -> CompressionReport:
     """Prune ``model`` in place to ``target_latency`` of its latency in ``runtime`` (see :func:`prune_model`)."""
     runtime = options["runtime"]
@@ -40,13 +44,13 @@ def _prune_to_latency(model: nn.Module, example_input: torch.Tensor, options: di
         prune_model(candidate, example_input, **{**by_ratio, "pruning_ratio": min(most, 1.0 - kept)})
         return candidate
 
-    kept, _, speedup = search_for_latency(
+    kept, _, speedup, runtime = search_for_latency(
         build, original, runtime, example_input, float(options["target_latency"]), 1.0 - most, 0.98, int(options["latency_batch"])
     )
     report = prune_model(model, example_input, **{**by_ratio, "pruning_ratio": min(most, 1.0 - kept)})
     report.options = {k: v for k, v in options.items() if k != "gradient_batch"}
     report.notes.append(
-        f"target_latency {options['target_latency']:g} in {runtime}: pruning ratio {1.0 - kept:.3f}, "
+        f"target_latency {options['target_latency']:g} in {_where(options['runtime'], runtime)}: pruning ratio {1.0 - kept:.3f}, "
         f"measured {speedup:.2f}x faster than the original"
     )
     return report

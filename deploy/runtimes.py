@@ -15,6 +15,7 @@ difference is kept in ``Deployed.max_abs_diff``, and a runtime beyond its tolera
 from __future__ import annotations
 
 import copy
+import hashlib
 import importlib.util
 import io
 import os
@@ -53,6 +54,9 @@ class Deployed:
     sync: Callable[[], None] = lambda: None
     max_abs_diff: float = float("nan")
     int8_settings: str = ""
+    # what a deployer ships: (kind, payload) for deploy.footprint.save_artifact: ("onnx", bytes), ("openvino",
+    # openvino.Model), ("torchscript", frozen module) or ("checkpoint", {"channels_last": bool}) for eager PyTorch
+    artifact: tuple = ("", None)
 
     def timed(self, x: np.ndarray) -> tuple[Callable[[Any], Any], Any, Callable[[], None]]:
         """Return ``(run, prepared input, sync)`` for ``x``: what :func:`deploy.compare` and :class:`deploy.Interleaved` time."""
@@ -101,7 +105,8 @@ def export_onnx(model: nn.Module, example: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def _ort_session(onnx_model: bytes, threads: int | None, device: str):
+def ort_options(threads: int | None):
+    """Return the ONNX Runtime session options every session here runs with (``threads`` intra-op threads, no spinning)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -114,6 +119,13 @@ def _ort_session(onnx_model: bytes, threads: int | None, device: str):
     # 2.5x slower each than alone, with per-block ratios from 0.13 to 1.28 (README, "Measured figures"). Off, models
     # timed together run as fast as alone. (A process serving one model may turn it back on; it then runs faster.)
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return options
+
+
+def _ort_session(onnx_model: bytes, threads: int | None, device: str):
+    import onnxruntime as ort
+
+    options = ort_options(threads)
     providers = ["CPUExecutionProvider"]
     if torch.device(device).type == "cuda":
         if "CUDAExecutionProvider" not in ort.get_available_providers():
@@ -138,7 +150,14 @@ def build_eager(model, example, threads=None, device="cpu", calibration=None, in
         with torch.inference_mode():
             return probe(x)
 
-    return Deployed("eager", prepare=lambda x: torch.from_numpy(x).to(device), run=run, device=device, sync=_torch_sync(device))
+    return Deployed(
+        "eager",
+        prepare=lambda x: torch.from_numpy(x).to(device),
+        run=run,
+        device=device,
+        sync=_torch_sync(device),
+        artifact=("checkpoint", {"channels_last": False}),
+    )
 
 
 def build_eager_cl(model, example, threads=None, device="cpu", calibration=None, int8=None) -> Deployed:
@@ -155,6 +174,7 @@ def build_eager_cl(model, example, threads=None, device="cpu", calibration=None,
         run=run,
         device=device,
         sync=_torch_sync(device),
+        artifact=("checkpoint", {"channels_last": True}),
     )
 
 
@@ -170,13 +190,21 @@ def build_torchscript(model, example, threads=None, device="cpu", calibration=No
             return frozen(x)
 
     return Deployed(
-        "torchscript", prepare=lambda x: torch.from_numpy(x).to(device), run=run, device=device, sync=_torch_sync(device)
+        "torchscript",
+        prepare=lambda x: torch.from_numpy(x).to(device),
+        run=run,
+        device=device,
+        sync=_torch_sync(device),
+        artifact=("torchscript", frozen),
     )
 
 
 def build_onnxruntime(model, example, threads=None, device="cpu", calibration=None, int8=None) -> Deployed:
     """Return an ONNX Runtime session (fp32; CPU execution provider, CUDA's on a GPU device)."""
-    return _ort_deployed("onnxruntime", _ort_session(export_onnx(model, example), threads, device), device)
+    onnx_model = export_onnx(model, example)
+    deployed = _ort_deployed("onnxruntime", _ort_session(onnx_model, threads, device), device)
+    deployed.artifact = ("onnx", onnx_model)
+    return deployed
 
 
 def int8_settings(model: nn.Module, default: Int8Settings | None = None) -> Int8Settings:
@@ -190,26 +218,55 @@ def int8_settings(model: nn.Module, default: Int8Settings | None = None) -> Int8
     return Int8Settings.from_mapping(own) if own else (default or Int8Settings())
 
 
+# The last int8 sources built: accuracy control and each int8 runtime of a model start from the same graph, and
+# equalizing and exporting it took 1 s of Slim-Net's (3 builds per model in a study's timing phase, machine D).
+_SOURCES: dict[str, bytes] = {}
+_SOURCES_KEPT = 4
+
+
+def _source_key(model: nn.Module, example: np.ndarray, images: np.ndarray, equalize: bool) -> str:
+    digest = hashlib.sha1(f"{type(model).__name__}|{example.shape}|{equalize}".encode())
+    for name, tensor in model.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    digest.update(np.ascontiguousarray(images).tobytes() if equalize else b"")
+    return digest.hexdigest()
+
+
 def int8_source(model: nn.Module, example: np.ndarray, calibration: np.ndarray, settings: Int8Settings) -> bytes:
     """Return the float ONNX graph int8 quantization starts from: ``model`` with its linear chains equalized on the
-    calibration images when ``settings.equalize`` (same function, see :func:`deploy.int8.equalize_chains`), exported.
+    calibration images when ``settings.equalize`` (same function, see :func:`deploy.int8.equalize_chains`), exported
+    (the same model, weights, images and settings give the graph built last time).
 
     Raises:
         ValueError: no calibration images, or fewer than ``settings.calibration_images``.
     """
     images = calibration_subset(calibration, settings)
-    return export_onnx(equalize_chains(model, images)[0] if settings.equalize else model, example)
+    key = _source_key(model, example, images, settings.equalize)
+    if key not in _SOURCES:
+        while len(_SOURCES) >= _SOURCES_KEPT:
+            _SOURCES.pop(next(iter(_SOURCES)))
+        _SOURCES[key] = export_onnx(equalize_chains(model, images)[0] if settings.equalize else model, example)
+    return _SOURCES[key]
 
 
 def build_onnxruntime_int8(model, example, threads=None, device="cpu", calibration=None, int8=None) -> Deployed:
     """Return an ONNX Runtime session of the statically int8-quantized model (see :func:`deploy.int8.quantize_onnx`)."""
     settings = int8_settings(model, int8)
-    session = _ort_session(
-        quantize_onnx(int8_source(model, example, calibration, settings), calibration, settings), threads, device
-    )
-    deployed = _ort_deployed("onnxruntime_int8", session, device)
+    quantized = quantize_onnx(int8_source(model, example, calibration, settings), calibration, settings)
+    deployed = _ort_deployed("onnxruntime_int8", _ort_session(quantized, threads, device), device)
     deployed.int8_settings = settings.describe()
+    deployed.artifact = ("onnx", quantized)
     return deployed
+
+
+def openvino_config(threads: int | None) -> dict:
+    """Return the OpenVINO CPU plugin configuration every compiled model here runs with (``threads``, latency hint, fp32)."""
+    return {
+        "INFERENCE_NUM_THREADS": int(threads or torch.get_num_threads()),
+        "PERFORMANCE_HINT": "LATENCY",
+        "INFERENCE_PRECISION_HINT": "f32",
+    }
 
 
 def _openvino_deployed(name: str, source, threads: int | None, device: str) -> Deployed:
@@ -217,11 +274,7 @@ def _openvino_deployed(name: str, source, threads: int | None, device: str) -> D
     import openvino as ov
 
     core = ov.Core()
-    config = {
-        "INFERENCE_NUM_THREADS": int(threads or torch.get_num_threads()),
-        "PERFORMANCE_HINT": "LATENCY",
-        "INFERENCE_PRECISION_HINT": "f32",
-    }
+    config = openvino_config(threads)
     compiled: dict[tuple, Any] = {}
 
     def run(x: np.ndarray) -> np.ndarray:
@@ -233,7 +286,7 @@ def _openvino_deployed(name: str, source, threads: int | None, device: str) -> D
         request.infer({0: x})
         return request.get_output_tensor(0).data.copy()
 
-    return Deployed(name, prepare=lambda x: x, run=run, device=device)
+    return Deployed(name, prepare=lambda x: x, run=run, device=device, artifact=("openvino", source))
 
 
 def build_openvino(model, example, threads=None, device="cpu", calibration=None, int8=None) -> Deployed:

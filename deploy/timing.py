@@ -175,17 +175,30 @@ class Timing:
     retimed: int = 0
 
 
+INTERLEAVE_MODES = ("blocks", "calls")
+
+
+def _call_ms(run: Callable[[Any], Any], x: Any, sync: Callable[[], None]) -> float:
+    tick = time.perf_counter()
+    run(x)
+    sync()
+    return 1000.0 * (time.perf_counter() - tick)
+
+
 class Interleaved:
     """Interleaved timing of fixed candidates ({name: (run, input, sync)}), one block at a time.
 
-    Each block times every candidate once (``min_iters`` calls and ``min_seconds`` at least),
-    starting one candidate further than the block before, so no candidate always runs first or
-    last. The probes (:class:`LoadProbe`, :class:`MemoryProbe`) are read before and after each
-    block: a block whose worst ratio exceeds ``busy_ratio`` is retimed once and, if still slow,
-    flagged busy. Blocks can be added until the figures are as sure as needed (:meth:`add_block`).
+    Each block times every candidate (``min_iters`` calls and ``min_seconds`` at least), starting one
+    candidate further than the block before, so no candidate always runs first or last. With
+    ``interleave='blocks'`` a candidate's calls of a block run back to back; with ``'calls'`` the
+    candidates take turns call by call (A B C A B C ...), each as many calls as its ``min_seconds``
+    needs at its last block's pace, so every candidate sees the same moments of the machine. The
+    probes (:class:`LoadProbe`, :class:`MemoryProbe`) are read before and after each block: a block
+    whose worst ratio exceeds ``busy_ratio`` is retimed once and, if still slow, flagged busy. Blocks
+    can be added until the figures are as sure as needed (:meth:`add_block`).
 
     Raises:
-        ValueError: no candidates.
+        ValueError: no candidates, or an unknown ``interleave``.
     """
 
     def __init__(
@@ -196,15 +209,20 @@ class Interleaved:
         warmup: int = 2,
         probes: tuple = (),
         busy_ratio: float = 1.3,
+        interleave: str = "blocks",
     ):
         if not candidates:
             raise ValueError("interleaved timing needs at least one candidate")
+        if interleave not in INTERLEAVE_MODES:
+            raise ValueError(f"interleave: expected one of {INTERLEAVE_MODES}, got {interleave!r}")
+        self.interleave = interleave
         steady_allocator()
         self.candidates, self.names = candidates, list(candidates)
         self.min_iters, self.min_seconds, self.probes, self.busy_ratio = min_iters, min_seconds, tuple(probes), busy_ratio
+        self.pace_ms = {}  # each candidate's last median: how many calls make its min_seconds in a call-level block
         for name in self.names:  # first calls build caches, compile graphs, allocate: never part of a block
             run, x, sync = candidates[name]
-            time_calls(run, x, sync, min_iters=1, min_seconds=0.0, warmup=warmup)
+            self.pace_ms[name] = float(np.median(time_calls(run, x, sync, min_iters=1, min_seconds=0.0, warmup=warmup)))
         self.samples = {name: [] for name in self.names}
         self.block_medians = {name: [] for name in self.names}
         self.block_busy: list[bool] = []
@@ -220,10 +238,7 @@ class Interleaved:
         order = self.names[shift:] + self.names[:shift]
         for attempt in range(2):
             before = self._load()
-            times = {
-                name: time_calls(*self.candidates[name], min_iters=self.min_iters, min_seconds=self.min_seconds, warmup=0)
-                for name in order
-            }
+            times = self._calls_in_turn(order) if self.interleave == "calls" else self._calls_back_to_back(order)
             after = self._load()
             load = {k: max(before[k], after[k]) for k in before}
             slow = any(v > self.busy_ratio for v in load.values())
@@ -235,6 +250,24 @@ class Interleaved:
         for name in self.names:
             self.samples[name].extend(times[name].tolist())
             self.block_medians[name].append(float(np.median(times[name])))
+            self.pace_ms[name] = self.block_medians[name][-1]
+
+    def _calls_back_to_back(self, order: list[str]) -> dict[str, np.ndarray]:
+        return {
+            name: time_calls(*self.candidates[name], min_iters=self.min_iters, min_seconds=self.min_seconds, warmup=0)
+            for name in order
+        }
+
+    def _calls_in_turn(self, order: list[str]) -> dict[str, np.ndarray]:
+        wanted = {
+            name: max(self.min_iters, int(np.ceil(1000.0 * self.min_seconds / max(self.pace_ms[name], 1e-3)))) for name in order
+        }
+        times: dict[str, list] = {name: [] for name in order}
+        while any(len(times[name]) < wanted[name] for name in order):
+            for name in order:
+                if len(times[name]) < wanted[name]:
+                    times[name].append(_call_ms(*self.candidates[name]))
+        return {name: np.asarray(values) for name, values in times.items()}
 
     def kept_blocks(self) -> list[int]:
         """Return the indices of the blocks the figures use: the quiet ones, or every block when fewer than half are quiet."""

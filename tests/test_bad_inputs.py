@@ -58,6 +58,23 @@ CASES = [
     (None, ["--seeds", "a,b"], "--seeds (sets seeds): expected a list of distinct integers >= 0"),
     (None, ["--reports-dir", "/proc/1/reports"], "reports folder '/proc/1/reports/bad' is not writable"),
     (None, ["--device", "gpu"], "--device (sets device): expected 'auto', 'cpu', 'cuda' or 'cuda:N', got 'gpu'"),
+    # issue 34: refused before the first cell, not after it
+    (("models.0.compressions", ["quantize:calibration=foo"]), [], "option calibration: set from the study's data"),
+    (("models.0.compressions", ["quantize:calibration_method=foo"]), [], "calibration_method 'foo' is not one of"),
+    (
+        ("models.0.compressions", ["quantize:calibration_images=100"]),
+        [],
+        "quantize calibration_images=100 but the training split holds 48 images",
+    ),
+    (
+        ("timing", {"latency": True, "runtimes": ["onnxruntime_int8"]}),
+        [],
+        "timing.int8: calibration_images=64 (int8 runtimes of the float models) but the training split holds 48",
+    ),
+    (None, ["--threads", "999"], "threads: 999 threads on"),
+    (None, ["--synthetic-images", "100000000"], "data.synthetic_images: 100,000,000 images need about"),
+    (None, ["--mlflow", "http://127.0.0.1:9"], "--mlflow http://127.0.0.1:9: cannot log experiment 'bad' there"),
+    (None, ["--mlflow", "sqlite:////no/such/folder/mlflow.db"], "its folder /no/such/folder does not exist"),
 ]
 
 
@@ -80,10 +97,20 @@ def test_a_bad_value_stops_the_run_before_any_cell_in_one_line(tmp_path, cache_d
             *extra,
         ]
     )
-    err = capsys.readouterr().err.strip()
+    captured = capsys.readouterr()
+    err = captured.err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and err.startswith("error: "), err
     assert message in err, err
+    assert "cells, data" not in captured.out  # the error is the only thing said, not a study that then stops
     assert not list(results.glob("*/cells/*.json"))  # no cell ran
+
+
+def test_an_empty_study_file_is_refused_not_run_as_the_default_study(tmp_path, capsys):
+    path = tmp_path / "empty.yaml"
+    path.write_text("# nothing yet\n")
+    assert run_bench.main(["--config", str(path), "--results-dir", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "the file is empty" in err and str(path) in err
 
 
 @pytest.mark.parametrize(

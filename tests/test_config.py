@@ -135,6 +135,8 @@ def test_a_variant_must_have_steps_and_not_repeat_another():
         expand_cells(tiny_study(compressions=["+"]))
     with pytest.raises(StudyConfigError, match="repeats"):
         expand_cells(tiny_study(compressions=["svd:rank_ratio=0.5", "svd:rank_ratio=0.5"]))
+    fine_tuned_longer = {"name": "svd long", "steps": ["svd:rank_ratio=0.5"], "finetune": {"epochs": 3}}
+    assert len(expand_cells(tiny_study(compressions=["svd:rank_ratio=0.5", fine_tuned_longer]))) == 4  # another experiment
 
 
 def test_cells_hold_their_settings_in_full_and_no_timing_settings():

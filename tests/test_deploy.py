@@ -104,6 +104,23 @@ def test_int8_needs_calibration_images():
         deploy.deploy(torch.nn.Linear(3, 2), "onnxruntime_int8", np.zeros((1, 3), np.float32))
 
 
+def test_the_int8_source_is_built_once_per_model_weights_and_images(monkeypatch):
+    from deploy import runtimes
+
+    exports = []
+    monkeypatch.setattr(runtimes, "export_onnx", lambda model, example: exports.append(1) or b"graph%d" % len(exports))
+    monkeypatch.setattr(runtimes, "_SOURCES", {})
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 1), torch.nn.ReLU(), torch.nn.Conv2d(4, 2, 1))
+    example, calibration = np.zeros((1, 3, 4, 4), np.float32), np.ones((8, 3, 4, 4), np.float32)
+    settings = deploy.Int8Settings(calibration_images=8)
+    first = runtimes.int8_source(model, example, calibration, settings)
+    assert runtimes.int8_source(model, example, calibration, settings) == first and len(exports) == 1
+    assert runtimes.int8_source(model, example, calibration * 2, settings) != first  # other images: equalized anew
+    with torch.no_grad():
+        model[0].bias.add_(1.0)
+    assert runtimes.int8_source(model, example, calibration, settings) != first and len(exports) == 3  # other weights
+
+
 def test_floor_arithmetic():
     # Slim-Net's 245,801,868 MACs... here a round number: 2.5e8 MACs x 32 images x 2 flops at 400 GFLOP/s = 40 ms.
     assert deploy.floor_ms(2.5e8, 32, 400.0) == pytest.approx(40.0)

@@ -112,7 +112,7 @@ def test_a_made_up_method_is_one_row_that_variants_pipelines_and_sensitivity_rea
     assert variant_name(parse_variant("svd:rank_ratio=0.5+fp16:check=true")) == "svd 0.5 + fp16 checked"
     with pytest.raises(VariantSpecError, match="fp16 can only be the last step"):
         parse_variant("fp16+svd:rank_ratio=0.5")
-    with pytest.raises(VariantSpecError, match="calibration come from the study's data"):
+    with pytest.raises(VariantSpecError, match="option calibration: set from the study's data"):
         parse_variant("fp16:calibration=foo")
     model = models.create_model("slimnet", **TINY_SLIMNET).eval()
     filled = step_options(model, tiny_synthetic, {"method": "fp16", "check": True})

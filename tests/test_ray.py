@@ -55,7 +55,7 @@ def test_ray_executor_gives_the_sequential_records(tmp_path, cache_dir, local_cl
     run_study(config, on_ray, executor=RayExecutor(), on_event=lambda kind, payload: events.append((kind, payload.get("model"))))
     ray_seconds = time.perf_counter() - started
     print(f"4-cell study + majority: sequential {sequential_seconds:.1f} s, local Ray cluster (2 workers) {ray_seconds:.1f} s")
-    assert sorted(k for k, *_ in events) == sorted(["start"] * 5 + ["done"] * 5 + ["timing", "timed"])
+    assert sorted(k for k, *_ in events) == sorted(["study"] + ["start"] * 5 + ["done"] * 5 + ["timing", "timed"])
     first, second = load_records(sequential, "ray"), load_records(on_ray, "ray")
     assert sorted(r["row"]["config_hash"] for r in first) == sorted(r["row"]["config_hash"] for r in second)
     assert len(first) == 5

@@ -28,7 +28,7 @@ def _config(**overrides):
 
 
 def _events(log):
-    return lambda kind, cell: log.append((kind, cell["model"]))
+    return lambda kind, cell: log.append((kind, cell["model"])) if kind != "study" else None
 
 
 # ---- a truncated or garbage record --------------------------------------------------------------
@@ -358,3 +358,106 @@ def test_a_real_distilled_fine_tune_is_not_flagged(tiny_synthetic):
     )
     assert out.history[-1]["train_loss"] > 2 * np.log(2)  # above the old plain-BCE bound: the soft term's floor
     assert divergence_reason(out.history, majority) == ""
+
+
+# ---- issue 34: no row that shows another model's numbers, no traceback after hours of work -------------------------
+
+
+@pytest.mark.parametrize("timing", [{"latency": False}, {"latency": True, "runtimes": ["eager_cl"]}])
+def test_a_quantized_variant_shows_its_int8_numbers_whatever_is_timed(tmp_path, cache_dir, timing):
+    from helpers import FAST_TIMING
+
+    config = tiny_study(
+        "q", compressions=["quantize:calibration_images=16"], timing={**FAST_TIMING, **timing, "layer_runtimes": []}
+    )
+    rows = {(r["variant"] or ""): r for r in run_study(config, str(tmp_path))}
+    base, quantized = rows[""], rows["int8"]
+    assert quantized["int8_settings"]  # it was evaluated as the int8 model it is
+    from bench.data.loading import load_data
+    from bench.study.runner import _int8_deployed
+
+    saved = models.load_model(os.path.join(str(tmp_path), "q", "checkpoints", quantized["config_hash"], "model.pt"))
+    shipped = _int8_deployed(saved, load_data(config["data"])).artifact[1]
+    assert quantized["disk_bytes"] == len(shipped) != base["disk_bytes"]  # sized as the int8 file it ships as
+    from bench.training.evaluate import runtime_accuracy
+
+    data = load_data(config["data"])
+    int8_accuracy = runtime_accuracy(_int8_deployed(saved, data), data, saved.data_config, "test")
+    assert quantized["acc_mean"] == pytest.approx(int8_accuracy, abs=1e-9)  # measured in the int8 model, not the float one
+
+
+def test_a_killed_timing_phase_names_its_signal_and_how_to_resume(monkeypatch, tmp_path, cache_dir):
+    import subprocess
+
+    from bench.study import timing_phase
+
+    config = tiny_study("killed", timing={"latency": False})
+    run_study(config, str(tmp_path))
+    from bench.store.records import load_records
+
+    monkeypatch.setattr(subprocess, "run", lambda *args, **kwargs: subprocess.CompletedProcess(args, -9, stdout="", stderr=""))
+    with pytest.raises(timing_phase.TimingPhaseError, match=r"killed by signal 9 \(SIGKILL\).*--retime"):
+        timing_phase.run_timing_phase(
+            str(tmp_path),
+            "killed",
+            load_records(str(tmp_path), "killed"),
+            config["data"],
+            timing_phase.TimingSettings(),
+            "slimnet",
+        )
+
+
+def test_a_study_below_the_majority_predictor_says_so():
+    from bench.report.tables import majority_lines
+
+    def record(model, acc, low):
+        return {"row": {"model": model, "variant": "", "acc_mean": acc, "acc_mean_lo": low, "config_hash": model}}
+
+    below = [record("majority", 80.7, 80.4), record("slimnet", 80.5, 80.1), record("resnet18", 80.9, 80.5)]
+    (line,) = majority_lines(below)
+    assert "no model is surely more accurate than the majority-class predictor (80.70 %" in line and "resnet18" in line
+    assert majority_lines(below + [record("mobilenet", 88.0, 87.6)]) == []
+
+
+def test_an_attribute_the_training_split_cannot_teach_is_named(tiny_synthetic, capsys):
+    import dataclasses
+
+    labels = tiny_synthetic.labels.copy()
+    labels[:, 3] = 0  # no positive anywhere
+    data = dataclasses.replace(tiny_synthetic, labels=labels)
+    (line,) = data.attribute_warnings()
+    assert f"attribute {tiny_synthetic.attr_names[3]!r} has no positive image among the 48 training images" in line
+    assert all(" has no " in warning for warning in tiny_synthetic.attribute_warnings())
+
+
+def test_mlflow_failing_after_the_study_leaves_everything_written_and_says_how_to_log_again(
+    tmp_path, cache_dir, capsys, monkeypatch
+):
+    pytest.importorskip("mlflow")
+    import yaml
+
+    import run_bench
+    from bench.report import tracking
+
+    def refuse(*args, **kwargs):
+        raise RuntimeError("the server went away")
+
+    monkeypatch.setattr(tracking, "log_study", refuse)
+    path = tmp_path / "s.yaml"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "study": "tracked",
+                "data": {"synthetic_images": 60},
+                "timing": {"latency": False},
+                "models": [{"name": "slimnet", "kwargs": {"filter_count_values": [4, 4, 4, 4], "initial_conv": [8, 7, 2]}}],
+                "train": {"epochs": 1, "batch_size": 16},
+            }
+        )
+    )
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    argv = ["--config", str(path), "--results-dir", str(tmp_path / "r"), "--reports-dir", str(tmp_path / "rep")]
+    code = run_bench.main(argv + ["-q", "--no-plots", "--mlflow", uri])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and len(err) == 1 and "the server went away" in err[0] and "rerun the same command" in err[0]
+    assert (tmp_path / "rep" / "tracked" / "summary.md").is_file() and (tmp_path / "r" / "tracked" / "results.csv").is_file()

@@ -40,10 +40,13 @@ def test_main_job_end_to_end(tmp_path, cache_dir, capsys):
     compressed = table[table["compression"] == "svd:rank_ratio=0.5"]
     assert len(compressed) == 1 and compressed["params"].iloc[0] < table["params"].iloc[1]
     assert compressed["acc_mean_nofinetune"].notna().all() and compressed["finetune_seconds"].notna().all()
-    layers = pd.read_csv(results / "e2e" / "layers.csv")
+    every_layer = pd.read_csv(results / "e2e" / "layers.csv")
+    layers = every_layer[every_layer["kind"] == "replaced"]
     assert len(layers) > 0 and (layers["method"] == "svd").all() and layers["measured_speedup"].notna().all()
     assert set(layers["runtime"]) == {"eager", "onnxruntime"}
     assert len(layers[layers["runtime"] == "eager"]) == len(layers[layers["runtime"] == "onnxruntime"])
+    profiled = every_layer[every_layer["kind"] == "profiled"]  # every model's layers in its runtime's own profiler
+    assert set(profiled["model"]) == {"slimnet", "mobilenetv3_small_100"} and profiled["measured_ms"].notna().all()
 
     latency = pd.read_csv(results / "e2e" / "latency.csv")
     import deploy

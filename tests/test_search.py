@@ -7,13 +7,21 @@ import optuna
 import pytest
 from helpers import TINY_SLIMNET, tiny_study
 
-from bench.analysis.front import dominance, front_rows
+from bench.analysis.front import front_rows
 from bench.analysis.pipeline_search import run_search, space_key, spread, suggest_pipeline
 from bench.settings import SearchSettings, StudyConfigError
 from bench.store.records import load_records, read_search, read_timing, read_trials
 from bench.study.config import validate_config
 
-SEARCH = {"trials": 3, "population": 2, "promote": 1, "timing_blocks": 2, "screen": {"epochs": 1, "limit_train": 16}}
+# the tiny models stay below the majority predictor: the promotion floor is lifted so the fixture promotes one
+SEARCH = {
+    "trials": 3,
+    "population": 2,
+    "promote": 1,
+    "timing_blocks": 2,
+    "screen": {"epochs": 1, "limit_train": 16},
+    "promote_below_majority": True,
+}
 
 
 def search_study(name: str, **search) -> dict:
@@ -100,15 +108,6 @@ def test_spread_keeps_both_ends_and_spaces_the_rest():
     assert spread([0, 1, 2, 3, 4], costs, 3) == [1, 2, 0]  # cheapest, middle, dearest
     assert spread([0, 1], costs, 3) == [1, 0]
     assert spread([0, 1, 2], costs, 0) == []
-
-
-def test_dominance_needs_both_intervals_past_the_tie():
-    assert dominance((0.5, 0.1, 0.9), (0.8, 0.7, 0.9)) == {"dominates": True, "why_not": ""}
-    verdict = dominance((0.5, -0.1, 1.1), (0.8, 0.7, 0.9))
-    assert not verdict["dominates"] and "accuracy +0.50 pt [-0.10, +1.10] is not surely higher" == verdict["why_not"]
-    verdict = dominance((0.5, 0.1, 0.9), (1.2, 1.1, 1.3))
-    assert not verdict["dominates"] and verdict["why_not"] == "latency 1.20x [1.10, 1.30] is slower"
-    assert not dominance(None, (0.5, 0.4, 0.6))["dominates"]
 
 
 def test_search_settings_are_checked_with_the_field_named():
@@ -230,3 +229,44 @@ def test_a_second_run_of_a_search_is_refused_while_one_holds_it(finished_search)
         with pytest.raises(SearchBusyError, match="another run is searching"):
             run_search(search_study("search", trials=9), results)
     assert len(read_trials(results, config["study"])) < 9  # the refused run asked nothing
+
+
+def test_promotion_keeps_the_floor_the_searched_model_and_the_constraint():
+    from bench.analysis.pipeline_search import promotion_choice
+
+    def row(ratio, acc, key, front=False):
+        return {"state": "COMPLETE", "config_hash": key, "latency_ratio": ratio, "acc_mean_val": acc, "screening_front": front}
+
+    rows = [
+        row(0.5, 86.0, "a", True),
+        row(0.3, 79.0, "b", True),
+        row(0.2, 84.0, "c", True),
+        row(1.0, 88.0, "base", True),
+        row(0.4, 85.0, "c2"),
+        row(0.6, 87.0, "d", True),
+    ]
+    # front mode: the majority floor (80) keeps "b" out, the searched model is never promoted
+    assert sorted(rows[i]["config_hash"] for i in promotion_choice(rows, "base", 5, 80.0, None)) == ["a", "c", "d"]
+    # constrained mode: the most accurate within the ratio, front or not
+    assert [rows[i]["config_hash"] for i in promotion_choice(rows, "base", 2, 80.0, 0.5)] == ["a", "c2"]
+
+
+def test_the_searched_model_is_a_point_of_the_screening_front(tmp_path):
+    """A trial the searched model itself beats (slower and less accurate) is off the front, so it is never promoted."""
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    from bench.analysis.pipeline_search import trial_rows
+
+    study = optuna.create_study(
+        directions=["maximize", "minimize"], storage=JournalStorage(JournalFileBackend(str(tmp_path / "j")))
+    )
+    for key, acc, ratio in (("slow", 80.0, 1.5), ("fast", 75.0, 0.5)):
+        trial = study.ask()
+        trial.set_user_attr("config_hash", key)
+        trial.set_user_attr("latency_ratio", ratio)
+        study.tell(trial, [acc, ratio])
+    rows = trial_rows(study)
+    assert [r["screening_front"] for r in rows] == [True, True]
+    rows = trial_rows(study, searched=(1.0, 85.0))
+    assert [r["screening_front"] for r in rows] == [False, True]

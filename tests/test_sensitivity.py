@@ -9,6 +9,7 @@ import torch
 import models
 from bench.analysis.sensitivity import sensitivity, units_of
 from bench.settings import TrainSettings
+from bench.training.teacher import soft_targets
 from bench.training.train import train_model
 
 SMALL = dict(filter_count_values=[8, 8, 8, 8], initial_conv=[16, 7, 2])
@@ -85,8 +86,8 @@ def test_distillation_from_an_identical_teacher_leaves_the_student_unchanged(tin
     # when the student is the teacher: Adam then moves nothing. Without distillation the same step does move it.
     torch.manual_seed(0)
     student = models.create_model("course_cnn", dropout=0.0)
-    teacher = copy.deepcopy(student).eval()
-    config = TrainSettings(epochs=1, batch_size=16, lr=1e-2, weight_decay=0.0, channels_last=False)
+    teacher = soft_targets(copy.deepcopy(student), tiny_synthetic, batch_size=16)  # its outputs on every training image
+    config = TrainSettings(epochs=1, batch_size=16, lr=1e-2, weight_decay=0.0, channels_last=False, precision="fp32")
     before = {k: v.clone() for k, v in student.state_dict().items()}
     train_model(student, tiny_synthetic, config, teacher=teacher, distill=1.0, temperature=2.0)
     assert all(torch.allclose(before[k], v, atol=1e-6) for k, v in student.state_dict().items())

@@ -28,6 +28,7 @@ def test_rerun_skips_finished_cells_retimes_only_when_asked_and_force_recomputes
     rows = run_study(config, results, on_event=_log(events))
     assert [r["model"] for r in rows] == [MAJORITY, "slimnet"]
     assert events == [
+        ("study", 2),  # the pre-flight passed: 2 cells
         ("start", MAJORITY),
         ("done", MAJORITY),
         ("start", "slimnet"),
@@ -40,7 +41,7 @@ def test_rerun_skips_finished_cells_retimes_only_when_asked_and_force_recomputes
     written = os.stat(record_file).st_mtime_ns, os.stat(timing_file).st_mtime_ns
     events.clear()
     again = run_study(config, results, on_event=_log(events))
-    assert events == [("skip", MAJORITY), ("skip", "slimnet")]  # nothing computed, nothing timed
+    assert events == [("study", 2), ("skip", MAJORITY), ("skip", "slimnet")]  # nothing computed, nothing timed
     assert again == rows and (os.stat(record_file).st_mtime_ns, os.stat(timing_file).st_mtime_ns) == written
     events.clear()
     run_study(config, results, retime=True, on_event=_log(events))

@@ -4,33 +4,15 @@ A front member dominates a zoo model when it is **more accurate**, with the 95 %
 the difference over the same test images above 0, **and faster**, with the 95 % interval of the latency ratio
 (member / zoo model, in the search's runtime at its batch size, from the study's one timing phase) below 1. A
 quantized member runs in the runtime's int8 form; the zoo model in the fp32 runtime (and its int8 figure is
-shown beside). Pure functions of the records, the timing phase and the search summary (``bench.search``).
+shown beside). The verdict itself is every study's (``bench.study.dominance``); here it is taken in the search's runtime.
+Pure functions of the records, the timing phase and the search summary (``bench.analysis.pipeline_search``).
 """
 
 from __future__ import annotations
 
-from bench import metrics
 from bench.store.schema import MAJORITY
+from bench.study.dominance import accuracy_difference, dominance, latency_of
 from bench.study.timing_phase import row_ratio
-
-
-def latency_of(timing: dict | None, key: str, runtime: str, batch: int) -> dict | None:
-    """Return the timing phase's latency row of cell ``key`` in ``runtime`` at ``batch`` on the CPU, or None."""
-    for row in (timing or {}).get("latency", []):
-        if row["config_hash"] == key and row["runtime"] == runtime and int(row["batch"]) == batch and row["device"] == "cpu":
-            return row
-    return None
-
-
-def accuracy_difference(a: dict, b: dict) -> tuple[float, float, float] | None:
-    """Return ``(difference, low, high)`` in points of mean accuracy, record ``a`` minus record ``b``, with the 95 % paired
-    bootstrap interval over the same test images; None when either has no stored predictions or their test images differ."""
-    if not a.get("test_predictions") or not b.get("test_predictions") or a["test_labels"] != b["test_labels"]:
-        return None
-    labels = metrics.unpack_bits(a["test_labels"])
-    return metrics.paired_bootstrap(
-        labels, metrics.unpack_bits(a["test_predictions"]), metrics.unpack_bits(b["test_predictions"])
-    )["acc_mean"]
 
 
 def member_runtime(record: dict, search: dict) -> str:
@@ -124,20 +106,4 @@ def zoo_points(records: list[dict], timing: dict | None, search: dict) -> list[d
     return points
 
 
-def dominance(difference: tuple[float, float, float] | None, ratio: tuple[float, float, float] | None) -> dict:
-    """Return ``{dominates, why_not}`` for an accuracy difference (member minus zoo model, points, with its interval) and a
-    latency ratio (member / zoo model, with its interval): dominance needs the difference's interval above 0 and the
-    ratio's below 1; ``why_not`` names each condition that fails, with its numbers."""
-    if difference is None or ratio is None:
-        return {"dominates": False, "why_not": "not measured (no paired predictions or no latency in the same timing phase)"}
-    reasons = []
-    d, d_lo, d_hi = difference
-    r, r_lo, r_hi = ratio
-    if not d_lo > 0:
-        reasons.append(f"accuracy {d:+.2f} pt [{d_lo:+.2f}, {d_hi:+.2f}] " + ("is lower" if d_hi < 0 else "is not surely higher"))
-    if not r_hi < 1:
-        reasons.append(f"latency {r:.2f}x [{r_lo:.2f}, {r_hi:.2f}] " + ("is slower" if r_lo > 1 else "is not surely lower"))
-    return {"dominates": not reasons, "why_not": "; ".join(reasons)}
-
-
-__all__ = ["accuracy_difference", "dominance", "front_rows", "latency_of", "member_runtime", "zoo_points"]
+__all__ = ["front_rows", "member_runtime", "zoo_points"]

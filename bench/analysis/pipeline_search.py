@@ -32,6 +32,7 @@ from typing import Callable
 import numpy as np
 from filelock import Timeout
 
+from bench import metrics
 from bench.analysis.front import front_rows, zoo_points
 from bench.metrics import pareto_front
 from bench.settings import FinetuneSettings, SearchSettings, StudyConfigError
@@ -51,6 +52,7 @@ from bench.store.schema import TRIAL_COLUMNS, config_hash
 from bench.study.config import reference_model, search_settings
 from bench.study.variants import validate_step, variant_label, variant_name
 from bench.training.evaluate import validation_accuracy
+from compress.options import FASTEST
 
 _logger = logging.getLogger(__name__)
 
@@ -149,17 +151,21 @@ class SearchBusyError(RuntimeError):
 @dataclass
 class CandidateTimer:
     """Times candidates against the searched model in one runtime and batch size: both in the same interleaved blocks,
-    so a trial's latency objective is a ratio that does not depend on what the machine did minutes earlier."""
+    so a trial's latency objective is a ratio that does not depend on what the machine did minutes earlier. A quantized
+    candidate runs in the runtime's int8 twin, the searched model in the fp32 runtime."""
 
     base: object  # deploy.Deployed
     x: np.ndarray
     example: np.ndarray
-    settings: SearchSettings
+    runtime: str
+    int8_runtime: str | None
+    blocks: int
     threads: int | None = None
 
     @classmethod
     def for_model(cls, model, data, settings: SearchSettings, threads: int | None = None) -> "CandidateTimer":
-        """Return a timer with ``model`` (the searched one) built in ``settings.runtime``.
+        """Return a timer with ``model`` (the searched one) built in ``settings.runtime`` (``fastest``: its fastest fp32
+        runtime here, among those with an int8 twin when quantize is a knob).
 
         Raises:
             deploy.RuntimeUnavailable, deploy.RuntimeParityError: as ``deploy.deploy``.
@@ -169,12 +175,21 @@ class CandidateTimer:
 
         example = model_inputs(data, "val", 2, model.data_config)
         x = np.random.default_rng(0).standard_normal((settings.batch, *model.data_config["input_size"])).astype(np.float32)
-        return cls(deploy.deploy(model, settings.runtime, example, threads=threads), x, example, settings, threads)
+        runtime = settings.runtime
+        if runtime == FASTEST:
+            names = [
+                n for n, e in deploy.RUNTIMES.items() if e.exact and ("quantize" not in settings.knobs or deploy.int8_twin(n))
+            ]
+            built, _ = deploy.deploy_all(model, names, example, threads)
+            timings = deploy.compare({name: d.timed(x) for name, d in built.items()}, 3, min_iters=5, min_seconds=0.1)
+            runtime = min(timings, key=lambda name: timings[name].median_ms)
+        base = deploy.deploy(model, runtime, example, threads=threads)
+        return cls(base, x, example, runtime, deploy.int8_twin(runtime), settings.timing_blocks, threads)
 
     def ratio(self, model, data) -> dict:
         """Return ``{runtime, latency_ratio, latency_ratio_lo, latency_ratio_hi}``: ``model``'s latency over the searched
         model's, median of block medians with its 95 % bootstrap interval over blocks (paired). A quantized model runs in
-        the int8 form of the runtime, calibrated as the study's timing phase calibrates it.
+        the int8 twin of the runtime, calibrated as the study's timing phase calibrates it.
 
         Raises:
             deploy.RuntimeUnavailable, deploy.RuntimeParityError: as ``deploy.deploy``.
@@ -183,17 +198,12 @@ class CandidateTimer:
         from bench.training.evaluate import model_inputs
 
         quantized = bool(getattr(model, "quantization", None))
-        runtime = self.settings.int8_runtime() if quantized else self.settings.runtime
+        runtime = self.int8_runtime if quantized else self.runtime
         calibration = (
             model_inputs(data, "train", deploy.int8_settings(model).calibration_images, model.data_config) if quantized else None
         )
         built = deploy.deploy(model, runtime, self.example, threads=self.threads, calibration=calibration)
-        timings = deploy.compare(
-            {"base": self.base.timed(self.x), "candidate": built.timed(self.x)},
-            self.settings.timing_blocks,
-            min_iters=3,
-            min_seconds=0.1,
-        )
+        timings = deploy.compare({"base": self.base.timed(self.x), "candidate": built.timed(self.x)}, self.blocks, 3, 0.1)
         value, low, high = deploy.bootstrap_ratio(timings["candidate"].block_medians, timings["base"].block_medians)
         return {"runtime": runtime, "latency_ratio": value, "latency_ratio_lo": low, "latency_ratio_hi": high}
 
@@ -223,8 +233,10 @@ def spread(indices: list[int], costs: list[float], count: int) -> list[int]:
     return [ordered[p] for p in dict.fromkeys(picks.tolist())]
 
 
-def trial_rows(study) -> list[dict]:
-    """Return one row per trial of an Optuna ``study`` (``TRIAL_COLUMNS``), with the screening front marked."""
+def trial_rows(study, searched: tuple[float, float] | None = None) -> list[dict]:
+    """Return one row per trial of an Optuna ``study`` (``TRIAL_COLUMNS``), with the screening front marked: the trials no
+    other complete trial, nor the searched model itself (``searched``: its (latency ratio 1, validation accuracy)), beats
+    on both latency ratio and validation accuracy."""
     import optuna
 
     rows = []
@@ -235,13 +247,15 @@ def trial_rows(study) -> list[dict]:
             {"trial": trial.number, "state": "KILLED" if attrs.get("killed") else trial.state.name, "screening_front": False}
         )
         if trial.state == optuna.trial.TrialState.COMPLETE:
-            row["acc_mean_val"], row["latency_ratio"] = trial.values
+            row["acc_mean_val"] = trial.values[0]
         rows.append(row)
-    done = [i for i, r in enumerate(rows) if r["state"] == "COMPLETE"]
+    done = [i for i, r in enumerate(rows) if r["state"] == "COMPLETE" and r["latency_ratio"] != ""]
     if done:
-        front = pareto_front([rows[i]["latency_ratio"] for i in done], [rows[i]["acc_mean_val"] for i in done])
-        for j in front:
-            rows[done[j]]["screening_front"] = True
+        costs = [float(rows[i]["latency_ratio"]) for i in done] + ([searched[0]] if searched else [])
+        scores = [float(rows[i]["acc_mean_val"]) for i in done] + ([searched[1]] if searched else [])
+        for j in pareto_front(costs, scores):
+            if j < len(done):
+                rows[done[j]]["screening_front"] = True
     return rows
 
 
@@ -281,6 +295,7 @@ class SearchRun:
     timer: CandidateTimer
     study: object
     storage: object
+    majority_val: float
 
     @property
     def base_hash(self) -> str:
@@ -296,6 +311,16 @@ class SearchRun:
     def search_folder(self) -> str:
         """Return the folder of the trials' cells, the Optuna journal and trials.csv."""
         return study_dir(self.results_dir, self.search_name)
+
+    @property
+    def searched_point(self) -> tuple[float, float]:
+        """Return the searched model as a point of the front: (latency ratio 1, its validation accuracy)."""
+        return 1.0, self.base_val
+
+    def values(self, accuracy: float, ratio: float) -> list[float]:
+        """Return a trial's objective values: validation accuracy and latency ratio, or in constrained mode the accuracy
+        alone (the ratio is its constraint)."""
+        return [accuracy] if self.settings.max_latency_ratio is not None else [accuracy, ratio]
 
     def finished(self) -> int:
         """Return how many trials count against ``settings.trials``: complete or failed, neither killed nor a repeat of a
@@ -342,16 +367,20 @@ def _prepare_search(config: dict, results_dir: str, cells: list[dict], data) -> 
         base_val = validation_accuracy(base_cell, base_model, data)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = JournalStorage(JournalFileBackend(os.path.join(search_folder, "optuna.journal")))
+    constrained = settings.max_latency_ratio is not None
+    constraints = {"constraints_func": _latency_constraint} if constrained else {}
     sampler = (
-        optuna.samplers.NSGAIISampler(population_size=settings.population, seed=settings.seed)
+        optuna.samplers.NSGAIISampler(population_size=settings.population, seed=settings.seed, **constraints)
         if settings.sampler == "nsga2"
-        else optuna.samplers.TPESampler(n_startup_trials=settings.population, seed=settings.seed, multivariate=True)
+        else optuna.samplers.TPESampler(
+            n_startup_trials=settings.population, seed=settings.seed, multivariate=True, **constraints
+        )
     )
     study = optuna.create_study(
         study_name=space_key(settings, base_hash),
         storage=storage,
         sampler=sampler,
-        directions=["maximize", "minimize"],
+        directions=["maximize"] if constrained else ["maximize", "minimize"],
         load_if_exists=True,
     )
     return SearchRun(
@@ -367,7 +396,13 @@ def _prepare_search(config: dict, results_dir: str, cells: list[dict], data) -> 
         CandidateTimer.for_model(base_model, data, settings, config.get("threads")),
         study,
         storage,
+        float(metrics.majority_per_attribute_accuracy(data.labels[data.splits["train"]], data.labels[data.splits["val"]]).mean()),
     )
+
+
+def _latency_constraint(trial) -> list[float]:
+    """Return Optuna's constraint of a trial in constrained mode: latency ratio minus its bound (feasible when <= 0)."""
+    return list(trial.user_attrs.get("constraint", [0.0]))
 
 
 def _resume_killed(run: SearchRun) -> None:
@@ -391,6 +426,14 @@ def _evaluated_trials(run: SearchRun) -> dict[str, object]:
     }
 
 
+def _answer(run: SearchRun, trial, accuracy: float, ratio: float) -> None:
+    """Tell the sampler a trial's values (in constrained mode with its constraint: the ratio over its bound)."""
+    trial.set_user_attr("latency_ratio", ratio)
+    if run.settings.max_latency_ratio is not None:
+        trial.set_user_attr("constraint", [ratio - run.settings.max_latency_ratio])
+    run.study.tell(trial, run.values(accuracy, ratio))
+
+
 def _ask(run: SearchRun, width: int) -> list[tuple[object, dict]]:
     """Ask the sampler for up to ``width`` trials; answer at once those that need no cell (the searched model itself, a
     pipeline already evaluated: its values again, marked ``repeat_of``); return the others with their cells."""
@@ -403,7 +446,7 @@ def _ask(run: SearchRun, width: int) -> list[tuple[object, dict]]:
                 trial.set_user_attr(key, run.base_record["row"][key])
             for key, value in (("variant", "(uncompressed)"), ("config_hash", run.base_hash), ("repeat_of", "searched model")):
                 trial.set_user_attr(key, value)
-            run.study.tell(trial, [run.base_val, 1.0])
+            _answer(run, trial, run.base_val, 1.0)
             continue
         name = variant_name(steps)
         cell = trial_cell(run.base_cell, steps, run.screen, run.search_name, name)
@@ -412,10 +455,10 @@ def _ask(run: SearchRun, width: int) -> list[tuple[object, dict]]:
             trial.set_user_attr(attr, value)
         if key in evaluated:  # a pipeline already run: its cell answers, and the budget keeps its trial
             earlier = evaluated[key]
-            for attr in ("params", "macs", "acc_mean", "runtime", "latency_ratio", "latency_ratio_lo", "latency_ratio_hi"):
+            for attr in ("params", "macs", "acc_mean", "runtime", "latency_ratio_lo", "latency_ratio_hi"):
                 trial.set_user_attr(attr, earlier.user_attrs.get(attr, ""))
             trial.set_user_attr("repeat_of", earlier.number)
-            run.study.tell(trial, list(earlier.values))
+            _answer(run, trial, earlier.values[0], float(earlier.user_attrs["latency_ratio"]))
             continue
         pending.append((trial, cell))
     return pending
@@ -444,7 +487,7 @@ def _tell(run: SearchRun, trial, key: str, status: str, result) -> None:
         return
     for column, value in latency.items():
         trial.set_user_attr(column, value)
-    run.study.tell(trial, [float(row["acc_mean_val"]), latency["latency_ratio"]])
+    _answer(run, trial, float(row["acc_mean_val"]), latency["latency_ratio"])
 
 
 # A sampler that proposes only pipelines already run this many times in a row has nothing new to offer: the search stops.
@@ -484,7 +527,7 @@ def _run_trials(run: SearchRun, executor, progress, on_event) -> None:
             outcome = {config_hash(cell): (status, result) for status, cell, result in executor.map(compute, unique)}
             for trial, cell in pending:
                 _tell(run, trial, config_hash(cell), *outcome[config_hash(cell)])
-                rows = trial_rows(run.study)
+                rows = trial_rows(run.study, run.searched_point)
                 _write_trials(run.search_folder, rows)
                 on_event("trial", next(r for r in rows if r["trial"] == trial.number))
         if repeats >= MAX_REPEATS_IN_A_ROW:
@@ -497,15 +540,34 @@ def _run_trials(run: SearchRun, executor, progress, on_event) -> None:
         lock.release()
 
 
+def promotion_choice(rows: list[dict], base_hash: str, promote: int, floor: float, max_ratio: float | None) -> list[int]:
+    """Return the indices of the trial rows to promote: never the searched model, never one whose validation accuracy is
+    below ``floor`` (the majority predictor's), each pipeline once; in constrained mode (``max_ratio``) the ``promote``
+    most accurate within the ratio, else up to ``promote`` screening-front members spread over latency."""
+    usable = [
+        i
+        for i, r in enumerate(rows)
+        if r["state"] == "COMPLETE"
+        and r["config_hash"] != base_hash
+        and r["latency_ratio"] != ""
+        and float(r["acc_mean_val"]) >= floor
+    ]
+    unique = list({rows[i]["config_hash"]: i for i in usable}.values())
+    if max_ratio is not None:
+        feasible = [i for i in unique if float(rows[i]["latency_ratio"]) <= max_ratio]
+        return sorted(feasible, key=lambda i: -float(rows[i]["acc_mean_val"]))[:promote]
+    front = [i for i in unique if rows[i]["screening_front"]]
+    return spread(front, [float(r["latency_ratio"]) if r["latency_ratio"] != "" else 0.0 for r in rows], promote)
+
+
 def _promoted_cells(run: SearchRun) -> list[dict]:
-    """Return the cells of the screening-front members promoted to the study's own fine-tune (spread over latency), and
-    mark them in trials.csv."""
+    """Return the cells of the trials promoted to the study's own fine-tune (:func:`promotion_choice`), and mark them in
+    trials.csv."""
     import optuna
 
-    rows = trial_rows(run.study)
-    front = [i for i, r in enumerate(rows) if r["screening_front"] and r["config_hash"] != run.base_hash]
-    unique = list({rows[i]["config_hash"]: i for i in front}.values())
-    chosen = spread(unique, [float(r["latency_ratio"]) if r["latency_ratio"] != "" else 0.0 for r in rows], run.settings.promote)
+    rows = trial_rows(run.study, run.searched_point)
+    floor = float("-inf") if run.settings.promote_below_majority else run.majority_val
+    chosen = promotion_choice(rows, run.base_hash, run.settings.promote, floor, run.settings.max_latency_ratio)
     full = FinetuneSettings.from_mapping(run.config["finetune"])
     promoted, trials = [], run.study.get_trials(deepcopy=False)
     for i in chosen:
@@ -519,7 +581,7 @@ def _promoted_cells(run: SearchRun) -> list[dict]:
 
 
 def _summary(run: SearchRun, promoted: list[dict], started: float) -> dict:
-    rows = trial_rows(run.study)
+    rows = trial_rows(run.study, run.searched_point)
     durations = [
         (t.datetime_complete - t.datetime_start).total_seconds()
         for t in run.study.get_trials(deepcopy=False)
@@ -531,8 +593,10 @@ def _summary(run: SearchRun, promoted: list[dict], started: float) -> dict:
         "model": run.base_cell["model"],
         "trial_seconds": sum(durations),
         "base_hash": run.base_hash,
-        "runtime": settings.runtime,
-        "int8_runtime": settings.int8_runtime(),
+        "runtime": run.timer.runtime,
+        "int8_runtime": run.timer.int8_runtime,
+        "max_latency_ratio": settings.max_latency_ratio,
+        "majority_val": run.majority_val,
         "batch": settings.batch,
         "stem": run.stem,
         "promoted": [config_hash(c) for c in promoted],

@@ -74,6 +74,21 @@ class FaceAttributeData:
                 "train, val and test: check the partition file and the limit_* settings"
             )
 
+    def attribute_warnings(self) -> list[str]:
+        """Return one line per attribute the training split cannot teach: no positive image, or no negative one (a model
+        can only learn to answer it always the same; its F1 or its balanced accuracy says so)."""
+        labels = self.labels[self.splits["train"]]
+        lines = []
+        for j, name in enumerate(self.attr_names):
+            positives = int(labels[:, j].sum())
+            if positives in (0, len(labels)):
+                kind = "positive" if positives == 0 else "negative"
+                lines.append(
+                    f"attribute {name!r} has no {kind} image among the {len(labels)} training images of {self.name!r}: "
+                    f"no model can learn it (raise limit_train, or check the labels)"
+                )
+        return lines
+
 
 class EmptySplitError(ValueError):
     """A split the study needs has no images (the message names it and the files behind it)."""
@@ -276,13 +291,12 @@ def load_data(data: dict | DataSettings, progress=None) -> FaceAttributeData:
     return load_source(source, limits, settings.cache_dir, settings.image_size, progress)
 
 
-def iterate_batches(
+def batch_rows(
     data: FaceAttributeData, split: str, batch_size: int, shuffle: bool = False, seed: int = 0
-) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """Yield ``(uint8 images (B,H,W,3), float32 labels (B,A))`` batches of ``split``.
+) -> Iterator[np.ndarray]:
+    """Yield the dataset rows of each batch of ``split`` (sorted inside a batch, so memmap reads stay local).
 
-    With ``shuffle`` the order is a permutation drawn from ``seed`` (pass the epoch into the seed
-    for a new order each epoch); indices are sorted inside a batch so memmap reads stay local.
+    With ``shuffle`` the order is a permutation drawn from ``seed`` (pass the epoch into the seed for a new order each epoch).
 
     Raises:
         KeyError: unknown split name.
@@ -291,8 +305,19 @@ def iterate_batches(
     if shuffle:
         indices = np.random.default_rng(seed).permutation(indices)
     for start in range(0, len(indices), batch_size):
-        batch = np.sort(indices[start : start + batch_size])
-        yield np.asarray(data.images[batch]), data.labels[batch]
+        yield np.sort(indices[start : start + batch_size])
+
+
+def iterate_batches(
+    data: FaceAttributeData, split: str, batch_size: int, shuffle: bool = False, seed: int = 0
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Yield ``(uint8 images (B,H,W,3), float32 labels (B,A))`` batches of ``split`` (the rows of :func:`batch_rows`).
+
+    Raises:
+        KeyError: unknown split name.
+    """
+    for rows in batch_rows(data, split, batch_size, shuffle, seed):
+        yield np.asarray(data.images[rows]), data.labels[rows]
 
 
 def to_model_input(

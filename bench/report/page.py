@@ -215,11 +215,88 @@ def accuracy_cost_figure(frame, column: str, title: str):
     return figure
 
 
+def roofline_page_figure(layers, peak_gflops: float):
+    """Return the Plotly roofline of the per-layer profiles: a dropdown picks the runtime and batch size; each layer with
+    MACs a point at (FLOPs per byte, achieved GFLOP/s), one trace per model, the hover naming the layer, its shape,
+    measured time and floor; the compute roof and one memory roof per cache level drawn and named."""
+    import plotly.graph_objects as go
+
+    rows = layers[(layers["kind"] == "profiled") & (layers["macs"].astype(float) > 0)]
+    panels = sorted({(r, int(b)) for r, b in zip(rows["runtime"], rows["batch"])}, key=lambda p: (p[1], p[0]))
+    models = list(dict.fromkeys(row_label(r) for r in rows.to_dict("records")))
+    figure = go.Figure()
+    owners = []
+    low, high = max(0.05, float(rows["intensity"].min()) / 2), float(rows["intensity"].max()) * 2
+    for panel_index, (runtime, batch) in enumerate(panels):
+        part = [r for r in rows.to_dict("records") if r["runtime"] == runtime and int(r["batch"]) == batch]
+        for model_index, model in enumerate(models):
+            mine = [r for r in part if row_label(r) == model]
+            figure.add_trace(
+                go.Scatter(
+                    x=[r["intensity"] for r in mine],
+                    y=[2.0 * float(r["macs"]) / (float(r["measured_ms"]) * 1e6) for r in mine],
+                    mode="markers",
+                    name=model,
+                    visible=panel_index == 0,
+                    marker=dict(color=_COLOURS[model_index % len(_COLOURS)], size=7),
+                    text=[
+                        f"{r['layer']} ({r['shape']}, {r['bound']}-bound): {float(r['measured_ms']):.3f} ms, "
+                        f"floor {float(r['floor_ms']):.3f} ms ({float(r['floor_ratio']):.1f}x)"
+                        for r in mine
+                    ],
+                    hovertemplate="%{text}<extra>" + html.escape(model) + "</extra>",
+                )
+            )
+            owners.append(panel_index)
+    roofs = rows.drop_duplicates("level")[["level", "bandwidth_gbs"]].to_dict("records")
+    figure.add_trace(go.Scatter(x=[low, high], y=[peak_gflops] * 2, mode="lines", name=f"fp32 peak {peak_gflops:.0f} GFLOP/s"))
+    owners.append(None)
+    for roof in roofs:
+        end = min(high, peak_gflops / float(roof["bandwidth_gbs"]))
+        figure.add_trace(
+            go.Scatter(
+                x=[low, end],
+                y=[low * float(roof["bandwidth_gbs"]), end * float(roof["bandwidth_gbs"])],
+                mode="lines",
+                line=dict(dash="dash"),
+                name=f"{roof['level']} {float(roof['bandwidth_gbs']):.0f} GB/s",
+            )
+        )
+        owners.append(None)
+    buttons = [
+        dict(
+            label=f"{runtime}, batch {batch}",
+            method="update",
+            args=[{"visible": [owner is None or owner == index for owner in owners]}],
+        )
+        for index, (runtime, batch) in enumerate(panels)
+    ]
+    figure.update_layout(
+        title="Per-layer roofline (every layer with MACs, in the runtime's own profiler)",
+        xaxis=dict(title="arithmetic intensity (FLOPs per byte moved, log)", type="log"),
+        yaxis=dict(title="achieved GFLOP/s (log)", type="log"),
+        updatemenus=[dict(buttons=buttons, x=0.0, y=1.12, xanchor="left", showactive=True)],
+        height=480,
+        margin=dict(t=90),
+        legend=dict(font=dict(size=10)),
+    )
+    return figure
+
+
 def render_page(
-    study: str, frame, latency, tables: dict[str, tuple], answer: list[str], warnings: list[str], environment: list[str]
+    study: str,
+    frame,
+    latency,
+    tables: dict[str, tuple],
+    answer: list[str],
+    warnings: list[str],
+    environment: list[str],
+    layers=None,
+    shortfalls: list[str] = (),
 ) -> str:
     """Return the page's HTML: ``tables`` maps a section title to ``(headers, rows)`` (the "Summary" comes right after
-    the answer, the others after the plots)."""
+    the answer, the others after the plots); with per-layer profiles in ``layers`` (layers.csv) the roofline chart, and
+    ``shortfalls`` (why a compression's speed-up fell short, ``bench.report.explain``) under it."""
     from plotly.offline import get_plotlyjs
 
     figures = []
@@ -228,6 +305,10 @@ def render_page(
         figures.append(accuracy_latency_figure(frame, latency, reference.iloc[0] if len(reference) else None))
     figures.append(accuracy_cost_figure(frame, "params", "Accuracy against parameters"))
     figures.append(accuracy_cost_figure(frame, "macs", "Accuracy against MACs"))
+    if "peak_mb_b1" in frame and frame["peak_mb_b1"].notna().any():
+        figures.append(accuracy_cost_figure(frame, "peak_mb_b1", "Accuracy against peak memory at batch 1 (MB)"))
+    if layers is not None and "kind" in layers and (layers["kind"] == "profiled").any():
+        figures.append(roofline_page_figure(layers, float(latency["peak_gflops"].dropna().max())))
     plots = "".join(
         f'<div class="plot">{f.to_html(full_html=False, include_plotlyjs=False, div_id=f"plot{i}")}</div>'
         for i, f in enumerate(figures)
@@ -239,13 +320,18 @@ def render_page(
     first = sections.pop("Summary", "")
     answer_html = "".join(f"<li>{html.escape(line)}</li>" for line in answer)
     warning_html = "".join(f'<li class="warning">{html.escape(line)}</li>' for line in warnings) or "<li>none</li>"
+    shortfall_html = (
+        "<h2>Why a speed-up fell short</h2><ul>" + "".join(f"<li>{html.escape(line)}</li>" for line in shortfalls) + "</ul>"
+        if shortfalls
+        else ""
+    )
     environment_html = "".join(f"<li>{html.escape(line)}</li>" for line in environment)
     return (
         f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{html.escape(study)}: slimbench report</title>'
         f"<style>{_STYLE}</style><script>{get_plotlyjs()}</script></head><body>"
         f'<h1>Study {html.escape(study)}</h1><h2>The answer</h2><ul class="answer">{answer_html}</ul>{first}'
         f'<h2>Plots</h2><p class="note">Hover a point for its figures; the menu above the first plot picks the runtime. '
-        f"Error bars: 95 % bootstrap intervals (test images for accuracy, timing blocks for latency).</p>{plots}"
+        f"Error bars: 95 % bootstrap intervals (test images for accuracy, timing blocks for latency).</p>{plots}{shortfall_html}"
         f"{''.join(sections.values())}<h2>Warnings</h2><ul>{warning_html}</ul><h2>Environment</h2><ul>{environment_html}</ul>"
         f"<script>{_SORT_SCRIPT}</script></body></html>"
     )

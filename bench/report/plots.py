@@ -327,6 +327,56 @@ def floor_ratio_plot(latency, frame, folder: str) -> dict[str, str]:
     return _save(fig, folder, "floor_ratio")
 
 
+def roofline_figure(layers, peak_gflops: float):
+    """Return the roofline chart of the per-layer profiles (``layers.csv`` rows of kind ``profiled``): one panel per
+    profiled runtime and batch size, each layer with MACs a point at its arithmetic intensity (FLOPs per byte moved)
+    and the throughput it reached (GFLOP/s), one colour per model, under the compute roof (the fp32 peak) and one
+    memory roof per cache level (bandwidth x intensity), each roof named inside the axes."""
+    rows = layers[(layers["kind"] == "profiled") & (layers["macs"].astype(float) > 0)].copy()
+    rows = rows.assign(label=_labels(rows), gflops=2.0 * rows["macs"].astype(float) / (rows["measured_ms"].astype(float) * 1e6))
+    panels = sorted({(r, int(b)) for r, b in zip(rows["runtime"], rows["batch"])}, key=lambda p: (p[1], p[0]))
+    columns = max(1, len({p[0] for p in panels}))
+    grid = max(1, -(-len(panels) // columns))
+    fig, axes = plt.subplots(
+        grid, columns, figsize=(COLUMN_WIDTH_IN * 1.2 * columns, 2.8 * grid), squeeze=False, layout="constrained"
+    )
+    models = list(dict.fromkeys(rows["label"]))
+    roofs = rows.drop_duplicates("level")[["level", "bandwidth_gbs"]].sort_values("bandwidth_gbs", ascending=False)
+    for ax, (runtime, batch) in zip(axes.flat, panels):
+        part = rows[(rows["runtime"] == runtime) & (rows["batch"].astype(int) == batch)]
+        for index, model in enumerate(models):
+            mine = part[part["label"] == model]
+            ax.scatter(mine["intensity"], mine["gflops"], s=9, alpha=0.8, color=f"C{index % 10}", label=model, lw=0)
+        low = max(0.05, float(part["intensity"].min()) / 2)
+        high = float(part["intensity"].max()) * 2
+        ax.plot([low, high], [peak_gflops, peak_gflops], color="black", lw=1)
+        ax.text(high, peak_gflops * 1.08, f"fp32 peak {peak_gflops:.0f} GFLOP/s", ha="right", va="bottom", fontsize=5.5)
+        for position, (level, bandwidth) in enumerate(roofs.itertuples(index=False)):
+            ridge = peak_gflops / float(bandwidth)
+            x_end = min(high, ridge)
+            ax.plot([low, x_end], [low * bandwidth, x_end * bandwidth], color="0.4", lw=0.8, ls=("-", "--", ":")[position % 3])
+            ax.text(low * 1.1, low * bandwidth * 1.15, f"{level} {bandwidth:.0f} GB/s", fontsize=5.5, color="0.3", rotation=0)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlim(low, high)
+        ax.set_ylim(max(0.01, float(part["gflops"].min()) / 2), peak_gflops * 1.6)
+        ax.set_xlabel("arithmetic intensity (FLOPs per byte moved)")
+        ax.set_ylabel("achieved GFLOP/s")
+        ax.set_title(f"{runtime}, batch {batch}", fontsize=7)
+    for ax in axes.flat[len(panels) :]:
+        ax.set_visible(False)
+    axes.flat[0].legend(fontsize=5.5, loc="lower right", markerscale=1.5)
+    return fig
+
+
+def roofline_plot(layers, latency, folder: str) -> dict[str, str]:
+    """Write :func:`roofline_figure` as ``roofline.png`` / ``.pdf`` (nothing without per-layer profiles); return paths."""
+    if layers is None or "kind" not in layers or not (layers["kind"] == "profiled").any():
+        return {}
+    peak = float(latency["peak_gflops"].dropna().max())
+    return _save(roofline_figure(layers, peak), folder, "roofline")
+
+
 def sensitivity_heatmap(attributes, unit_order: list[str], folder: str, name: str) -> dict[str, str]:
     """Plot the accuracy drop of each attribute (columns) when each unit (rows, in ``unit_order``) is
     compressed alone; return paths."""
@@ -352,7 +402,7 @@ def sensitivity_heatmap(attributes, unit_order: list[str], folder: str, name: st
 
 
 def render_plots(
-    frame, per_attribute, history, records, folder: str, latency=None, labels: dict[str, str] | None = None
+    frame, per_attribute, history, records, folder: str, latency=None, labels: dict[str, str] | None = None, layers=None
 ) -> dict[str, str]:
     """Write every plot of a study into ``folder``; return artefact name -> path."""
     sns.set_theme(style="whitegrid", context="paper", font_scale=0.8)
@@ -374,6 +424,11 @@ def render_plots(
         written.update(latency_panels_plot(latency, frame, folder))
         if latency["floor_ratio"].notna().any():
             written.update(floor_ratio_plot(latency, frame, folder))
+        written.update(roofline_plot(layers, latency, folder))
+    if "peak_mb_b1" in frame and frame["peak_mb_b1"].notna().any():
+        written.update(
+            tradeoff_plot(frame, "peak_mb_b1", "peak memory, batch 1, fastest runtime (MB, log)", folder, "acc_vs_peak_memory")
+        )
     if per_attribute is not None and len(per_attribute):
         written.update(per_attribute_plot(per_attribute, folder))
     written.update(reliability_plot(records, folder, labels or {}))

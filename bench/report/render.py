@@ -12,12 +12,14 @@ import logging
 import os
 
 from bench.report import report_tables
+from bench.report.explain import shortfall_sentences
 from bench.report.labels import group_labels, with_labels
 from bench.report.markup import to_latex, to_markdown
 from bench.report.report_tables import Built, ReportTable, StudyResults
 from bench.report.tables import comparisons, front_table, trials_table, warning_lines
 from bench.store.files import write_text_atomic
 from bench.store.records import (
+    DOMINANCE_FILE,
     load_records,
     read_csv_table,
     read_results,
@@ -63,9 +65,11 @@ def load_results(results_dir: str, study: str) -> StudyResults:
     labels = group_labels(records)
     reference = study_reference(results_dir, study, records)
 
-    def table(name):
+    def table(name, labelled=True):
         path = os.path.join(folder, name)
-        return with_labels(read_csv_table(path), labels) if os.path.isfile(path) and os.path.getsize(path) else None
+        if not (os.path.isfile(path) and os.path.getsize(path)):
+            return None
+        return with_labels(read_csv_table(path), labels) if labelled else read_csv_table(path)
 
     compared, compared_attributes = comparisons(records, labels, reference)
     warnings = warning_lines(records, labels)
@@ -89,6 +93,7 @@ def load_results(results_dir: str, study: str) -> StudyResults:
         compared,
         compared_attributes,
         warnings,
+        dominance=table(DOMINANCE_FILE, labelled=False),
     )
 
 
@@ -135,7 +140,14 @@ def render_report(results_dir: str, study: str, reports_dir: str = "reports", pl
 
         written.update(
             plotting.render_plots(
-                results.frame, results.per_attribute, results.history, results.records, out, results.latency, results.labels
+                results.frame,
+                results.per_attribute,
+                results.history,
+                results.records,
+                out,
+                results.latency,
+                results.labels,
+                results.layers,
             )
         )
         page = render_page(
@@ -146,6 +158,8 @@ def render_report(results_dir: str, study: str, reports_dir: str = "reports", pl
             answer_lines(results.frame, results.latency, results.compared),
             results.warnings,
             environment_lines(results.frame, results.timing),
+            results.layers,
+            shortfall_sentences(results.latency, results.layers),
         )
         written["index.html"] = _write(out, "index.html", page)
     return written
@@ -235,8 +249,16 @@ def environment_lines(frame, timing: dict | None) -> list[str]:
         machine = timing["machine"]
         lines.append(
             f"timing phase: {timing['seconds']:.0f} s on {timing['timestamp']}; fp32 peak {machine['peak_gflops']:.0f} GFLOP/s "
-            f"({machine['peak_library']}, best of {machine.get('tries')})"
+            f"({machine['peak_library']}, best of {machine['tries']}); ISA {machine['cpu_isa']}"
         )
+        if "bandwidth" in machine:  # measured when a runtime profiles layers (deploy.roofline.bandwidth_levels)
+            lines.append(
+                "bandwidth (input + output of a stream, best library): "
+                + ", ".join(
+                    f"{level['level']} {level['gbs']:.0f} GB/s ({level['library']}, {level['working_set'] / 2**20:g} MiB)"
+                    for level in machine["bandwidth"]
+                )
+            )
     return lines
 
 

@@ -11,11 +11,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
+from bench.report.explain import REALIZATION_LIMIT, shortfall_sentences
 from bench.report.markup import to_markdown
 from bench.report.tables import (
     attribute_difference_table,
     comparison_table,
+    dominance_table,
     floor_statements,
+    footprint_table,
     latency_table,
     layer_table,
     per_attribute_table,
@@ -30,7 +33,7 @@ class StudyResults:
     """A study's results as the report reads them: ``frame`` (results.csv with labels), ``records`` (with the timing phase
     joined), ``labels`` ({config_hash: label}), the ``reference`` model, ``timing`` (timing.json or None), the optional
     tables (``latency``, ``per_attribute``, ``layers``, ``history``: DataFrames or None), the paired ``compared`` and
-    ``compared_attributes`` rows and the ``warnings`` lines."""
+    ``compared_attributes`` rows, the ``warnings`` lines and ``dominance`` (dominance.csv as a DataFrame, or None)."""
 
     study: str
     frame: object
@@ -45,6 +48,7 @@ class StudyResults:
     compared: list[dict] = field(default_factory=list)
     compared_attributes: list[dict] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    dominance: object = None
 
 
 @dataclass
@@ -102,7 +106,9 @@ def _summary_note(results: StudyResults) -> str:
         f"(every runtime: latency.md), all models timed together in one timing phase (interleaved blocks), "
         f"+- half the 95 % bootstrap interval over blocks; '/ ref' = latency over {results.reference}'s in the same runtime "
         f"and blocks; floor = 2 x MACs x batch / the machine's fp32 peak "
-        f"({', '.join(peaks) or 'not measured'}); speed-up and realization (speed-up / MAC reduction) compare a "
+        f"({', '.join(peaks) or 'not measured'}); roofline = the sum of the model's per-layer roofline floors in that "
+        f"runtime (each layer: max(its MACs at the peak, its bytes at the bandwidth of the cache level they fit in); "
+        f"layers.csv, kind profiled); speed-up and realization (speed-up / MAC reduction) compare a "
         f"compressed variant with its base in the same runtime and blocks; int8 = the fastest int8 runtime at batch 1, "
         f"named, its accuracy measured in it on the same test split, on a {' / '.join(isas) or 'not recorded'} CPU "
         f"(cpu_isa: int8 speed depends on VNNI); a quantized variant (int8 in its name) is timed in its int8 runtimes only, "
@@ -186,6 +192,13 @@ def _latency_appendix(results: StudyResults) -> str:
     ]
     if skipped:
         text += "\n## Runtimes not measured\n\n" + "".join(skipped)
+    reasons = shortfall_sentences(results.latency, results.layers)
+    if reasons:
+        text += (
+            f"\n## Why a speed-up fell short\n\nEvery variant whose realization (speed-up / MAC reduction) is below "
+            f"{REALIZATION_LIMIT}, in each runtime that profiled it and its base layer by layer (layers.csv, kind profiled; "
+            f"roofline.png):\n\n" + "".join(f"- {line}\n" for line in reasons)
+        )
     r_headers, r_rows = realization_table(results.latency)
     if r_rows:
         text += (
@@ -205,7 +218,8 @@ def build_latency(results: StudyResults) -> Built | None:
     intro = (
         f"Every model of the study timed together in one timing phase{seconds}: per runtime and batch, interleaved blocks in "
         f"which every model runs once, in rotating order. Median ms per batch of the block medians +- half its 95 % bootstrap "
-        f"interval over blocks; in round brackets measured / compute floor; in square brackets latency / {results.reference}'s "
+        f"interval over blocks; in round brackets measured / compute floor and, marked r, measured / roofline floor (the "
+        f"sum of its layers' floors, layers.csv); in square brackets latency / {results.reference}'s "
         f"in the same blocks, with its interval; * = taken while a load probe flagged the machine busy (see busy in latency.csv)."
     )
     return Built(
@@ -215,6 +229,30 @@ def build_latency(results: StudyResults) -> Built | None:
         intro,
         _latency_appendix(results),
         caption=f"Median latency (ms) per runtime, study {results.study}",
+    )
+
+
+def build_footprint(results: StudyResults) -> Built | None:
+    """Return peak memory and cold start per model and runtime (None when the study did not measure them)."""
+    if results.latency is None or "peak_mb" not in results.latency or not results.latency["peak_mb"].notna().any():
+        return None
+    headers, rows = footprint_table(results.latency)
+    repeats = int(results.latency["footprint_repeats"].dropna().max())
+    intro = (
+        f"Each figure the median of {repeats} fresh processes, each running the file the runtime ships with nothing but "
+        "that runtime imported (deploy/standalone.py), spread = largest minus smallest. Import = the process's peak "
+        "memory after importing the runtime (every model in it pays that); Peak = its high-water mark (VmHWM) after "
+        "loading the model and running it at the batch size; Model = Peak - Import. Load = reading the file and, for "
+        "OpenVINO, compiling it (Compile); First = the first inference; Cold start = Load + First, what a command-line "
+        "tool or a serverless function pays on every call; Steady = the timing phase's batch-1 median. The memory "
+        "settings change the figures: they are recorded with them."
+    )
+    return Built(
+        headers,
+        rows,
+        f"{results.study}: peak memory and cold start",
+        intro,
+        caption=f"Peak memory and cold start per runtime, study {results.study}",
     )
 
 
@@ -258,13 +296,21 @@ def build_per_attribute(results: StudyResults) -> Built | None:
 
 def build_layers(results: StudyResults) -> Built | None:
     """Return the per-layer speed-up table (None without a compressed variant)."""
-    if results.layers is None or not len(results.layers):
+    if results.layers is None or not (results.layers["kind"].astype(str) != "profiled").any():
         return None
-    headers, rows = layer_table(results.layers)
+    latency = results.latency
+    bases = (
+        {}
+        if latency is None or "base_hash" not in latency
+        else {k: b for k, b in zip(latency["config_hash"], latency["base_hash"]) if isinstance(b, str) and b}
+    )
+    headers, rows = layer_table(results.layers, bases)
     intro = (
-        "Batch 1, CPU; each layer and its replacement timed alone on its real activation shape, interleaved, in each "
-        "runtime (ONNX Runtime: each exported alone). r = above 1.5x the theoretical speed-up, retimed and confirmed; * = timed "
-        "while the machine was busy."
+        "Batch 1, CPU. Measured alone: each layer and its replacement timed alone on its real activation shape, "
+        "interleaved (ONNX Runtime: each exported alone); r = above 1.5x the theoretical speed-up, retimed and confirmed; "
+        "* = timed while the machine was busy. In model: the base's time on the layer over the variant's on its "
+        "replacement, both from the runtime's own profiler inside the whole model in the timing phase (layers.csv, kind "
+        "profiled)."
     )
     return Built(
         headers,
@@ -275,11 +321,36 @@ def build_layers(results: StudyResults) -> Built | None:
     )
 
 
+def build_dominance(results: StudyResults) -> Built | None:
+    """Return whether each compressed model dominates each zoo model (None without such a pair, or untimed)."""
+    if results.dominance is None or not len(results.dominance):
+        return None
+    headers, rows = dominance_table(results.dominance, results.labels)
+    intro = (
+        "Does a compressed model beat an uncompressed model of another architecture on both axes? It **dominates** it when "
+        "its test accuracy is higher with the 95 % paired bootstrap interval of the difference (same test images) above 0 "
+        "and its latency lower with the 95 % interval of the ratio (one timing phase; the two figures resampled apart when "
+        "they come from different runtimes) below 1. Each model runs in its fastest runtime at the batch size: a quantized "
+        "variant in its fastest int8 runtime (its accuracy: ONNX Runtime int8's), every other model in its fastest fp32 "
+        "runtime; '/ zoo int8' is the ratio to the zoo model's fastest int8 runtime (its int8 accuracy: summary.md)."
+    )
+    return Built(
+        headers,
+        rows,
+        f"{results.study}: does a compressed model dominate a zoo model?",
+        intro,
+        caption=f"Dominance of compressed models over zoo models, study {results.study}",
+        csv=results.dominance.drop(columns=["label"], errors="ignore").to_csv(index=False),
+    )
+
+
 REPORT_TABLES: tuple[ReportTable, ...] = (
     ReportTable("summary", "Summary", build_summary),
     ReportTable("variants", "Variants", build_variants),
     ReportTable("comparisons", "Comparisons", build_comparisons),
+    ReportTable("dominance", "Against the zoo", build_dominance),
     ReportTable("latency", "Latency", build_latency),
+    ReportTable("footprint", "Memory and cold start", build_footprint),
     ReportTable("realization", None, build_realization),
     ReportTable("per_attribute", "Per attribute", build_per_attribute),
     ReportTable("layers", "Per layer", build_layers),

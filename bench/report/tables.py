@@ -11,7 +11,7 @@ import numpy as np
 
 from bench import metrics
 from bench.report.labels import row_label, with_labels
-from bench.store.schema import MAJORITY
+from bench.store.schema import MAJORITY, as_number
 
 # (result column, header, scale, decimals, better): better is "max", "min" or None (not bolded);
 # decimals "x" prints a ratio as "1.12x", None prints the text as it is.
@@ -30,6 +30,7 @@ SUMMARY_COLUMNS = (
     ("latency_b1_ms", "b1 (ms)", 1, 2, "min"),
     ("ref_ratio_b1", "b1 / ref", 1, "x", None),
     ("floor_ratio_b1", "b1 / floor", 1, "x", None),
+    ("roofline_ratio_b1", "b1 / roofline", 1, "x", None),
     ("latency_bN_ms", "bN (ms)", 1, 1, "min"),
     ("ref_ratio_bN", "bN / ref", 1, "x", None),
     ("speedup_b1", "Speed-up b1", 1, "x", "max"),
@@ -269,8 +270,9 @@ def _interval_text(value, low, high, decimals: int, suffix: str = "") -> str:
 def _latency_cell(hit) -> str:
     row = hit.iloc[0]
     text = _interval_text(row["median_ms"], row.get("median_lo"), row.get("median_hi"), 2)
-    if not _missing(row.get("floor_ratio")):
-        text += f" ({row['floor_ratio']:.2f}x)"
+    ratios = [f"{row[k]:.2f}x{mark}" for k, mark in (("floor_ratio", ""), ("roofline_ratio", " r")) if not _missing(row.get(k))]
+    if ratios:
+        text += f" ({', '.join(ratios)})"
     if not _missing(row.get("ref_ratio")):
         text += f" [{_interval_text(row['ref_ratio'], row.get('ref_ratio_lo'), row.get('ref_ratio_hi'), 2, 'x')}]"
     return text + ("*" if str(row.get("busy")).lower() == "true" else "")
@@ -278,8 +280,9 @@ def _latency_cell(hit) -> str:
 
 def latency_table(latency) -> tuple[list[str], list[list[str]]]:
     """Return (headers, rows) of latency per runtime: one row per model variant, device and batch, one column per
-    runtime, each cell ``median ms +- half its 95 % interval (measured / compute floor) [latency / the reference
-    model's +- interval]``; ``*`` marks a measurement taken while a load probe flagged the machine busy."""
+    runtime, each cell ``median ms +- half its 95 % interval (measured / compute floor, measured / roofline floor 'r')
+    [latency / the reference model's +- interval]``; ``*`` marks a measurement taken while a load probe flagged the
+    machine busy."""
     frame = latency.assign(label=[row_label(r) for _, r in latency.iterrows()])
     runtimes, groups = pivot_by_runtime(frame, ["label", "device", "batch"], _latency_cell)
     return (
@@ -322,10 +325,15 @@ def floor_statements(latency, limit: float = 1.5) -> list[str]:
     for (_, batch), part in exact.groupby(["label", "batch"], sort=False):
         best = part.loc[part["median_ms"].idxmin()]
         verdict = "within" if best["floor_ratio"] <= limit else "beyond"
+        roofline = (
+            ""
+            if _missing(best.get("roofline_ratio"))
+            else f", {best['roofline_ratio']:.2f}x its roofline floor of {best['roofline_ms']:.2f} ms"
+        )
         lines.append(
             f"{row_label(best)}, batch {int(batch)}: fastest exact runtime {best['runtime']} at "
             f"{_interval_text(best['median_ms'], best.get('median_lo'), best.get('median_hi'), 2)} ms, "
-            f"{best['floor_ratio']:.2f}x the compute floor of {best['floor_ms']:.2f} ms ({verdict} {limit}x)"
+            f"{best['floor_ratio']:.2f}x the compute floor of {best['floor_ms']:.2f} ms ({verdict} {limit}x){roofline}"
         )
     return lines
 
@@ -354,26 +362,48 @@ def _flag(value) -> bool:
     return str(value).lower() == "true"
 
 
-def layer_table(layers) -> tuple[list[str], list[list[str]]]:
-    """Return (headers, rows) of the per-layer speed-up table in the layout of LWALM's Table 1, with one
-    measured column per runtime. ``r`` marks a speed-up above 1.5x the theoretical one that was
-    retimed and confirmed; ``*`` a timing the load probe flagged busy."""
+def in_model_speedup(profiled, base: str, variant: str, layer: str, runtime: str, batch: int = 1) -> float | None:
+    """Return a compressed layer's speed-up inside the whole model, from the per-layer profiles (kind profiled) of the
+    base and the variant in ``runtime`` at ``batch``: the base's time on ``layer`` over the variant's on it and its
+    replacement layers (``layer.0``, ``layer.1``, ...); None when either was not profiled there."""
+    where = (profiled["runtime"] == runtime) & (profiled["batch"].astype(int) == batch)
+    names = profiled["layer"].astype(str)
+    before = profiled[where & (profiled["config_hash"] == base) & (names == layer)]["measured_ms"].astype(float).sum()
+    mine = where & (profiled["config_hash"] == variant) & ((names == layer) | names.str.startswith(layer + "."))
+    after = profiled[mine]["measured_ms"].astype(float).sum()
+    return before / after if before > 0 and after > 0 else None
+
+
+def layer_table(layers, bases: dict[str, str] | None = None) -> tuple[list[str], list[list[str]]]:
+    """Return (headers, rows) of the per-layer speed-up table in the layout of LWALM's Table 1: one measured column per
+    runtime the layers were timed alone in, and one per runtime that profiled base and variant inside the whole model
+    at batch 1 (``bases``: {variant hash: base hash}; :func:`in_model_speedup`). ``r`` marks a speed-up above 1.5x the
+    theoretical one that was retimed and confirmed; ``*`` a timing the load probe flagged busy."""
 
     def measured(hit) -> str:
         row = hit.iloc[0]
         marks = ("r" if _flag(row.get("confirmed")) else "") + ("*" if _flag(row.get("busy")) else "")
         return "" if _missing(row["measured_speedup"]) else f"{row['measured_speedup']:.2f}x{marks}"
 
-    frame = layers.assign(label=[row_label(r) for _, r in layers.iterrows()], runtime=layers["runtime"].fillna(""))
+    kinds = layers["kind"].astype(str)
+    replaced, profiled = layers[kinds != "profiled"], layers[kinds == "profiled"]
+    frame = replaced.assign(label=[row_label(r) for _, r in replaced.iterrows()], runtime=replaced["runtime"].fillna(""))
     runtimes, groups = pivot_by_runtime(frame, ["label", "layer", "method"], measured)
+    in_model = sorted(set(profiled["runtime"])) if bases else []
     headers = (
         ["Model", "Layer", "Kernel", "Method", "Rank", "MACs of new layers", "MACs before", "Theor. speed-up"]
-        + [f"Measured ({r})" for r in runtimes]
+        + [f"Measured alone ({r})" for r in runtimes if r]
+        + [f"In model ({r})" for r in in_model]
         + ["Weight rel. error", "Rank-1 norm sum (ALS -> EPC)"]
     )
     rows = []
     for (label, layer, method), part, measured_texts in groups:
         first = part.iloc[0]
+        in_model_texts = []
+        for runtime in in_model:
+            speedup = in_model_speedup(profiled, bases.get(first["config_hash"], ""), first["config_hash"], str(layer), runtime)
+            in_model_texts.append("" if speedup is None else f"{speedup:.2f}x")
+        measured_texts = [t for t, r in zip(measured_texts, runtimes) if r] + in_model_texts
         rows.append(
             [
                 label,
@@ -405,7 +435,25 @@ def warning_lines(records: list[dict], labels: dict[str, str]) -> list[str]:
             lines.append(f"{label}: {row['int8_note']}")
         notes = sorted({f"{x['layer']}: {x['note']}" for x in record.get("layers", []) if x.get("note")})
         lines.extend(f"{label}: {note}" for note in notes)
-    return lines
+    return lines + majority_lines(records)
+
+
+def majority_lines(records: list[dict]) -> list[str]:
+    """Return a line when no model of the study is surely more accurate than the majority-class predictor (its test
+    accuracy's 95 % interval above the majority's): such a study has learned nothing the label frequencies do not give."""
+    majority = [float(r["row"]["acc_mean"]) for r in records if r["row"]["model"] == MAJORITY]
+    learners = [r["row"] for r in records if r["row"]["model"] != MAJORITY and as_number(r["row"].get("acc_mean")) is not None]
+    if not majority or not learners:
+        return []
+    floor = max(majority)
+    if any((as_number(row.get("acc_mean_lo")) or float(row["acc_mean"])) > floor for row in learners):
+        return []
+    best = max(learners, key=lambda row: float(row["acc_mean"]))
+    return [
+        f"no model is surely more accurate than the majority-class predictor ({floor:.2f} %; the best, "
+        f"{row_label(best)}, {float(best['acc_mean']):.2f} %): the models learned nothing the label frequencies do not "
+        f"give; train longer or on more images, or check the labels"
+    ]
 
 
 def _bracket_text(value, low, high, unit: str = "", decimals: int = 2) -> str:
@@ -416,6 +464,76 @@ def _bracket_text(value, low, high, unit: str = "", decimals: int = 2) -> str:
 
 def _signed_text(value, low, high) -> str:
     return "" if value is None else f"{value:+.2f} [{low:+.2f}, {high:+.2f}]"
+
+
+def dominance_table(frame, labels: dict[str, str]) -> tuple[list[str], list[list[str]]]:
+    """Return ``(headers, rows)`` of ``dominance.csv`` (:func:`bench.study.dominance.dominance_rows`): per compressed
+    model, zoo model and batch size, each in its fastest runtime, the paired accuracy difference, the latency ratio and
+    the verdict."""
+    headers = ["Model", "vs zoo model", "Batch", "Runtime (ms)", "Zoo runtime (ms)", "d Acc (pt)", "Latency / zoo", "/ zoo int8"]
+    headers.append("Dominates?")
+    table = []
+    for row in frame.to_dict("records"):
+        number = {k: as_number(row.get(k)) for k in ("member_ms", "zoo_ms", "d_acc", "d_acc_lo", "d_acc_hi")}
+        ratios = {k: as_number(row.get(k)) for k in frame.columns if "ratio" in k}
+
+        def timed(runtime, ms):
+            return f"{runtime} ({ms:.3g})" if runtime and ms is not None else "not timed"
+
+        int8 = f"{ratios['zoo_int8_ratio']:.2f} ({row['zoo_int8_runtime']})" if ratios.get("zoo_int8_ratio") is not None else ""
+        table.append(
+            [
+                labels.get(row["member"], row["member"]),
+                labels.get(row["zoo"], row["zoo"]),
+                str(int(row["batch"])),
+                timed(row.get("member_runtime"), number["member_ms"]),
+                timed(row.get("zoo_runtime"), number["zoo_ms"]),
+                _signed_text(number["d_acc"], number["d_acc_lo"], number["d_acc_hi"]),
+                _bracket_text(ratios.get("ratio"), ratios.get("ratio_lo"), ratios.get("ratio_hi"), "x"),
+                int8,
+                "yes" if str(row["dominates"]) == "True" else f"no: {row['why_not']}",
+            ]
+        )
+    return headers, table
+
+
+def footprint_table(latency) -> tuple[list[str], list[list[str]]]:
+    """Return ``(headers, rows)`` of every model's footprint per runtime (``latency.csv`` rows with ``peak_mb``): peak
+    memory at batch 1 and batch N with their spread over fresh processes, what the model adds to the runtime's import,
+    and the cold start (load and compile, first inference) beside the steady latency."""
+    cpu = latency[latency["peak_mb"].notna() & (latency["device"] == "cpu")]
+    frame = cpu.assign(label=[row_label(r) for _, r in cpu.iterrows()])
+    headers = ["Model", "Runtime", "Import (MB)", "Peak b1 (MB)", "Peak bN (MB)", "Model b1 (MB)", "Load (ms)"]
+    headers += ["Compile (ms)", "First (ms)", "Cold start (ms)", "Steady b1 (ms)", "Memory settings"]
+    rows = []
+    for (label, runtime), part in frame.groupby(["label", "runtime"], sort=False):
+        one = part[part["batch"].astype(int) == 1]
+        many = part[part["batch"].astype(int) != 1]
+        b1 = one.iloc[0] if len(one) else None
+        bn = many.iloc[0] if len(many) else None
+        if b1 is None:
+            continue
+
+        def spread(row, column, decimals=1):
+            return f"{row[column]:.{decimals}f} (spread {row[column + '_spread']:.{decimals}f})"
+
+        rows.append(
+            [
+                label,
+                runtime,
+                f"{b1['import_mb']:.0f}",
+                spread(b1, "peak_mb"),
+                spread(bn, "peak_mb") if bn is not None else "",
+                spread(b1, "model_mb"),
+                f"{b1['load_ms']:.1f}",
+                f"{b1['compile_ms']:.1f}" if b1["compile_ms"] else "-",
+                f"{b1['first_ms']:.1f}",
+                spread(b1, "cold_ms"),
+                f"{b1['median_ms']:.2f}",
+                str(b1["memory_settings"]),
+            ]
+        )
+    return headers, rows
 
 
 def front_table(rows: list[dict], records: list[dict], labels: dict[str, str]) -> tuple[list[str], list[list[str]]]:

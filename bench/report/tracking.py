@@ -40,6 +40,60 @@ _NOT_METRICS = {
 }
 
 
+def _quiet_mlflow() -> None:
+    """Keep MLflow's own INFO lines (creating database tables, migrations) out of the study's output."""
+    for name in ("mlflow", "alembic"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+class TrackingError(ValueError):
+    """The MLflow tracking target cannot be used (the message names it and what to do)."""
+
+
+def _store_folder(tracking_uri: str) -> str | None:
+    """Return the local folder a file or SQLite tracking URI writes in (None for a server)."""
+    from urllib.parse import urlparse
+
+    parsed = urlparse(tracking_uri)
+    if parsed.scheme in ("", "file"):
+        return os.path.dirname(os.path.abspath(parsed.path if parsed.scheme else tracking_uri).rstrip("/")) or "/"
+    if parsed.scheme == "sqlite":
+        return os.path.dirname(os.path.abspath(tracking_uri.split(":///", 1)[-1])) or "/"
+    return None
+
+
+def check_tracking(tracking_uri: str, study: str, timeout: int = 5) -> None:
+    """Check, before a study's first cell, that its MLflow target takes the study: a local store's folder exists and
+    can be written, a server answers within ``timeout`` seconds (no retries), and the experiment ``study`` exists or
+    can be created.
+
+    Raises:
+        TrackingError: the target cannot be used (named, with what failed, in one line).
+        ImportError: MLflow is not installed.
+    """
+    from mlflow.tracking import MlflowClient
+
+    _quiet_mlflow()
+    folder = _store_folder(tracking_uri)
+    if folder is not None and not (os.path.isdir(folder) and os.access(folder, os.W_OK)):
+        raise TrackingError(f"--mlflow {tracking_uri}: its folder {folder} does not exist or cannot be written")
+    saved = {k: os.environ.get(k) for k in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT")}
+    os.environ.update({"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": str(timeout)})
+    try:
+        client = MlflowClient(tracking_uri=tracking_uri)
+        if client.get_experiment_by_name(study) is None:
+            client.create_experiment(study)
+    except Exception as exc:  # any failure of the target is the same answer to the user: it cannot take the study
+        reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        raise TrackingError(f"--mlflow {tracking_uri}: cannot log experiment {study!r} there ({reason})") from None
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
 def log_study(
     tracking_uri: str, study: str, records: list[dict], report_folder: str | None = None, artifact_location: str | None = None
 ) -> dict[str, str]:
@@ -54,6 +108,7 @@ def log_study(
     from mlflow.entities import Metric, Param
     from mlflow.tracking import MlflowClient
 
+    _quiet_mlflow()
     client = MlflowClient(tracking_uri=tracking_uri)
     experiment = client.get_experiment_by_name(study)
     experiment_id = (

@@ -32,15 +32,18 @@ def environment() -> dict:
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         commit = ""
-    try:
-        import onnxruntime
+    import importlib.metadata
 
-        ort_version = onnxruntime.__version__
-    except ImportError:
-        ort_version = ""
+    def version(package: str) -> str:
+        try:
+            return importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            return ""
+
     return {
         "torch_version": torch.__version__,
-        "onnxruntime_version": ort_version,
+        "onnxruntime_version": version("onnxruntime"),
+        "openvino_version": version("openvino"),
         "timm_version": timm.__version__,
         "cpu_name": cpu_name,
         "cpu_isa": isa_text(),

@@ -27,10 +27,11 @@ from bench.store.schema import (
 
 _logger = logging.getLogger(__name__)
 
+DOMINANCE_FILE = "dominance.csv"  # whether each compressed model dominates each zoo model (bench.study.dominance)
 TIMING_FILE = "timing.json"  # the study's timing phase (bench.study.timing_phase): every latency figure of the study
 
 
-TIMING_VERSION = 2  # 2: every latency row holds the accuracy measured in its runtime; the summary names the fastest int8 runtime
+TIMING_VERSION = 3  # 2: every latency row holds the accuracy measured in its runtime; 3: per-layer roofline profiles (layers)
 
 
 def _format(value) -> str:
@@ -256,8 +257,9 @@ def read_timing(results_dir: str, study: str) -> dict | None:
 
 
 def with_timing(records: list[dict], timing: dict | None) -> list[dict]:
-    """Return ``records`` with the timing phase's columns in their rows and its latency rows and skipped runtimes
-    beside them (``latency``, ``skipped_runtimes``); records the phase did not time keep empty latency columns."""
+    """Return ``records`` with the timing phase's columns in their rows and its latency rows, per-layer profiles and
+    skipped runtimes beside them (``latency``, ``layer_profiles``, ``skipped_runtimes``); records the phase did not time
+    keep empty latency columns."""
     if not timing:
         return records
     joined = []
@@ -268,6 +270,7 @@ def with_timing(records: list[dict], timing: dict | None) -> list[dict]:
                 **record,
                 "row": {**record["row"], **timing["columns"].get(key, {})},
                 "latency": [r for r in timing["latency"] if r["config_hash"] == key],
+                "layer_profiles": [r for r in timing["layers"] if r["config_hash"] == key],
                 "skipped_runtimes": timing["skipped"].get(key, {}),
             }
         )
@@ -284,6 +287,8 @@ def _write_tables(results_dir: str, study: str, folder: str) -> list[dict]:
         os.path.join(folder, "per_attribute.csv"), PER_ATTRIBUTE_COLUMNS, [p for r in records for p in r["per_attribute"]]
     )
     write_csv_atomic(os.path.join(folder, "history.csv"), HISTORY_COLUMNS, [h for r in records for h in r["history"]])
-    write_csv_atomic(os.path.join(folder, "layers.csv"), LAYER_COLUMNS, [x for r in records for x in r.get("layers", [])])
+    layers = [{**x, "kind": x.get("kind") or "replaced"} for r in records for x in r.get("layers", [])]  # records before kind
+    layers += [x for r in records for x in r.get("layer_profiles", [])]
+    write_csv_atomic(os.path.join(folder, "layers.csv"), LAYER_COLUMNS, layers)
     write_csv_atomic(os.path.join(folder, "latency.csv"), LATENCY_COLUMNS, [x for r in records for x in r.get("latency", [])])
     return records

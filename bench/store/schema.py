@@ -15,7 +15,9 @@ import logging
 _logger = logging.getLogger(__name__)
 
 MAJORITY = "majority"  # the model name of the majority-class predictor's row
-RECORD_VERSION = 3  # part of every cell hash: bump when a change alters what a cell computes
+# part of every cell hash: bump when a change alters what a cell computes (4: bf16 training set-ups, the teacher's
+# outputs computed once, a quantized model's disk size its int8 file's)
+RECORD_VERSION = 4
 RESULT_COLUMNS = (
     # identity and config
     # compression: the variant's full pipeline; compression_notes: what its steps decided beyond their options (a target met,
@@ -48,6 +50,9 @@ RESULT_COLUMNS = (
     "latency_b1_lo",
     "latency_b1_hi",
     "floor_ratio_b1",
+    "roofline_ratio_b1",
+    "peak_mb_b1",
+    "cold_ms_b1",
     "ref_ratio_b1",
     "ref_ratio_b1_lo",
     "ref_ratio_b1_hi",
@@ -62,6 +67,8 @@ RESULT_COLUMNS = (
     "latency_bN_lo",
     "latency_bN_hi",
     "floor_ratio_bN",
+    "roofline_ratio_bN",
+    "peak_mb_bN",
     "ref_ratio_bN",
     "ref_ratio_bN_lo",
     "ref_ratio_bN_hi",
@@ -126,7 +133,9 @@ RESULT_COLUMNS = (
     "acc_int8_delta",
     "int8_settings",
     "int8_note",
-    # training; diverged: why the training looks diverged ('' when it does not, see bench.train.divergence_reason)
+    # training; train_setup: how its steps ran (bench.training.setups: memory format, precision, compilation); diverged: why
+    # the training looks diverged ('' when it does not, see bench.training.train.divergence_reason)
+    "train_setup",
     "train_seconds",
     "finetune_seconds",
     "best_epoch",
@@ -136,6 +145,7 @@ RESULT_COLUMNS = (
     "torch_version",
     "timm_version",
     "onnxruntime_version",
+    "openvino_version",
     "cpu_name",
     "cpu_isa",
     "threads",
@@ -207,10 +217,33 @@ LATENCY_COLUMNS = (
     "floor_ratio",
     "floor_ratio_lo",
     "floor_ratio_hi",
+    # the sum of the model's per-layer roofline floors (layers.csv, kind profiled) and median / it; profiled_ms: the
+    # sum of its nodes' profiled times (a little under median_ms: no call overhead)
+    "roofline_ms",
+    "roofline_ratio",
+    "roofline_ratio_lo",
+    "roofline_ratio_hi",
+    "profiled_ms",
+    # the footprint (timing.footprint; deploy.footprint): medians over footprint_repeats fresh processes, *_spread the
+    # largest minus the smallest; import_mb: the process after importing the runtime; peak_mb: after loading the model
+    # and running it; model_mb: peak - import; cold_ms: load_ms (read and compile; compile_ms the compiling) + first_ms
+    "import_mb",
+    "peak_mb",
+    "peak_mb_spread",
+    "model_mb",
+    "model_mb_spread",
+    "load_ms",
+    "compile_ms",
+    "first_ms",
+    "cold_ms",
+    "cold_ms_spread",
+    "memory_settings",
+    "footprint_repeats",
     "peak_gflops",
     "ref_ratio",
     "ref_ratio_lo",
     "ref_ratio_hi",
+    "base_hash",
     "base_median_ms",
     "speedup",
     "speedup_lo",
@@ -228,13 +261,34 @@ LATENCY_COLUMNS = (
     "block_medians_ms",
 )
 
+# Two kinds of rows. kind "replaced": a compressed layer and its replacement, each built and timed alone
+# (bench.study.layer_speedup); kind "profiled": every node a runtime runs for a model at a batch size, timed by the
+# runtime's profiler inside the whole model, against its roofline (bench.study.layer_profiles, deploy.roofline):
+# node (the runtime's), source (the ONNX node), op, shape, macs, bytes (at the batch), intensity (FLOPs per byte),
+# level and bandwidth_gbs (the cache level its bytes fit in), bound (compute or memory), floor_ms, measured_ms and
+# floor_ratio (measured / floor).
 LAYER_COLUMNS = (
     "study",
     "model",
     "variant",
     "seed",
     "config_hash",
+    "kind",
+    "batch",
     "layer",
+    "node",
+    "source",
+    "op",
+    "shape",
+    "macs",
+    "bytes",
+    "intensity",
+    "level",
+    "bandwidth_gbs",
+    "bound",
+    "floor_ms",
+    "measured_ms",
+    "floor_ratio",
     "kernel",
     "method",
     "rank",
@@ -287,6 +341,11 @@ HISTORY_COLUMNS = (
     "val_acc",
     "seconds",
     "start_loss",
+    # where an epoch's seconds went: batches read and converted, steps (forward, backward, update), validation, checkpoints
+    "data_seconds",
+    "step_seconds",
+    "val_seconds",
+    "checkpoint_seconds",
 )
 
 
@@ -348,6 +407,32 @@ def seedless(cell: dict) -> dict:
 def group_hash(cell: dict) -> str:
     """Return the hash of a cell's config without its seed: rows with equal group hashes are seeds of one experiment."""
     return config_hash(seedless(cell))
+
+
+# member / zoo: config hashes; member_runtime / zoo_runtime: the fastest of each at the batch; ratio: member / zoo model
+# (its 95 % interval: the two resampled apart unless both ran in one runtime); zoo_int8_*: against the zoo model's fastest
+# int8 runtime; d_acc: test accuracy difference in points, member minus zoo model, with its paired 95 % interval
+DOMINANCE_COLUMNS = (
+    "member",
+    "zoo",
+    "batch",
+    "member_runtime",
+    "member_ms",
+    "zoo_runtime",
+    "zoo_ms",
+    "d_acc",
+    "d_acc_lo",
+    "d_acc_hi",
+    "ratio",
+    "ratio_lo",
+    "ratio_hi",
+    "zoo_int8_runtime",
+    "zoo_int8_ratio",
+    "zoo_int8_ratio_lo",
+    "zoo_int8_ratio_hi",
+    "dominates",
+    "why_not",
+)
 
 
 # repeat_of: the earlier trial whose cell answered this one (the same pipeline proposed again: it spends no trial of the budget)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import json
 import os
 
 import torch
@@ -82,7 +83,7 @@ def load_config(path: str | None) -> dict:
 
     Raises:
         FileNotFoundError: no file at ``path``.
-        StudyConfigError: the YAML is malformed, or has a key the runner does not know or a value of the
+        StudyConfigError: the YAML is malformed or empty, or has a key the runner does not know or a value of the
             wrong type or out of range (the file and the field named).
     """
     if path is None:
@@ -93,9 +94,13 @@ def load_config(path: str | None) -> dict:
         raise FileNotFoundError(f"config file {path!r} does not exist")
     with open(path, encoding="utf-8") as handle:
         try:
-            loaded = yaml.safe_load(handle) or {}
+            loaded = yaml.safe_load(handle)
         except yaml.YAMLError as exc:
             raise StudyConfigError(f"{path}: not valid YAML: {exc}") from None
+    if loaded is None:  # an empty file would run the default study under its name without a word
+        raise StudyConfigError(
+            f"{path}: the file is empty; a study file sets at least `study: NAME` (the default study: configs/default.yaml)"
+        )
     if not isinstance(loaded, dict):
         raise StudyConfigError(f"{path}: expected a mapping at the top level, found {type(loaded).__name__}")
     try:
@@ -239,9 +244,13 @@ def expand_cells(config: dict, data_fingerprint: str | None = None) -> list[dict
                     "write one as 'method:option=value' (steps joined by '+')"
                 )
             label = variant_label(steps)
-            if label in seen:
-                raise StudyConfigError(f"compressions of {spec['name']}: {variant!r} repeats {seen[label]!r}; remove one")
-            seen[label] = variant
+            # the same pipeline fine-tuned another way is another experiment, not a repeat
+            finetune = json.dumps(variant.get("finetune", {}) if isinstance(variant, dict) else {}, sort_keys=True)
+            if (label, finetune) in seen:
+                raise StudyConfigError(
+                    f"compressions of {spec['name']}: {variant!r} repeats {seen[label, finetune]!r}; remove one"
+                )
+            seen[label, finetune] = variant
             variants.append((variant, steps, label))
         for seed in config["seeds"]:
             device = {"device": config["device"]} if config["device"] is not None else {}
@@ -277,7 +286,31 @@ def expand_cells(config: dict, data_fingerprint: str | None = None) -> list[dict
                         "base_hash": config_hash(base_cell),
                     }
                 )
-    return cells
+    return _with_teachers(cells)
+
+
+def _with_teachers(cells: list[dict]) -> list[dict]:
+    """Return ``cells`` with every variant that distils from another model (``finetune.teacher``) holding that model's
+    cell hash of its seed (``teacher_hash``), moved after every model's own cell so the teacher is trained first.
+
+    Raises:
+        StudyConfigError: a teacher that is not an uncompressed model of the study.
+    """
+    bases = {(c["model"], c["seed"]): c for c in cells if c["model"] != MAJORITY and not c.get("compression")}
+    first, later = [], []
+    for cell in cells:
+        teacher = (cell.get("finetune") or {}).get("teacher")
+        if teacher is None:
+            first.append(cell)
+            continue
+        if (teacher, cell["seed"]) not in bases:
+            names = sorted({model for model, _ in bases})
+            raise StudyConfigError(
+                f"finetune.teacher of {cell['model']} [{cell['variant']}]: expected one of the study's models {names}, "
+                f"got {teacher!r}"
+            )
+        later.append({**cell, "teacher_hash": config_hash(bases[(teacher, cell["seed"])])})
+    return first + later
 
 
 def create_cell_model(cell: dict, attr_names) -> torch.nn.Module:

@@ -41,11 +41,12 @@ def disk_bytes(model: nn.Module) -> tuple[int, int]:
     return len(raw), len(zlib.compress(raw, 9))
 
 
-def cost_columns(model: nn.Module, input_size) -> dict:
-    """Return a model's counted costs for its result row: ``params``, ``macs``, ``disk_bytes``, ``disk_bytes_zip``.
+def cost_columns(model: nn.Module, input_size, shipped: bytes | None = None) -> dict:
+    """Return a model's counted costs for its result row: ``params``, ``macs``, ``disk_bytes``, ``disk_bytes_zip``: the
+    bytes of the file it ships as, ``shipped`` (a quantized model's int8 ONNX graph), else of its fp32 state dict.
 
     Raises:
         RuntimeError: ptflops could not count the model.
     """
-    raw, zipped = disk_bytes(model)
+    raw, zipped = (len(shipped), len(zlib.compress(shipped, 9))) if shipped is not None else disk_bytes(model)
     return {"params": count_params(model), "macs": count_macs(model, input_size), "disk_bytes": raw, "disk_bytes_zip": zipped}

@@ -12,7 +12,7 @@ from bench.settings import StudyConfigError
 from bench.store.files import check_writable, remove_stale_partials
 from bench.store.records import study_dir
 from bench.store.schema import MAJORITY
-from bench.study.config import create_cell_model, expand_cells
+from bench.study.config import create_cell_model, expand_cells, timing_settings
 from compress.layers import as_patterns
 
 
@@ -53,7 +53,62 @@ def preflight(config: dict, results_dir: str, progress=None) -> tuple[list[dict]
                 raise StudyConfigError(f"models: {exc}") from None
         for step in cell.get("compression") or []:
             check_step_patterns(created[key], step, cell)
+    check_calibration(config, cells, len(data.splits["train"]))
+    check_threads(config)
     return cells, data
+
+
+def check_calibration(config: dict, cells: list[dict], train_images: int) -> None:
+    """Check that every int8 calibration the study will run has its images: each quantize step's, and the timing
+    phase's int8 of the float models (``timing.int8``) when an int8 runtime is timed.
+
+    Raises:
+        StudyConfigError: more calibration images asked for than the training split holds (the setting named).
+    """
+    import deploy
+    from compress.options import QUANTIZE_OPTIONS, resolve_options
+
+    for cell in cells:
+        for step in cell.get("compression") or []:
+            if step["method"] != "quantize":
+                continue
+            options = {k: v for k, v in step.items() if k in QUANTIZE_OPTIONS}
+            wanted = resolve_options("quantize", QUANTIZE_OPTIONS, options)["calibration_images"]
+            if wanted > train_images:
+                raise StudyConfigError(
+                    f"compressions of {cell['model']} [{cell['variant']}]: quantize calibration_images={wanted} but the "
+                    f"training split holds {train_images} images; set calibration_images <= {train_images}"
+                )
+    timing = timing_settings(config)
+    if timing.latency and any(not deploy.RUNTIMES[r].exact for r in deploy.resolve_runtimes(timing.runtimes)):
+        wanted = timing.int8_settings().calibration_images
+        if wanted > train_images:
+            raise StudyConfigError(
+                f"timing.int8: calibration_images={wanted} (int8 runtimes of the float models) but the training split "
+                f"holds {train_images} images; set timing.int8.calibration_images <= {train_images}"
+            )
+
+
+def available_cpus() -> int:
+    """Return the CPUs this process may run on (its affinity; the machine's count where affinity is unknown)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def check_threads(config: dict) -> None:
+    """Check that the thread counts this machine runs (training in this process, the timing phase) are at most its CPUs:
+    oversubscribed threads wait on each other (``--threads 999`` on 2 cores trained 100x slower).
+
+    Raises:
+        StudyConfigError: a thread count above the CPUs (the setting and the CPU count named).
+    """
+    cpus = available_cpus()
+    local = config["executor"] == "sequential"  # Ray cells run on the cluster's machines, with their own CPUs
+    for name, value in (("threads", config["threads"] if local else None), ("timing.threads", timing_settings(config).threads)):
+        if value is not None and int(value) > cpus:
+            raise StudyConfigError(
+                f"{name}: {value} threads on {cpus} CPUs would wait on each other (training ran 100x slower); "
+                f"set at most {cpus} (or leave it unset: all of them)"
+            )
 
 
 def check_step_patterns(model, step: dict, cell: dict) -> None:

@@ -20,6 +20,7 @@ when the set of cells changed (or ``retime=True``). The config side (defaults, v
 
 from __future__ import annotations
 
+import copy
 import functools
 import json
 import math
@@ -35,19 +36,40 @@ import deploy
 import models
 from bench import metrics
 from bench.data.loading import load_data
-from bench.settings import TrainSettings
+from bench.settings import FinetuneSettings, TrainSettings
 from bench.store.environment import environment
 from bench.store.files import file_lock, write_atomically, write_text_atomic
-from bench.store.records import TIMING_FILE, load_records, read_record, read_timing, record_path, study_dir, write_tables
-from bench.store.schema import LAYER_COLUMNS, MAJORITY, RESULT_COLUMNS, config_hash, group_hash, identity, make_row
+from bench.store.records import (
+    DOMINANCE_FILE,
+    TIMING_FILE,
+    load_records,
+    read_record,
+    read_timing,
+    record_path,
+    study_dir,
+    write_csv_atomic,
+    write_tables,
+)
+from bench.store.schema import (
+    DOMINANCE_COLUMNS,
+    LAYER_COLUMNS,
+    MAJORITY,
+    RESULT_COLUMNS,
+    config_hash,
+    group_hash,
+    identity,
+    make_row,
+)
 from bench.study.config import create_cell_model, reference_model, timing_settings
 from bench.study.costs import cost_columns
+from bench.study.dominance import dominance_rows
 from bench.study.executors import ExecutorError, RayExecutor, SequentialExecutor
 from bench.study.preflight import preflight
 from bench.study.timing_phase import run_timing_phase
 from bench.study.variants import variant_label
 from bench.training.evaluate import evaluate_cell_model, evaluate_majority, model_inputs, pse_mask_record
 from bench.training.pipeline import compress_and_finetune
+from bench.training.teacher import SoftTargets, soft_targets
 from bench.training.train import divergence_reason, resolve_device, seed_everything, train_model
 
 
@@ -65,6 +87,26 @@ def _majority_record(cell: dict, data, shared_columns: dict) -> dict:
     }
 
 
+def _teacher_targets(cell: dict, data, model, base_dir: str | None, config: TrainSettings) -> SoftTargets | None:
+    """Return the outputs a variant's fine-tune distils from (None without distillation): the trained base's (``model``),
+    or those of ``finetune.teacher``'s cell (``teacher_hash``), computed once per training image and flip and cached
+    beside that cell's checkpoint, so every variant of the study shares them."""
+    finetune = FinetuneSettings.from_mapping(cell["finetune"])
+    if finetune.distill <= 0:
+        return None
+    teacher, teacher_dir = model, base_dir
+    if cell.get("teacher_hash"):
+        teacher_dir = os.path.join(os.path.dirname(base_dir or "."), cell["teacher_hash"])
+        path = os.path.join(teacher_dir, "model.pt")
+        if not os.path.isfile(path):
+            raise FileNotFoundError(
+                f"finetune.teacher {finetune.teacher!r}: its cell's model ({path}) is not trained yet; rerun the study"
+            )
+        teacher = models.load_model(path)
+    cache = os.path.join(teacher_dir, "teacher_logits.npz") if teacher_dir else None
+    return soft_targets(copy.deepcopy(teacher), data, config.eval_batch_size, cache)
+
+
 def _trained_model(cell: dict, data, config: TrainSettings, checkpoint_dir, base_checkpoint_dir, progress, layer_timing):
     """Return ``(final model, TrainResult of the base, CompressionResult or None)``: the cell's model trained (a variant's
     base, from its base cell's checkpoints) and, for a variant, compressed and fine-tuned."""
@@ -77,9 +119,12 @@ def _trained_model(cell: dict, data, config: TrainSettings, checkpoint_dir, base
     result = train_model(model, data, config, checkpoint_dir=base_dir, progress=progress)
     compressed = None
     if cell.get("compression"):
+        teacher = _teacher_targets(cell, data, model, base_dir, config)
         timed = layer_timing and layer_timing["runtimes"]
         per_layer = {**layer_timing, "probe": deploy.LoadProbe(layer_timing["threads"])} if timed else None
-        compressed = compress_and_finetune(model, data, cell["compression"], cell["finetune"], config, progress, per_layer)
+        compressed = compress_and_finetune(
+            model, data, cell["compression"], cell["finetune"], config, progress, per_layer, teacher
+        )
         model = compressed.model
     return model.cpu().to(memory_format=torch.contiguous_format).eval(), result, compressed
 
@@ -112,6 +157,7 @@ def _result_row(
             "batch_size": config.batch_size,
             "lr": config.lr,
             "ppp": evaluation.values["mA"] / params_m if params_m > 0 else None,
+            "train_setup": result.setup,
             "train_seconds": result.train_seconds,
             "best_epoch": result.best_epoch,
             "diverged": "; ".join(r for r in diverged if r),
@@ -162,15 +208,17 @@ def compute_record(
         model, result, compressed = _trained_model(
             cell, data, config, checkpoint_dir, base_checkpoint_dir, progress, layer_timing
         )
-        evaluation = evaluate_cell_model(cell, model, data, deployed=_int8_deployed(model, data))
+        int8 = _int8_deployed(model, data)  # a quantized model's accuracy and size are its int8 form's, whatever is timed
+        evaluation = evaluate_cell_model(cell, model, data, deployed=int8)
         if checkpoint_dir:  # the final (trained, or compressed and fine-tuned) model, rebuildable by models.load_model
             checkpoint = models.model_checkpoint(model, config_hash=config_hash(cell))
             write_atomically(os.path.join(checkpoint_dir, "model.pt"), lambda partial: torch.save(checkpoint, partial))
         masks = pse_mask_record(model, data)
-        costs = cost_columns(model, model.data_config["input_size"])
+        costs = cost_columns(model, model.data_config["input_size"], shipped=int8.artifact[1] if int8 else None)
     row = _result_row(cell, data, config, model, result, compressed, evaluation, costs, shared_columns)
     history = [{**identity(cell), **h} for h in (compressed.history if compressed else result.history)]
-    layers = [make_row(LAYER_COLUMNS, {**identity(cell), **r}) for r in (compressed.layer_rows if compressed else [])]
+    replaced = compressed.layer_rows if compressed else []
+    layers = [make_row(LAYER_COLUMNS, {**identity(cell), "kind": "replaced", **r}) for r in replaced]
     return {
         "cell": cell,
         "row": row,
@@ -274,6 +322,11 @@ def compute_and_store(
             # the base cell may be training in another run: its weights are this cell's start
             with file_lock(record_path(results_dir, base_cell_of(cell), cell["base_hash"])):
                 pass
+        if cell.get("teacher_hash"):  # so may the cell of the model its fine-tune distils from
+            with file_lock(
+                record_path(results_dir, {"study": cell["study"], "model": cell["finetune"]["teacher"]}, cell["teacher_hash"])
+            ):
+                pass
         on_event("start", cell)
         checkpoint_dir = os.path.join(study_dir(results_dir, cell["study"]), "checkpoints", config_hash(cell))
         if force and os.path.isdir(checkpoint_dir):
@@ -306,7 +359,9 @@ def run_study(
 ) -> list[dict]:
     """Run every cell of ``config`` that has no valid record yet, then the timing phase; return all result rows of the study.
 
-    ``on_event(kind, cell)`` is told ``'skip'`` (cached), ``'start'`` and ``'done'`` for each cell,
+    ``on_event(kind, cell)`` is told ``'study'`` once the pre-flight passed (``{study, cells, data, images, warnings}``:
+    the data's attribute warnings), then
+    ``'skip'`` (cached), ``'start'`` and ``'done'`` for each cell,
     ``'wait'`` when another run holds the cell; ``on_event('timing', {...})`` before the timing phase
     (``cells``: how many models) and ``on_event('timed', timing)`` after it. Records are written as
     soon as a cell finishes and the CSV tables rebuilt, so killing the run loses at most the cells in
@@ -351,6 +406,16 @@ def compute_cells(
     on_event = on_event or (lambda kind, cell: None)
     if cells is None:
         cells, data = preflight(config, results_dir, progress)
+        on_event(
+            "study",
+            {
+                "study": config["study"],
+                "cells": len(cells),
+                "data": data.name,
+                "images": len(data.labels),
+                "warnings": data.attribute_warnings(),
+            },
+        )
     profile = timing_settings(config)
     pending = []
     for cell in cells:
@@ -386,7 +451,8 @@ def finish_study(
     config: dict, results_dir: str, cells: list[dict], retime: bool = False, on_event: Callable[[str, dict], None] | None = None
 ) -> list[dict]:
     """Time the study's ``cells`` together (when the set of timed cells changed since the last timing phase, or with
-    ``retime``), rebuild its tables and return the result rows of ``cells``.
+    ``retime``), rebuild its tables, write whether each compressed model dominates each zoo model (``dominance.csv``,
+    ``bench.study.dominance``) and return the result rows of ``cells``.
 
     Raises:
         FileNotFoundError: a cell's saved model is missing; TimingPhaseError: the timing phase failed.
@@ -406,6 +472,12 @@ def finish_study(
                 timing = run_timing_phase(results_dir, config["study"], records, config["data"], profile, reference_model(config))
                 on_event("timed", timing)
     records = write_tables(results_dir, config["study"])  # from every valid record, whoever wrote it
+    if profile.latency:
+        write_csv_atomic(
+            os.path.join(folder, DOMINANCE_FILE),
+            DOMINANCE_COLUMNS,
+            dominance_rows(load_records(results_dir, config["study"]), read_timing(results_dir, config["study"])),
+        )
     return [r["row"] for r in records if r["row"]["config_hash"] in wanted]
 
 

@@ -25,6 +25,8 @@ from bench.settings import TimingSettings, TrainSettings
 from bench.store.files import write_json_atomic
 from bench.store.records import TIMING_FILE, TIMING_VERSION, study_dir
 from bench.store.schema import LATENCY_COLUMNS, MAJORITY, make_row
+from bench.study.layer_profiles import layer_rows, model_roofline
+from deploy import roofline
 
 _logger = logging.getLogger(__name__)
 
@@ -178,6 +180,8 @@ def summary_latency_columns(rows: list[dict], batch_n: int, exact: bool = True) 
                     f"latency_{suffix}_lo": best.get("median_lo"),
                     f"latency_{suffix}_hi": best.get("median_hi"),
                     f"floor_ratio_{suffix}": best.get("floor_ratio"),
+                    f"roofline_ratio_{suffix}": best.get("roofline_ratio"),
+                    f"peak_mb_{suffix}": best.get("peak_mb"),
                 }
             )
         int8 = best_runtime(rows, batch, exact=False)
@@ -192,6 +196,8 @@ def summary_latency_columns(rows: list[dict], batch_n: int, exact: bool = True) 
             )
             if suffix == "b1":
                 columns.update({"acc_mean_int8": int8.get("acc_mean"), "acc_int8_delta": int8.get("acc_delta")})
+        if best and suffix == "b1":
+            columns["cold_ms_b1"] = best.get("cold_ms")
         gpu = best_runtime(rows, batch, "cuda")
         if gpu:
             columns[f"gpu_{suffix}_ms"] = gpu["median_ms"]
@@ -336,6 +342,7 @@ class TimingPhase:
     accuracy: dict = field(default_factory=dict)
     groups: list[Group] = field(default_factory=list)
     rows: list[dict] = field(default_factory=list)
+    layer_rows: list[dict] = field(default_factory=list)
     unresolved: list[str] = field(default_factory=list)
     gemm_probe: deploy.LoadProbe | None = None
 
@@ -345,10 +352,13 @@ class TimingPhase:
         return {key for key, model in self.loaded.items() if getattr(model, "quantization", None)}
 
     def measure_machine(self) -> None:
-        """Measure the fp32 peak (best of ``peak_tries``) and the GEMM load probe's best time."""
+        """Measure the fp32 peak and the bandwidth of each memory level (best of ``peak_tries``) and the GEMM load probe's
+        best time."""
         peaks = [deploy.peak_gflops(self.threads) for _ in range(self.settings.peak_tries)]
         self.machine = max(peaks, key=lambda p: p["peak_gflops"])
         self.machine.update({"tries": [round(p["peak_gflops"], 1) for p in peaks], "cpu_isa": deploy.isa_text()})
+        if self.profiled_runtimes():
+            self.machine["bandwidth"] = roofline.bandwidth_levels(self.threads, tries=self.settings.peak_tries)
         self.gemm_probe = deploy.LoadProbe(self.threads, calibration_rounds=10)
         self.machine["gemm_probe_ms"] = self.gemm_probe.best_ms
 
@@ -438,6 +448,7 @@ class TimingPhase:
             self.settings.min_seconds,
             probes=(self.gemm_probe, memory_probes[(probe_runtime, device)]),
             busy_ratio=self.settings.busy_ratio,
+            interleave=self.settings.interleave,
         )
         pairs = [(c.key, self.reference) for c in members if self.reference in timed and c.key != self.reference]
         pairs += [(c.key, c.base) for c in members if c.base in timed and c.base != self.reference]
@@ -511,6 +522,7 @@ class TimingPhase:
             base = by_key[c.base]
             row.update(
                 {
+                    "base_hash": c.base,
                     "base_median_ms": timings[c.base].median_ms,
                     **_ratio_columns("speedup", deploy.bootstrap_ratio(timings[c.base].block_medians, t.block_medians)),
                     "mac_reduction": base.macs / c.macs if c.macs else None,
@@ -544,6 +556,72 @@ class TimingPhase:
             if line:
                 self.unresolved.append(line)
             self.rows += [self._row(group, c, timings) for c in group.members]
+
+    def profiled_runtimes(self) -> list[str]:
+        """Return the timed runtimes whose profiler times every layer (``timing.profile_runtimes``)."""
+        return [r for r in self.settings.profile_runtimes if r in deploy.resolve_runtimes(self.settings.runtimes)]
+
+    def profile_layers(self) -> None:
+        """Time every layer of every model in each profiled runtime at batch 1 and batch N against its roofline
+        (``bench.study.layer_profiles``), and give each latency row its model's roofline floor."""
+        batches = [1, self.settings.batch_n] if self.settings.batch_n != 1 else [1]
+        for c in self.candidates:
+            runtimes = [r for r in self.profiled_runtimes() if (c.key, r, "cpu") in self.deployed]
+            onnx_model = deploy.export_onnx(self.loaded[c.key], self.example_of[c.key]) if runtimes else None
+            for runtime in runtimes:
+                for batch in batches:
+                    self.layer_rows += layer_rows(
+                        c.identity,
+                        onnx_model,
+                        self.example_of[c.key],
+                        runtime,
+                        batch,
+                        self.threads,
+                        self.machine,
+                        self.settings.profile_runs,
+                    )
+        totals = model_roofline(self.layer_rows)
+        for row in self.rows:
+            total = totals.get((row["config_hash"], row["runtime"], int(row["batch"])))
+            if total and total["roofline_ms"] > 0:
+                roofline_ms = total["roofline_ms"]
+                row.update(
+                    {
+                        "roofline_ms": roofline_ms,
+                        "roofline_ratio": row["median_ms"] / roofline_ms,
+                        "roofline_ratio_lo": row["median_lo"] / roofline_ms,
+                        "roofline_ratio_hi": row["median_hi"] / roofline_ms,
+                        "profiled_ms": total["profiled_ms"],
+                    }
+                )
+
+    def measure_footprints(self) -> None:
+        """Measure every model's peak memory (batch 1 and N) and cold start in every runtime it was timed in, each in
+        ``footprint_repeats`` fresh processes running the file the runtime ships (``deploy.footprint``)."""
+        import tempfile
+
+        from deploy.footprint import measure_footprint, save_artifact
+
+        if not self.settings.footprint:
+            return
+        batches = [1, self.settings.batch_n] if self.settings.batch_n != 1 else [1]
+        by_row = {(r["config_hash"], r["runtime"], int(r["batch"])): r for r in self.rows if r["device"] == "cpu"}
+        with tempfile.TemporaryDirectory(prefix="slimbench-footprint-") as folder:
+            for c in self.candidates:
+                size = tuple(self.loaded[c.key].data_config["input_size"])
+                for runtime in deploy.resolve_runtimes(self.settings.runtimes):
+                    built = self.deployed.get((c.key, runtime, "cpu"))
+                    if built is None:
+                        continue
+                    kind, path, settings = save_artifact(built, folder, f"{c.key}-{runtime}", c.model_path, "models:load_model")
+                    for batch in batches:
+                        found = measure_footprint(
+                            kind, path, (batch, *size), self.threads, settings, repeats=self.settings.footprint_repeats
+                        )
+                        row = by_row.get((c.key, runtime, batch))
+                        if row is not None:
+                            row.update({k: v for k, v in found.items() if k in LATENCY_COLUMNS})
+                            row["footprint_repeats"] = found["repeats"]
 
     def explain_int8(self) -> None:
         """Add ``int8_note`` to every float model that runs slower in ONNX Runtime int8 than in fp32 at batch 1."""
@@ -582,10 +660,12 @@ class TimingPhase:
 def time_candidates(candidates: list[Candidate], data, settings: TimingSettings, reference: str | None) -> dict:
     """Return the timing phase's result (the content of ``timing.json``) for ``candidates`` timed in this process.
 
-    Keys: ``cells`` (the hashes timed), ``reference``, ``machine`` (fp32 peak, best of ``peak_tries``, and the
-    probes' best times), ``latency`` (rows of ``bench.store.schema.LATENCY_COLUMNS``), ``columns`` ({hash: result
-    columns}), ``skipped`` ({hash: {runtime: reason}}), ``unresolved`` (ratios not known to the tolerance,
-    in words), ``seconds``, ``seconds_by_part`` (where they went) and the settings.
+    Keys: ``cells`` (the hashes timed), ``reference``, ``machine`` (fp32 peak, best of ``peak_tries``, the bandwidth
+    of each memory level and the probes' best times), ``latency`` (rows of ``bench.store.schema.LATENCY_COLUMNS``, with
+    the roofline and, with ``timing.footprint``, peak memory and cold start), ``layers`` (per-layer profiles,
+    ``LAYER_COLUMNS``), ``int8`` ({hash: the deploy.Int8Settings its int8 runtimes used}), ``columns`` ({hash: result
+    columns}), ``skipped`` ({hash: {runtime: reason}}), ``unresolved`` (ratios not known to the tolerance, in words),
+    ``seconds``, ``seconds_by_part`` (where they went) and the settings.
 
     Raises:
         deploy.RuntimeParityError: an exact runtime broke parity with eager PyTorch.
@@ -607,6 +687,8 @@ def time_candidates(candidates: list[Candidate], data, settings: TimingSettings,
             ("warm-up", phase.warm_up),
             ("blocks", lambda: phase.run_blocks(time.perf_counter() + settings.max_seconds)),
             ("latency rows", phase.collect_rows),
+            ("per-layer profiles", phase.profile_layers),
+            ("peak memory and cold start", phase.measure_footprints),
             ("int8 slowdown profiles", phase.explain_int8),
             ("summary", phase.summarize),
         ):
@@ -620,6 +702,10 @@ def time_candidates(candidates: list[Candidate], data, settings: TimingSettings,
         "machine": phase.machine,
         "settings": settings.to_dict(),
         "latency": phase.rows,
+        "layers": phase.layer_rows,
+        # the int8 settings each model's int8 runtimes were built with (accuracy control's float nodes included):
+        # what `run_bench.py export` rebuilds them with
+        "int8": {key: asdict(settings) for key, settings in phase.int8_of.items()},
         "columns": phase.columns,
         "skipped": phase.skipped,
         "unresolved": phase.unresolved,
@@ -668,11 +754,21 @@ def run_timing_phase(
         write_json_atomic(job_path, {**job, "error": error_path}, indent=None)
         done = subprocess.run([sys.executable, "-m", "bench.study.timing_phase", job_path], capture_output=True, text=True)
         if done.returncode != 0:
-            message = (
-                open(error_path, encoding="utf-8").read()
-                if os.path.isfile(error_path)
-                else (done.stderr.strip().splitlines() or ["?"])[-1]
-            )
+            if os.path.isfile(error_path):
+                message = open(error_path, encoding="utf-8").read()
+            else:
+                import signal
+
+                how = (
+                    f"killed by signal {-done.returncode} ({signal.Signals(-done.returncode).name})"
+                    if done.returncode < 0
+                    else f"exit code {done.returncode}"
+                )
+                last = (done.stderr.strip().splitlines() or ["no error output"])[-1]
+                message = (
+                    f"its process ended with {how} ({last}); every cell is saved: rerun the same command (or add "
+                    "--retime) to time the study again"
+                )
             raise TimingPhaseError(f"the timing phase failed: {message}")
     with open(job["output"], encoding="utf-8") as handle:
         return json.load(handle)

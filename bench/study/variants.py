@@ -79,7 +79,7 @@ def validate_step(step: dict) -> dict:
     from_data = sorted(set(options) & set(row.data_options))
     if from_data:
         raise VariantSpecError(
-            f"compression step {variant_label([step])!r}: {', '.join(from_data)} come from the study's data "
+            f"compression step {variant_label([step])!r}: option {', '.join(from_data)}: set from the study's data "
             f"(the first training or validation images), not from the spec; its options: {sorted(_step_options(row.name))}"
         )
     try:

@@ -8,7 +8,6 @@ option name); ``pipeline_options`` (``iterations``, ``qat``) are applied here, n
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 from dataclasses import dataclass, field
 
@@ -21,6 +20,7 @@ from bench.data.loading import FaceAttributeData, iterate_batches, to_model_inpu
 from bench.metrics import per_attribute_accuracy
 from bench.settings import FinetuneSettings, TrainSettings
 from bench.training.evaluate import model_inputs
+from bench.training.teacher import SoftTargets, soft_targets
 from bench.training.train import TrainResult, predict_probs, train_model
 from compress.layers import as_patterns
 from compress.options import DATA_DRIVEN_SELECTORS, SEARCH_OPTIONS, resolve_options
@@ -107,7 +107,7 @@ def _finetune(
         finetune.train_config(train_config),
         progress=progress,
         extra_loss=extra,
-        teacher=teacher if finetune.distill > 0 else None,
+        teacher=teacher,
         distill=finetune.distill,
         temperature=finetune.temperature,
     )
@@ -255,6 +255,7 @@ def compress_and_finetune(
     train_config: TrainSettings,
     progress=None,
     layer_timing: dict | None = None,
+    teacher: SoftTargets | None = None,
 ) -> CompressionResult:
     """Apply the pipeline ``steps`` to a trained ``model`` and fine-tune the result.
 
@@ -263,16 +264,19 @@ def compress_and_finetune(
     (``finetune.epochs`` 0 skips it), before a last step (int8), which ``qat`` fine-tunes with fake quantization. A
     factorization step leaves the factor layers of earlier steps alone (e.g. SVD after Tucker-2 does not split Tucker's
     1x1 factors). The norm constraint (``finetune.norm_lambda``) covers every factor layer created by the pipeline. With
-    ``finetune.distill`` = alpha > 0 every fine-tune distils from the uncompressed ``model`` (temperature
-    ``finetune.temperature``). ``layer_timing`` holds the per-layer timer's settings
+    ``finetune.distill`` = alpha > 0 every fine-tune distils from ``teacher`` (another model's outputs on every training
+    image: ``bench.training.teacher.soft_targets``; None: the uncompressed ``model``'s, computed here without a cache;
+    temperature ``finetune.temperature``).
+    ``layer_timing`` holds the per-layer timer's settings
     (``bench.study.layer_speedup.layer_speedup_table``; None: theoretical speed-ups only).
 
     Raises:
         ValueError: an invalid step option or fine-tune field (named in the message).
     """
     finetune = finetune if isinstance(finetune, FinetuneSettings) else FinetuneSettings.from_mapping(finetune)
+    if finetune.distill > 0 and teacher is None:
+        teacher = soft_targets(model, data, train_config.eval_batch_size)
     current = model.cpu().to(memory_format=torch.contiguous_format).eval()
-    teacher = copy.deepcopy(current) if finetune.distill > 0 else None
     result = CompressionResult(current)
     last = steps[-1] if steps and compress.get_method(steps[-1]["method"]).last_step else None
     shaping = steps[:-1] if last else steps

@@ -19,11 +19,15 @@ import torch.nn.functional as F
 from scipy.special import expit
 from torch import nn
 
-from bench.data.loading import FaceAttributeData, iterate_batches, to_model_input
+import deploy
+from bench.data.loading import FaceAttributeData, batch_rows, iterate_batches, to_model_input
+from bench.data.synthetic import default_cache_dir
 from bench.metrics import per_attribute_accuracy
 from bench.progress import null_progress
 from bench.settings import TrainSettings
 from bench.store.files import write_atomically
+from bench.training.setups import TrainingSetup, training_setup
+from bench.training.teacher import SoftTargets
 from models import checkpoint_header
 
 _logger = logging.getLogger(__name__)
@@ -31,12 +35,14 @@ _logger = logging.getLogger(__name__)
 
 @dataclass
 class TrainResult:
-    """What training returns: per-epoch history, the best epoch (by val acc_mean) and wall time."""
+    """What training returns: per-epoch history, the best epoch (by val acc_mean), wall time and the training set-up
+    (``bench.training.setups.TrainingSetup.describe``)."""
 
     history: list[dict] = field(default_factory=list)
     best_epoch: int = -1
     best_val_acc: float = float("nan")
     train_seconds: float = 0.0
+    setup: str = ""
 
 
 def resolve_device(device: str) -> torch.device:
@@ -166,6 +172,7 @@ class _Training:
     pos_weight: torch.Tensor | None
     last_path: str | None
     best_path: str | None
+    setup: TrainingSetup
     result: TrainResult = field(default_factory=TrainResult)
     best_state: dict | None = None
 
@@ -178,7 +185,8 @@ class _Training:
         self.optimizer.load_state_dict(state["optimizer_state_dict"])
         if self.scheduler is not None and state.get("scheduler_state_dict"):
             self.scheduler.load_state_dict(state["scheduler_state_dict"])
-        self.result.history = list(state["history"])
+        # A checkpoint cannot hold the time of its own writing: the last epoch's stays unknown.
+        self.result.history = [{"checkpoint_seconds": float("nan"), **entry} for entry in state["history"]]
         self.result.best_epoch, self.result.best_val_acc = state["best_epoch"], state["best_val_acc"]
         _logger.info("resuming %s from epoch %d", self.last_path, state["epoch"] + 1)
         return state["epoch"] + 1, state["train_seconds"]
@@ -196,39 +204,49 @@ class _Training:
         return frozen
 
     def loss(
-        self, x: torch.Tensor, y: torch.Tensor, logits: torch.Tensor, teacher, distill: float, temperature: float, extra_loss
+        self, y: torch.Tensor, logits: torch.Tensor, soft: torch.Tensor | None, distill: float, temperature: float, extra_loss
     ) -> torch.Tensor:
-        """Return the batch's loss: BCE with logits, distilled from ``teacher`` when ``distill`` > 0, plus ``extra_loss``."""
+        """Return the batch's loss: BCE with logits, distilled towards the teacher's probabilities ``soft`` (at
+        ``temperature``) when ``distill`` > 0, plus ``extra_loss``."""
         loss = F.binary_cross_entropy_with_logits(logits, y, pos_weight=self.pos_weight)
-        if teacher is not None and distill > 0:
-            with torch.no_grad():
-                soft = torch.sigmoid(teacher(x) / temperature)
+        if soft is not None and distill > 0:
             soft_loss = F.binary_cross_entropy_with_logits(logits / temperature, soft) * temperature**2
             loss = (1.0 - distill) * loss + distill * soft_loss
         if extra_loss is not None:
             loss = loss + extra_loss(self.model)
         return loss
 
-    def train_epoch(self, epoch: int, bar, teacher, distill: float, temperature: float, extra_loss) -> dict:
-        """Run one epoch of steps; return its ``train_loss``, ``train_acc`` and the first step's loss (``start_loss``).
+    def train_epoch(self, epoch: int, bar, teacher: SoftTargets | None, distill: float, temperature: float, extra_loss) -> dict:
+        """Run one epoch of steps; return its ``train_loss``, ``train_acc``, the first step's loss (``start_loss``) and
+        where its time went (``data_seconds``: batches read and converted; ``step_seconds``: forward, backward, update).
 
         Raises:
             TrainingDivergedError: the loss became NaN or infinite.
         """
+        hooks = self.setup.apply(self.model)  # the set-up's fp32 layers, for this epoch's steps only
+        try:
+            return self._steps(epoch, bar, teacher, distill, temperature, extra_loss)
+        finally:
+            for hook in hooks:
+                hook.remove()
+
+    def _steps(self, epoch: int, bar, teacher: SoftTargets | None, distill: float, temperature: float, extra_loss) -> dict:
         config, data = self.config, self.data
-        loss_sum, correct, seen, start_loss = 0.0, 0.0, 0, None
+        loss_sum, correct, seen, start_loss, data_seconds, step_seconds = 0.0, 0.0, 0, None, 0.0, 0.0
         flip_rng = np.random.default_rng([config.seed, epoch, 1])
-        for images, labels in iterate_batches(data, "train", config.batch_size, shuffle=True, seed=config.seed * 100003 + epoch):
+        tick = time.perf_counter()
+        for rows in batch_rows(data, "train", config.batch_size, shuffle=True, seed=config.seed * 100003 + epoch):
+            flipped = config.hflip and bool(flip_rng.random() < 0.5)
             x = to_model_input(
-                images,
-                self.model.data_config,
-                self.device,
-                config.channels_last,
-                hflip=config.hflip and bool(flip_rng.random() < 0.5),
+                np.asarray(data.images[rows]), self.model.data_config, self.device, self.setup.channels_last, hflip=flipped
             )
-            y = torch.from_numpy(labels).to(self.device)
-            logits = self.model(x)
-            loss = self.loss(x, y, logits, teacher, distill, temperature, extra_loss)
+            y = torch.from_numpy(data.labels[rows]).to(self.device)
+            soft = teacher.probabilities(rows, flipped, temperature, self.device) if teacher is not None and distill > 0 else None
+            now = time.perf_counter()
+            data_seconds, tick = data_seconds + now - tick, now
+            with self.setup.autocast(self.device):
+                logits = self.model(x)
+                loss = self.loss(y, logits.float(), soft, distill, temperature, extra_loss)
             loss_value = loss.item()
             start_loss = loss_value if start_loss is None else start_loss
             if not math.isfinite(loss_value):
@@ -239,21 +257,25 @@ class _Training:
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
-            loss_sum += loss_value * len(labels)
+            loss_sum += loss_value * len(rows)
             correct += ((logits.detach() > 0).float() == y).float().sum().item()
-            seen += len(labels)
-            bar.update(len(labels))
+            seen += len(rows)
+            now = time.perf_counter()
+            step_seconds, tick = step_seconds + now - tick, now
+            bar.update(len(rows))
             bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{100 * correct / (seen * y.shape[1]):.2f}")
         return {
             "train_loss": loss_sum / max(seen, 1),
             "train_acc": 100 * correct / max(seen * data.labels.shape[1], 1),
             "start_loss": start_loss,
+            "data_seconds": data_seconds,
+            "step_seconds": step_seconds,
         }
 
     def validate(self) -> tuple[float, float]:
         """Return ``(val_loss, val_acc)`` on the validation split (a NaN loss, not a crash, for NaN outputs)."""
         config, data = self.config, self.data
-        val_probs = predict_probs(self.model, data, "val", config.eval_batch_size, str(self.device), config.channels_last)
+        val_probs = predict_probs(self.model, data, "val", config.eval_batch_size, str(self.device), self.setup.channels_last)
         val_labels = data.labels[data.splits["val"]]
         finite = np.isfinite(val_probs).all()
         val_loss = (
@@ -297,20 +319,23 @@ class _Training:
             )
 
 
-def _start(model: nn.Module, data: FaceAttributeData, config: TrainSettings, checkpoint_dir: str | None, teacher) -> _Training:
-    """Return a training run set up on its device: model (and teacher) moved, Adam, StepLR, positive weights."""
+def _start(model: nn.Module, data: FaceAttributeData, config: TrainSettings, checkpoint_dir: str | None) -> _Training:
+    """Return a training run set up on its device: its set-up (memory format, precision, compilation), Adam, StepLR,
+    positive weights."""
     for split in ("train", "val"):
         if len(data.splits[split]) == 0:
             raise ValueError(f"the {split} split of {data.name!r} is empty; check the partition file or --limit-{split}")
     device = resolve_device(config.device)
+    deploy.steady_allocator()  # left dynamic, glibc's thresholds made the same steps 1.4x slower (14.0 vs 19.5 ms per image)
+    setup = training_setup(
+        model, config.batch_size, config.channels_last, config.precision, config.compile, device, default_cache_dir()
+    )
     seed_everything(config.seed)
     model.to(device)
-    if teacher is not None:
-        teacher.to(device).eval()
-        if config.channels_last:
-            teacher.to(memory_format=torch.channels_last)
-    if config.channels_last:
+    if setup.channels_last:
         model.to(memory_format=torch.channels_last)
+    if setup.compiled:
+        model.compile()  # in place: the state dict keeps its keys
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     scheduler = (
         torch.optim.lr_scheduler.StepLR(optimizer, step_size=config.lr_step_epochs, gamma=config.lr_gamma)
@@ -322,7 +347,7 @@ def _start(model: nn.Module, data: FaceAttributeData, config: TrainSettings, che
         positives = data.labels[data.splits["train"]].mean(axis=0).clip(1e-3, 1 - 1e-3)
         pos_weight = torch.tensor((1 - positives) / positives, dtype=torch.float32, device=device)
     paths = [os.path.join(checkpoint_dir, name) if checkpoint_dir else None for name in ("last.pt", "best.pt")]
-    return _Training(model, data, config, device, optimizer, scheduler, pos_weight, *paths)
+    return _Training(model, data, config, device, optimizer, scheduler, pos_weight, *paths, setup)
 
 
 def train_model(
@@ -332,62 +357,71 @@ def train_model(
     checkpoint_dir: str | None = None,
     progress=None,
     extra_loss=None,
-    teacher: nn.Module | None = None,
+    teacher: SoftTargets | None = None,
     distill: float = 0.0,
     temperature: float = 1.0,
 ) -> TrainResult:
     """Train ``model`` in place on ``data``'s train split, validating each epoch.
 
-    With ``checkpoint_dir``, ``last.pt`` (everything needed to resume) and ``best.pt`` (best
-    validation ``acc_mean``) are written atomically after each epoch, and an existing ``last.pt``
-    is resumed from. Both store ``arch`` so :func:`models.load_model` rebuilds the model from the
-    file alone. At the end the model holds the best epoch's weights. ``extra_loss(model)``, if
-    given, is added to the BCE loss (e.g. a norm penalty for fine-tuning compressed layers).
-    With a ``teacher`` and ``distill`` = alpha > 0 the loss is knowledge distillation per attribute:
-    (1 - alpha) * BCE(logits, labels) + alpha * T^2 * BCE(logits / T, sigmoid(teacher logits / T)),
+    The steps run in the training set-up ``config`` asks for (``bench.training.setups``: channels_last, bf16 autocast where
+    it is native, compilation); validation runs in fp32. With ``checkpoint_dir``, ``last.pt`` (everything needed to
+    resume) and ``best.pt`` (best validation ``acc_mean``) are written atomically after each epoch, and an existing
+    ``last.pt`` is resumed from. Both store ``arch`` so :func:`models.load_model` rebuilds the model from the file alone.
+    At the end the model holds the best epoch's weights. ``extra_loss(model)``, if given, is added to the BCE loss (e.g.
+    a norm penalty for fine-tuning compressed layers). With a ``teacher`` (its outputs on every training image,
+    ``bench.training.teacher.soft_targets``) and ``distill`` = alpha > 0 the loss is knowledge distillation per
+    attribute: (1 - alpha) * BCE(logits, labels) + alpha * T^2 * BCE(logits / T, sigmoid(teacher logits / T)),
     T = ``temperature`` (the T^2 keeps the soft term's gradients on the hard term's scale).
 
     Returns:
-        TrainResult with one history dict per epoch (``epoch, lr, train_loss, train_acc,
-        val_loss, val_acc, seconds``).
+        TrainResult with the set-up and one history dict per epoch (``epoch, lr, train_loss, train_acc, val_loss,
+        val_acc, seconds``, and where they went: ``data_seconds``, ``step_seconds``, ``val_seconds``,
+        ``checkpoint_seconds``).
     Raises:
         ValueError: empty train or val split, or bad config values.
         TrainingDivergedError: the loss became NaN or infinite (the epoch and step named).
     """
     progress = progress or null_progress
-    run = _start(model, data, config, checkpoint_dir, teacher)
+    run = _start(model, data, config, checkpoint_dir)
+    run.result.setup = run.setup.describe()
     start_epoch, elapsed_before = run.resume()
     started = time.perf_counter()
     header = checkpoint_header(model) if checkpoint_dir and getattr(model, "arch", None) else {"arch": None}
     for epoch in range(start_epoch, config.epochs):
         epoch_start = time.perf_counter()
         frozen = run.start_epoch(epoch)
-        bar = progress(
-            total=len(data.splits["train"]), desc=f"epoch {epoch + 1}/{config.epochs}" + (" (head only)" if frozen else "")
-        )
+        desc = f"epoch {epoch + 1}/{config.epochs}" + (" (head only)" if frozen else "")
+        bar = progress(total=len(data.splits["train"]), desc=desc)
         steps = run.train_epoch(epoch, bar, teacher, distill, temperature, extra_loss)
         bar.close()
         if run.scheduler is not None:
             run.scheduler.step()
+        validated = time.perf_counter()
         val_loss, val_acc = run.validate()
         start_loss = steps.pop("start_loss")
-        run.result.history.append(
-            {
-                "epoch": epoch + 1,
-                "lr": run.optimizer.param_groups[0]["lr"],
-                **steps,
-                "val_loss": val_loss,
-                "val_acc": val_acc,
-                "seconds": time.perf_counter() - epoch_start,
-                **({"start_loss": start_loss} if epoch == 0 else {}),
-            }
-        )
+        entry = {
+            "epoch": epoch + 1,
+            "lr": run.optimizer.param_groups[0]["lr"],
+            "train_loss": steps["train_loss"],
+            "train_acc": steps["train_acc"],
+            "val_loss": val_loss,
+            "val_acc": val_acc,
+            "seconds": time.perf_counter() - epoch_start,  # a checkpoint holds this (its own writing comes after)
+            "data_seconds": steps["data_seconds"],
+            "step_seconds": steps["step_seconds"],
+            "val_seconds": time.perf_counter() - validated,
+            **({"start_loss": start_loss} if epoch == 0 else {}),
+        }
+        run.result.history.append(entry)
         improved = not (val_acc <= run.result.best_val_acc)  # NaN-safe: the first epoch always counts
         if improved:
             run.result.best_epoch, run.result.best_val_acc = epoch + 1, val_acc
             run.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        _logger.info("epoch %d: %s", epoch + 1, run.result.history[-1])
-        run.save(epoch, improved, header, elapsed_before + time.perf_counter() - started)
+        saving = time.perf_counter()
+        run.save(epoch, improved, header, elapsed_before + saving - started)
+        entry["checkpoint_seconds"] = time.perf_counter() - saving
+        entry["seconds"] += entry["checkpoint_seconds"]
+        _logger.info("epoch %d: %s", epoch + 1, entry)
     run.finish()
     run.result.train_seconds = elapsed_before + time.perf_counter() - started
     return run.result

@@ -16,7 +16,7 @@ from torch import nn
 from compress.compression_report import CompressionReport
 from compress.factorize.budget import global_ranks, least_budget, rank_ladders
 from compress.factorize.factorization import Factorization
-from compress.latency_target import search_for_latency, slower_in_runtime
+from compress.latency_target import resolve_runtime, search_for_latency, slower_in_runtime
 from compress.layers import kernel_text, layer_macs, record_shapes, select_layers, sequence_macs, set_module
 from compress.options import LATENCY_RUNTIME
 from models import count_params
@@ -83,7 +83,7 @@ def factorize_model(
     report = CompressionReport(name, dict(options), params_before=count_params(model))
     by_target = options["target_macs"] is not None or options["target_params"] is not None
     fixed_ranks = options["ranks"] or (_target_ranks(model, name, how, options, input_shapes, shapes) if by_target else {})
-    runtime = options["runtime"]
+    runtime = resolve_runtime(options["runtime"], model, example_input) if options["runtime"] else None
     for layer, module, reason in list(applicable_layers(model, how, options, shapes)):
         row = {
             "layer": layer,
@@ -147,9 +147,9 @@ def _factorize_to_latency(
     selector's rank; slower ones are left whole (with the reason). The MAC budget for the others is
     then searched on measured whole-model speed-ups (:func:`compress.latency_target.search_for_latency`).
     """
-    runtime = options["runtime"] or LATENCY_RUNTIME
-    by_budget = {**options, "target_latency": None, "runtime": None}
     original = copy.deepcopy(model).eval()
+    runtime = resolve_runtime(options["runtime"] or LATENCY_RUNTIME, original, example_input, int(options["latency_batch"]))
+    by_budget = {**options, "target_latency": None, "runtime": None}
     input_shapes, shapes = record_shapes(original, example_input)
     slower = {}
     for layer, module, reason in list(applicable_layers(original, how, by_budget, shapes)):
@@ -168,7 +168,7 @@ def _factorize_to_latency(
 
     ladders = rank_ladders(how, _candidates(original, how, by_budget, input_shapes, shapes), "macs")
     least = least_budget(ladders, _total_macs(original, shapes))
-    fraction, best, speedup = search_for_latency(
+    fraction, best, speedup, runtime = search_for_latency(
         build, original, runtime, example_input, float(options["target_latency"]), least, 1.0, int(options["latency_batch"])
     )
     report = reports[fraction]
