@@ -359,10 +359,11 @@ class TimingSettings(Settings):
         1.3, "a block is retimed (then flagged busy) when a load probe ran this much above its best", "float", 1, None, "(]"
     )
     interleave: str = setting(
-        "blocks",
-        "within a block, each model's calls back to back (blocks) or the models taking turns call by call (calls)",
+        "bursts",
+        "within a block, each model's calls back to back (blocks), the models taking turns call by call (calls), or "
+        "taking turns of deploy.BURST_CALLS timed calls after one untimed call (bursts)",
         "str",
-        choices=("blocks", "calls"),
+        choices=("blocks", "calls", "bursts"),  # deploy.INTERLEAVE_MODES (settings load without importing torch)
     )
     min_iters: int = setting(3, "calls per candidate and block, at least", "int", 1, None)
     min_seconds: float = setting(0.1, "seconds per candidate and block, at least", "float", 0, None)

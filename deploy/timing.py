@@ -175,7 +175,10 @@ class Timing:
     retimed: int = 0
 
 
-INTERLEAVE_MODES = ("blocks", "calls")
+INTERLEAVE_MODES = ("blocks", "calls", "bursts")
+# Timed calls of one turn in 'bursts' interleaving, after one untimed call that brings the candidate's weights back into
+# the caches the other candidates' calls evicted.
+BURST_CALLS = 4
 
 
 def _call_ms(run: Callable[[Any], Any], x: Any, sync: Callable[[], None]) -> float:
@@ -192,7 +195,9 @@ class Interleaved:
     candidate further than the block before, so no candidate always runs first or last. With
     ``interleave='blocks'`` a candidate's calls of a block run back to back; with ``'calls'`` the
     candidates take turns call by call (A B C A B C ...), each as many calls as its ``min_seconds``
-    needs at its last block's pace, so every candidate sees the same moments of the machine. The
+    needs at its last block's pace, so every candidate sees the same moments of the machine, but each
+    call starts with caches the other candidates filled; with ``'bursts'`` they take turns of
+    ``BURST_CALLS`` timed calls, each turn after one untimed call that warms the caches again. The
     probes (:class:`LoadProbe`, :class:`MemoryProbe`) are read before and after each block: a block
     whose worst ratio exceeds ``busy_ratio`` is retimed once and, if still slow, flagged busy. Blocks
     can be added until the figures are as sure as needed (:meth:`add_block`).
@@ -238,7 +243,10 @@ class Interleaved:
         order = self.names[shift:] + self.names[:shift]
         for attempt in range(2):
             before = self._load()
-            times = self._calls_in_turn(order) if self.interleave == "calls" else self._calls_back_to_back(order)
+            if self.interleave == "blocks":
+                times = self._calls_back_to_back(order)
+            else:
+                times = self._calls_in_turn(order, 1 if self.interleave == "calls" else BURST_CALLS)
             after = self._load()
             load = {k: max(before[k], after[k]) for k in before}
             slow = any(v > self.busy_ratio for v in load.values())
@@ -258,7 +266,7 @@ class Interleaved:
             for name in order
         }
 
-    def _calls_in_turn(self, order: list[str]) -> dict[str, np.ndarray]:
+    def _calls_in_turn(self, order: list[str], burst: int) -> dict[str, np.ndarray]:
         wanted = {
             name: max(self.min_iters, int(np.ceil(1000.0 * self.min_seconds / max(self.pace_ms[name], 1e-3)))) for name in order
         }
@@ -266,7 +274,9 @@ class Interleaved:
         while any(len(times[name]) < wanted[name] for name in order):
             for name in order:
                 if len(times[name]) < wanted[name]:
-                    times[name].append(_call_ms(*self.candidates[name]))
+                    if burst > 1:
+                        _call_ms(*self.candidates[name])
+                    times[name].extend(_call_ms(*self.candidates[name]) for _ in range(burst))
         return {name: np.asarray(values) for name, values in times.items()}
 
     def kept_blocks(self) -> list[int]:

@@ -153,6 +153,26 @@ def test_compare_interleaves_blocks_and_ranks_known_durations():
         deploy.compare({}, blocks=1)
 
 
+@pytest.mark.parametrize(
+    "interleave, order",
+    [
+        ("blocks", "aaaaaaaabbbbbbbb"),
+        ("calls", "abababababababab"),
+        ("bursts", "aaaaabbbbbaaaaabbbbb"),  # each turn: one untimed call, then BURST_CALLS timed ones
+    ],
+)
+def test_each_interleave_mode_orders_the_calls_of_a_block_as_it_says(interleave, order):
+    calls = []
+    candidates = {name: (lambda x, name=name: calls.append(name), None, lambda: None) for name in "ab"}
+    timer = deploy.Interleaved(candidates, min_iters=8, min_seconds=0.0, warmup=0, interleave=interleave)
+    calls.clear()  # the set-up's first calls
+    timer.add_block()
+    assert "".join(calls) == order
+    assert all(timing.iterations == 8 for timing in timer.timings().values())  # untimed calls are not samples
+    with pytest.raises(ValueError, match="interleave"):
+        deploy.Interleaved(candidates, interleave="rounds")
+
+
 def test_interleaved_adds_blocks_and_leaves_out_busy_ones():
     class Probe:
         name = "fake"

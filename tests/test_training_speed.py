@@ -32,6 +32,8 @@ def test_auto_precision_takes_bf16_only_where_it_is_native_and_measured_faster(m
     assert training_setup(model, 8, True, "auto", False, "cpu", str(tmp_path)).bf16 is True
     monkeypatch.setattr(setups, "_step_seconds", lambda *args, **kw: pytest.fail("the decision is kept for a rerun"))
     assert training_setup(model, 8, True, "auto", False, "cpu", str(tmp_path)).bf16 is True
+    pruned, _ = compress.apply(model, "prune", torch.randn(1, *model.data_config["input_size"]), pruning_ratio=0.5)
+    assert training_setup(pruned, 8, True, "auto", False, "cpu", str(tmp_path)).bf16 is True  # a variant: its base's decision
     assert training_setup(model, 8, False, "bf16", False, "cpu").bf16 is True  # asked for: given, measured or not
     assert training_setup(model, 8, True, "fp32", False, "cpu").describe() == "channels_last, fp32"
     assert TrainingSetup(False, True, True).describe() == "NCHW, bf16 autocast, torch.compile"
@@ -76,10 +78,26 @@ def test_the_teachers_outputs_are_computed_once_and_read_back(tiny_synthetic, tm
     again = soft_targets(model, tiny_synthetic, 16, path)
     assert np.array_equal(again.logits, first.logits)
     other = models.create_model("slimnet", **TINY_SLIMNET)  # another teacher: its own outputs, not the cached ones
-    monkeypatch.setattr(module, "teacher_logits", lambda teacher, data, rows, batch: np.zeros((2, len(rows), 40), np.float32))
+    monkeypatch.setattr(
+        module, "teacher_logits", lambda teacher, data, rows, batch, setup=None: np.zeros((2, len(rows), 40), np.float32)
+    )
     assert not soft_targets(other, tiny_synthetic, 16, path).logits.any()
     with pytest.raises(KeyError):
         SoftTargets(rows[:2], first.logits[:, :2]).probabilities(rows[2:3], False, 1.0, "cpu")
+
+
+def test_the_teachers_outputs_in_bf16_are_close_to_fp32_and_cached_apart(tiny_synthetic, tmp_path):
+    from bench.training.setups import TrainingSetup
+
+    torch.manual_seed(0)
+    model = models.create_model("slimnet", **TINY_SLIMNET).eval()
+    path = str(tmp_path / "teacher_logits.npz")
+    fp32 = soft_targets(model, tiny_synthetic, 16, path)
+    bf16 = soft_targets(model, tiny_synthetic, 16, path, setup=TrainingSetup(channels_last=True, bf16=True))
+    assert not np.array_equal(bf16.logits, fp32.logits)  # computed again in bf16, not read from the fp32 file
+    rows = np.sort(tiny_synthetic.splits["train"])
+    difference = (bf16.probabilities(rows, False, 2.0, "cpu") - fp32.probabilities(rows, False, 2.0, "cpu")).abs().max()
+    assert float(difference) < 0.02  # bf16 keeps 8 bits of mantissa: soft targets to about 1 %
 
 
 def test_a_variant_distils_from_another_model_of_the_study_trained_first():

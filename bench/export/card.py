@@ -157,6 +157,8 @@ def card_markdown(model_card: dict) -> str:
         if latency["cold_ms"] is not None:
             line += f", cold start {latency['cold_ms']:.1f} ms"
         lines.append(line)
+    if all(latency["peak_mb"] is None for latency in costs["latency_ms"].values()):
+        lines.append("- peak memory and cold start: not measured (the study ran with `timing.footprint: false`)")
     lines += [
         "",
         f"Measured on {machine['cpu']} ({machine['isa']}, {machine['threads']} threads, fp32 peak "

@@ -57,7 +57,7 @@ def shortfall_sentence(label: str, runtime: str, batch: int, latency_row: dict, 
     rest_after = _sums([r for r in variant if r not in after])
     text = (
         f"{label} in {runtime}, batch {batch}: realization {float(latency_row['realization']):.2f} "
-        f"({float(latency_row['speedup']):.2f}x faster for {float(latency_row['mac_reduction']):.2f}x fewer MACs). "
+        f"(speed-up {float(latency_row['speedup']):.2f}x for {float(latency_row['mac_reduction']):.2f}x fewer MACs). "
         f"The {b['count']} layer{'s' * (b['count'] != 1)} it changed became {a['count']}: MACs {_change(b['macs'], a['macs'])}, "
         f"bytes moved {_change(b['bytes'], a['bytes'])}; {a['memory']} of the {a['count']} are memory-bound "
         f"(before: {b['memory']} of {b['count']}), so their roofline floor went {b['floor']:.3f} -> {a['floor']:.3f} ms "

@@ -350,7 +350,7 @@ def roofline_figure(layers, peak_gflops: float):
         low = max(0.05, float(part["intensity"].min()) / 2)
         high = float(part["intensity"].max()) * 2
         ax.plot([low, high], [peak_gflops, peak_gflops], color="black", lw=1)
-        ax.text(high, peak_gflops * 1.08, f"fp32 peak {peak_gflops:.0f} GFLOP/s", ha="right", va="bottom", fontsize=5.5)
+        ax.text(high / 1.15, peak_gflops * 1.12, f"fp32 peak {peak_gflops:.0f} GFLOP/s", ha="right", va="bottom", fontsize=5.5)
         for position, (level, bandwidth) in enumerate(roofs.itertuples(index=False)):
             ridge = peak_gflops / float(bandwidth)
             x_end = min(high, ridge)
@@ -359,7 +359,7 @@ def roofline_figure(layers, peak_gflops: float):
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlim(low, high)
-        ax.set_ylim(max(0.01, float(part["gflops"].min()) / 2), peak_gflops * 1.6)
+        ax.set_ylim(max(0.01, float(part["gflops"].min()) / 2), peak_gflops * 2.5)  # room for the peak label inside
         ax.set_xlabel("arithmetic intensity (FLOPs per byte moved)")
         ax.set_ylabel("achieved GFLOP/s")
         ax.set_title(f"{runtime}, batch {batch}", fontsize=7)

@@ -36,6 +36,7 @@ import deploy
 import models
 from bench import metrics
 from bench.data.loading import load_data
+from bench.data.synthetic import default_cache_dir
 from bench.settings import FinetuneSettings, TrainSettings
 from bench.store.environment import environment
 from bench.store.files import file_lock, write_atomically, write_text_atomic
@@ -69,6 +70,7 @@ from bench.study.timing_phase import run_timing_phase
 from bench.study.variants import variant_label
 from bench.training.evaluate import evaluate_cell_model, evaluate_majority, model_inputs, pse_mask_record
 from bench.training.pipeline import compress_and_finetune
+from bench.training.setups import training_setup
 from bench.training.teacher import SoftTargets, soft_targets
 from bench.training.train import divergence_reason, resolve_device, seed_everything, train_model
 
@@ -104,7 +106,9 @@ def _teacher_targets(cell: dict, data, model, base_dir: str | None, config: Trai
             )
         teacher = models.load_model(path)
     cache = os.path.join(teacher_dir, "teacher_logits.npz") if teacher_dir else None
-    return soft_targets(copy.deepcopy(teacher), data, config.eval_batch_size, cache)
+    teacher = copy.deepcopy(teacher)
+    setup = training_setup(teacher, config.batch_size, config.channels_last, config.precision, False, "cpu", default_cache_dir())
+    return soft_targets(teacher, data, config.eval_batch_size, cache, setup=setup)
 
 
 def _trained_model(cell: dict, data, config: TrainSettings, checkpoint_dir, base_checkpoint_dir, progress, layer_timing):

@@ -140,13 +140,15 @@ BF16_MARGIN = 1.1
 def _setup_key(model: nn.Module, batch: int, channels_last: bool, device: torch.device) -> str:
     from models import describe_structure
 
+    # Keyed on the base architecture (what create_model built), not on a compressed copy's structure: every variant of
+    # a base trains in its base's set-up (their slow large-kernel depthwise factors stay fp32 anyway), so a search does
+    # not spend 5-9 s measuring each trial's architecture for a fine-tune that takes less (machine D: 11 keys, 20 trials)
+    arch = getattr(model, "arch", None)
     signature = json.dumps(
-        [getattr(model, "arch", None), describe_structure(model), list(model.data_config["input_size"])],
-        sort_keys=True,
-        default=str,
+        [arch, list(model.data_config["input_size"])] if arch else [describe_structure(model)], sort_keys=True, default=str
     )
-    # v2: bf16 keeps slow_bf16_layers in fp32 (decisions made without that are not reused)
-    machine = f"v2|{torch.__version__}|{deploy.isa_text()}|{torch.get_num_threads()}|{device}"
+    # v3: bf16 keeps slow_bf16_layers in fp32; decisions per base architecture (earlier decisions are not reused)
+    machine = f"v3|{torch.__version__}|{deploy.isa_text()}|{torch.get_num_threads()}|{device}"
     return hashlib.sha1(f"{signature}|{batch}|{channels_last}|{machine}".encode()).hexdigest()[:16]
 
 
@@ -195,7 +197,7 @@ def measured_setup(
     if key not in known:
         fp32, bf16 = TrainingSetup(channels_last, False), TrainingSetup(channels_last, True, False, slow_bf16_layers(model))
         seconds = {"fp32": [], "bf16": []}
-        for _ in range(2):  # alternating rounds: a slow spell of the machine falls on both
+        for _ in range(3):  # alternating rounds: a slow spell of the machine falls on both
             seconds["fp32"].append(_step_seconds(model, fp32, batch, device))
             seconds["bf16"].append(_step_seconds(model, bf16, batch, device))
         known[key] = "bf16" if min(seconds["fp32"]) >= BF16_MARGIN * min(seconds["bf16"]) else "fp32"
