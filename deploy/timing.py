@@ -181,13 +181,6 @@ INTERLEAVE_MODES = ("blocks", "calls", "bursts")
 BURST_CALLS = 4
 
 
-def _call_ms(run: Callable[[Any], Any], x: Any, sync: Callable[[], None]) -> float:
-    tick = time.perf_counter()
-    run(x)
-    sync()
-    return 1000.0 * (time.perf_counter() - tick)
-
-
 class Interleaved:
     """Interleaved timing of fixed candidates ({name: (run, input, sync)}), one block at a time.
 
@@ -273,10 +266,9 @@ class Interleaved:
         times: dict[str, list] = {name: [] for name in order}
         while any(len(times[name]) < wanted[name] for name in order):
             for name in order:
-                if len(times[name]) < wanted[name]:
-                    if burst > 1:
-                        _call_ms(*self.candidates[name])
-                    times[name].extend(_call_ms(*self.candidates[name]) for _ in range(burst))
+                if len(times[name]) < wanted[name]:  # a burst's untimed first call warms the caches again
+                    warm = 1 if burst > 1 else 0
+                    times[name].extend(time_calls(*self.candidates[name], min_iters=burst, min_seconds=0.0, warmup=warm))
         return {name: np.asarray(values) for name, values in times.items()}
 
     def kept_blocks(self) -> list[int]:

@@ -8,13 +8,7 @@ from __future__ import annotations
 
 import json
 
-
-def _number(value):
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if number == number else None
+from bench.store.schema import as_number
 
 
 def _made(record: dict, by_batch: dict[int, dict]) -> dict:
@@ -42,11 +36,11 @@ def _costs(row: dict, by_batch: dict[int, dict]) -> dict:
         "disk_bytes": int(row["disk_bytes"]),
         "latency_ms": {
             str(batch): {
-                "median": _number(r["median_ms"]),
-                "interval_95": [_number(r["median_lo"]), _number(r["median_hi"])],
-                "peak_mb": _number(r.get("peak_mb")),
-                "peak_mb_spread": _number(r.get("peak_mb_spread")),
-                "cold_ms": _number(r.get("cold_ms")),
+                "median": as_number(r["median_ms"]),
+                "interval_95": [as_number(r["median_lo"]), as_number(r["median_hi"])],
+                "peak_mb": as_number(r.get("peak_mb")),
+                "peak_mb_spread": as_number(r.get("peak_mb_spread")),
+                "cold_ms": as_number(r.get("cold_ms")),
                 "memory_settings": r.get("memory_settings") or None,
             }
             for batch, r in sorted(by_batch.items())
@@ -93,11 +87,11 @@ def card(
             "thresholds_f1": thresholds,
         },
         "accuracy": {
-            "acc_mean": _number(row["acc_mean"]) if exact else _number((by_batch.get(1) or {}).get("acc_mean")),
-            "acc_mean_fp32": _number(row["acc_mean"]),
-            "interval_95": [_number(row["acc_mean_lo"]), _number(row["acc_mean_hi"])],
-            "mA": _number(row["mA"]),
-            "f1": _number(row["f1"]),
+            "acc_mean": as_number(row["acc_mean"]) if exact else as_number((by_batch.get(1) or {}).get("acc_mean")),
+            "acc_mean_fp32": as_number(row["acc_mean"]),
+            "interval_95": [as_number(row["acc_mean_lo"]), as_number(row["acc_mean_hi"])],
+            "mA": as_number(row["mA"]),
+            "f1": as_number(row["f1"]),
             "per_attribute": per_attribute,
             "split": f"test ({row['n_test']} images)",
             "export_check": checked,
@@ -115,7 +109,7 @@ def card(
 
 def row_sizes(row: dict) -> dict:
     """Return the split sizes of a result row (``n_train``, ``n_val``, ``n_test``)."""
-    return {k: int(row[k]) for k in ("n_train", "n_val", "n_test") if _number(row.get(k)) is not None}
+    return {k: int(row[k]) for k in ("n_train", "n_val", "n_test") if as_number(row.get(k)) is not None}
 
 
 def card_markdown(model_card: dict) -> str:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from bench import metrics
 from bench.store.schema import DOMINANCE_COLUMNS, MAJORITY, make_row
-from bench.study.timing_phase import row_ratio
+from bench.study.timing_phase import best_runtime, row_ratio
 
 
 def latency_of(timing: dict | None, key: str, runtime: str, batch: int) -> dict | None:
@@ -25,14 +25,9 @@ def latency_of(timing: dict | None, key: str, runtime: str, batch: int) -> dict 
 
 
 def fastest_latency(timing: dict | None, key: str, batch: int, exact: bool) -> dict | None:
-    """Return the fastest (lowest median) CPU latency row of cell ``key`` at ``batch`` among the exact (fp32, ``exact``)
-    or the int8 runtimes, or None when it has none."""
-    rows = [
-        row
-        for row in (timing or {}).get("latency", [])
-        if row["config_hash"] == key and int(row["batch"]) == batch and row["device"] == "cpu" and bool(row["exact"]) == exact
-    ]
-    return min(rows, key=lambda row: float(row["median_ms"])) if rows else None
+    """Return the fastest CPU latency row of cell ``key`` at ``batch`` among the exact (fp32, ``exact``) or the int8
+    runtimes (the summary's choice, ``best_runtime``), or None when it has none."""
+    return best_runtime([row for row in (timing or {}).get("latency", []) if row["config_hash"] == key], batch, exact=exact)
 
 
 def accuracy_difference(a: dict, b: dict) -> tuple[float, float, float] | None:
