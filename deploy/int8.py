@@ -14,9 +14,12 @@ guide). With VNNI (or AMX) the sums are 32-bit and the full range is safe. :func
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 import tempfile
+from collections import OrderedDict
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 
@@ -25,6 +28,33 @@ from deploy.machine import cpu_isa
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 # The op types whose inputs ONNX Runtime's QDQ quantizer quantizes and whose error accuracy control ranks.
 WEIGHTED_OPS = ("Conv", "Gemm", "MatMul")
+
+
+class BytesMemo:
+    """The last ONNX graphs built, by key, up to ``max_bytes`` in all (the oldest dropped first).
+
+    A study's timing phase builds each model's int8 graphs several times from the same inputs (accuracy control, then
+    each int8 runtime): with a cache of 4 graphs, 6 models evicted each other and equalization, export and quantization
+    ran twice per model, 20 s of the default study's phase on machine D. Keys hash everything the graph depends on.
+    """
+
+    def __init__(self, max_bytes: int):
+        self.max_bytes = max_bytes
+        self._graphs: OrderedDict[str, bytes] = OrderedDict()
+
+    def get(self, key: str, build: Callable[[], bytes]) -> bytes:
+        """Return the graph kept under ``key``, else ``build()``'s, kept (whatever ``build`` raises, raised)."""
+        if key in self._graphs:
+            self._graphs.move_to_end(key)
+            return self._graphs[key]
+        graph = self._graphs[key] = build()
+        while len(self._graphs) > 1 and sum(map(len, self._graphs.values())) > self.max_bytes:
+            self._graphs.popitem(last=False)
+        return graph
+
+
+# 256 MB: every int8 graph of a study of small models (Slim-Net's: 2.3 MB float, 0.7 MB int8; ResNet-18's 45 MB float).
+_QUANTIZED = BytesMemo(256 * 2**20)
 
 
 def _check(condition: bool, name: str, expected: str, value) -> None:
@@ -261,16 +291,25 @@ def quantize_onnx(
     Raises:
         ValueError: too few calibration images.
     """
+    images = calibration_subset(calibration, settings)
+    reduce_range = settings.effective_reduce_range(isa)
+    source = onnx_model if prepared else prepare_onnx(onnx_model)
+    # keyed on the prepared graph: accuracy control (which prepares first) and a runtime's build share the result
+    digest = hashlib.sha1(source)
+    digest.update(np.ascontiguousarray(images).tobytes())
+    digest.update(repr((sorted(settings.to_dict().items()), reduce_range)).encode())
+    return _QUANTIZED.get(digest.hexdigest(), lambda: _quantize_static(source, images, settings, reduce_range))
+
+
+def _quantize_static(source: bytes, images: np.ndarray, settings: Int8Settings, reduce_range: bool) -> bytes:
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
-    images = calibration_subset(calibration, settings)
     method = {
         "minmax": CalibrationMethod.MinMax,
         "entropy": CalibrationMethod.Entropy,
         "percentile": CalibrationMethod.Percentile,
     }[settings.calibration_method]
     extra = {"CalibPercentile": settings.percentile} if settings.calibration_method == "percentile" else {}
-    source = onnx_model if prepared else prepare_onnx(onnx_model)
     with tempfile.TemporaryDirectory(prefix="slimbench-int8-") as folder:
         int8 = os.path.join(folder, "int8.onnx")
         quantize_static(
@@ -281,7 +320,7 @@ def quantize_onnx(
             activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
             per_channel=settings.per_channel,
-            reduce_range=settings.effective_reduce_range(isa),
+            reduce_range=reduce_range,
             calibrate_method=method,
             nodes_to_exclude=list(settings.exclude),
             extra_options=extra,

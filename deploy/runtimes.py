@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from deploy.int8 import Int8Settings, calibration_subset, equalize_chains, quantize_onnx, quantize_openvino
+from deploy.int8 import BytesMemo, Int8Settings, calibration_subset, equalize_chains, quantize_onnx, quantize_openvino
 
 
 class RuntimeUnavailable(RuntimeError):
@@ -82,12 +82,35 @@ def _torch_sync(device: str) -> Callable[[], None]:
     return lambda: None
 
 
+def model_key(model: nn.Module, example: np.ndarray, extra: bytes = b"") -> str:
+    """Return a hash of everything an export of ``model`` for inputs shaped like ``example`` depends on: its structure (its
+    repr: layers, kernels, strides, activations), its weights and buffers, the input shape, and ``extra``."""
+    digest = hashlib.sha1(f"{type(model).__name__}|{model!r}|{np.shape(example)}".encode())
+    for name, tensor in model.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    digest.update(extra)
+    return digest.hexdigest()
+
+
+# A timing phase exports each model for ONNX Runtime, OpenVINO and the per-layer profiles: 1.2 s each of Slim-Net's on
+# machine D. The int8 sources (an equalized copy, exported) are kept apart: accuracy control and each int8 runtime of a
+# model start from the same one (1.4 s of Slim-Net's).
+_EXPORTS = BytesMemo(256 * 2**20)
+_SOURCES = BytesMemo(256 * 2**20)
+
+
 def export_onnx(model: nn.Module, example: np.ndarray) -> bytes:
-    """Return ``model`` exported to ONNX (opset 17, dynamic batch dimension) as bytes.
+    """Return ``model`` exported to ONNX (opset 17, dynamic batch dimension) as bytes (the same model, weights and input
+    shape give the graph exported last time).
 
     TorchScript-based exporter: it takes a fraction of a second where the dynamo exporter takes
     seconds, which matters when every layer of a model is exported on its own.
     """
+    return _EXPORTS.get(model_key(model, example), lambda: _export(model, example))
+
+
+def _export(model: nn.Module, example: np.ndarray) -> bytes:
     probe = _eval_copy(model, "cpu")
     buffer = io.BytesIO()
     with warnings.catch_warnings(), torch.no_grad():
@@ -218,21 +241,6 @@ def int8_settings(model: nn.Module, default: Int8Settings | None = None) -> Int8
     return Int8Settings.from_mapping(own) if own else (default or Int8Settings())
 
 
-# The last int8 sources built: accuracy control and each int8 runtime of a model start from the same graph, and
-# equalizing and exporting it took 1 s of Slim-Net's (3 builds per model in a study's timing phase, machine D).
-_SOURCES: dict[str, bytes] = {}
-_SOURCES_KEPT = 4
-
-
-def _source_key(model: nn.Module, example: np.ndarray, images: np.ndarray, equalize: bool) -> str:
-    digest = hashlib.sha1(f"{type(model).__name__}|{example.shape}|{equalize}".encode())
-    for name, tensor in model.state_dict().items():
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    digest.update(np.ascontiguousarray(images).tobytes() if equalize else b"")
-    return digest.hexdigest()
-
-
 def int8_source(model: nn.Module, example: np.ndarray, calibration: np.ndarray, settings: Int8Settings) -> bytes:
     """Return the float ONNX graph int8 quantization starts from: ``model`` with its linear chains equalized on the
     calibration images when ``settings.equalize`` (same function, see :func:`deploy.int8.equalize_chains`), exported
@@ -242,12 +250,10 @@ def int8_source(model: nn.Module, example: np.ndarray, calibration: np.ndarray, 
         ValueError: no calibration images, or fewer than ``settings.calibration_images``.
     """
     images = calibration_subset(calibration, settings)
-    key = _source_key(model, example, images, settings.equalize)
-    if key not in _SOURCES:
-        while len(_SOURCES) >= _SOURCES_KEPT:
-            _SOURCES.pop(next(iter(_SOURCES)))
-        _SOURCES[key] = export_onnx(equalize_chains(model, images)[0] if settings.equalize else model, example)
-    return _SOURCES[key]
+    return _SOURCES.get(
+        model_key(model, example, b"equalized" + np.ascontiguousarray(images).tobytes() if settings.equalize else b""),
+        lambda: export_onnx(equalize_chains(model, images)[0] if settings.equalize else model, example),
+    )
 
 
 def build_onnxruntime_int8(model, example, threads=None, device="cpu", calibration=None, int8=None) -> Deployed:

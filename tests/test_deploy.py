@@ -1,5 +1,6 @@
 """The runtime registry (parity with eager for every runtime and model kind) and the timer."""
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -109,7 +110,7 @@ def test_the_int8_source_is_built_once_per_model_weights_and_images(monkeypatch)
 
     exports = []
     monkeypatch.setattr(runtimes, "export_onnx", lambda model, example: exports.append(1) or b"graph%d" % len(exports))
-    monkeypatch.setattr(runtimes, "_SOURCES", {})
+    monkeypatch.setattr(runtimes, "_SOURCES", deploy.int8.BytesMemo(2**20))
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 1), torch.nn.ReLU(), torch.nn.Conv2d(4, 2, 1))
     example, calibration = np.zeros((1, 3, 4, 4), np.float32), np.ones((8, 3, 4, 4), np.float32)
     settings = deploy.Int8Settings(calibration_images=8)
@@ -119,6 +120,52 @@ def test_the_int8_source_is_built_once_per_model_weights_and_images(monkeypatch)
     with torch.no_grad():
         model[0].bias.add_(1.0)
     assert runtimes.int8_source(model, example, calibration, settings) != first and len(exports) == 3  # other weights
+
+
+def test_an_export_is_reused_only_for_the_same_structure_weights_and_input_shape(monkeypatch):
+    from deploy import runtimes
+
+    exports = []
+    monkeypatch.setattr(runtimes, "_export", lambda model, example: exports.append(1) or b"graph%d" % len(exports))
+    monkeypatch.setattr(runtimes, "_EXPORTS", deploy.int8.BytesMemo(2**20))
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU())
+    x = np.zeros((1, 3, 8, 8), np.float32)
+    first = runtimes.export_onnx(model, x)
+    assert runtimes.export_onnx(model, x) == first and len(exports) == 1
+    runtimes.export_onnx(model, np.zeros((1, 3, 9, 9), np.float32))  # another input shape
+    strided = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, stride=2), torch.nn.ReLU())
+    strided.load_state_dict(model.state_dict())  # the same weights, another stride: another graph
+    runtimes.export_onnx(strided, x)
+    assert len(exports) == 3
+
+
+def test_bytes_memo_drops_the_oldest_graphs_beyond_its_size():
+    memo = deploy.int8.BytesMemo(10)
+    built = []
+    for key in "abc":
+        memo.get(key, lambda key=key: built.append(key) or key.encode() * 4)  # 4 bytes each: the third evicts "a"
+    assert memo.get("b", lambda: b"rebuilt") == b"bbbb" and memo.get("c", lambda: b"rebuilt") == b"cccc"
+    assert memo.get("a", lambda: b"rebuilt") == b"rebuilt" and built == ["a", "b", "c"]
+
+
+def test_accuracy_control_and_the_int8_runtime_quantize_once(monkeypatch):
+    # accuracy control quantizes the prepared graph, the runtime's build the unprepared one: one quantization for both
+    from deploy import int8
+
+    calls = []
+    real = int8._quantize_static
+    monkeypatch.setattr(int8, "_QUANTIZED", int8.BytesMemo(2**26))
+    monkeypatch.setattr(int8, "_quantize_static", lambda *args: calls.append(1) or real(*args))
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(4 * 6 * 6, 2))
+    example = np.random.default_rng(0).standard_normal((1, 3, 8, 8)).astype(np.float32)
+    calibration = np.random.default_rng(1).standard_normal((8, 3, 8, 8)).astype(np.float32)
+    settings = deploy.Int8Settings(calibration_images=8)
+    source = deploy.int8_source(model, example, calibration, settings)
+    first = int8.quantize_onnx(deploy.prepare_onnx(source), calibration, settings, prepared=True)
+    assert int8.quantize_onnx(source, calibration, settings) == first and len(calls) == 1
+    int8.quantize_onnx(source, calibration, dataclasses.replace(settings, per_channel=not settings.per_channel))
+    assert len(calls) == 2  # other settings: quantized anew
 
 
 def test_floor_arithmetic():

@@ -127,3 +127,15 @@ def test_comparisons_use_the_studys_reference_model():
         ("slimnet vs resnet18", "model vs resnet18"),
     }
     assert next(r for r in rows if r["comparison"] == "slimnet vs resnet18")["d_acc_mean"] == -100.0
+
+
+def test_plots_drawn_by_forked_workers_come_back_in_order():
+    import os
+
+    from bench.report import plots
+
+    jobs = [lambda i=i: {f"plot{i}": str(os.getpid())} for i in range(5)]
+    results = plots._run_jobs(jobs)
+    assert [list(r) for r in results] == [[f"plot{i}"] for i in range(5)]
+    if (os.cpu_count() or 1) > 1:
+        assert all(r[f"plot{i}"] != str(os.getpid()) for i, r in enumerate(results))  # drawn in other processes

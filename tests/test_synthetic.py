@@ -107,3 +107,25 @@ def test_row_format_matches_the_real_file(celeba_sample):
 def test_split_proportions():
     splits = [split_of_index(i, 1000) for i in range(1000)]
     assert splits.count(0) == 800 and splits.count(1) == 100 and splits.count(2) == 100
+
+
+def test_the_set_written_by_one_process_per_core_is_the_one_written_by_one(tmp_path, monkeypatch):
+    import filecmp
+    import multiprocessing
+    import os
+
+    from bench.data import synthetic
+
+    monkeypatch.setattr(synthetic, "_CHUNK", 7)  # 30 images: 5 chunks over the workers
+    synthetic.write_synthetic_celeba(tmp_path / "forked", 30, seed=3)
+    monkeypatch.setattr(multiprocessing, "get_all_start_methods", lambda: ["spawn"])  # no fork: one process
+    synthetic.write_synthetic_celeba(tmp_path / "alone", 30, seed=3)
+    names = sorted(os.listdir(tmp_path / "alone" / "img_align_celeba"))
+    assert len(names) == 30
+    match, mismatch, errors = filecmp.cmpfiles(
+        tmp_path / "forked",
+        tmp_path / "alone",
+        ["list_attr_celeba.txt", "list_eval_partition.txt"] + [f"img_align_celeba/{n}" for n in names],
+        shallow=False,
+    )
+    assert not mismatch and not errors

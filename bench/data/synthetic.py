@@ -11,8 +11,10 @@ noise so no model reaches 100 %. Image ``i`` depends only on ``(seed, i)``.
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import os
 import shutil
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -340,6 +342,33 @@ def split_of_index(index: int, n_images: int) -> int:
     return 0 if index < n_train else (1 if index < n_train + n_val else 2)
 
 
+_CHUNK = 250
+
+
+def _write_chunk(image_dir: str, seed: int, start: int, stop: int) -> list[str]:
+    """Write images ``start``..``stop - 1`` and return their rows of ``list_attr_celeba.txt``."""
+    rows = []
+    for index in range(start, stop):
+        name = f"{index + 1:06d}.jpg"
+        image, labels = make_example(seed, index)
+        image.save(os.path.join(image_dir, name), quality=95)
+        rows.append(format_attr_row(name, labels))
+    return rows
+
+
+def _write_images(image_dir: str, seed: int, n_images: int):
+    """Yield the attribute rows of every image in order, chunk by chunk, written by one process per core where processes
+    fork (each image depends on its seed and index alone: the same files either way; 10.5 s -> 5.6 s for the default's
+    10,000 on machine D's 2 cores)."""
+    chunks = [(start, min(start + _CHUNK, n_images)) for start in range(0, n_images, _CHUNK)]
+    workers = min(os.cpu_count() or 1, len(chunks))
+    if workers < 2 or "fork" not in multiprocessing.get_all_start_methods():
+        yield from (_write_chunk(image_dir, seed, start, stop) for start, stop in chunks)
+        return
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
+        yield from pool.map(_write_chunk, *zip(*[(image_dir, seed, start, stop) for start, stop in chunks]))
+
+
 def write_synthetic_celeba(root: str | os.PathLike, n_images: int, seed: int = 0, progress=None) -> str:
     """Write ``n_images`` synthetic faces into ``root`` in CelebA's official layout; return ``root``.
 
@@ -367,13 +396,10 @@ def write_synthetic_celeba(root: str | os.PathLike, n_images: int, seed: int = 0
         image_dir = os.path.join(work, "img_align_celeba")
         os.makedirs(image_dir)
         attr_rows, partition_rows = [], []
-        for index in range(n_images):
-            name = f"{index + 1:06d}.jpg"
-            image, labels = make_example(seed, index)
-            image.save(os.path.join(image_dir, name), quality=95)
-            attr_rows.append(format_attr_row(name, labels))
-            partition_rows.append(f"{name} {split_of_index(index, n_images)}")
-            bar.update(1)
+        for rows in _write_images(image_dir, seed, n_images):
+            attr_rows += rows
+            bar.update(len(rows))
+        partition_rows = [f"{index + 1:06d}.jpg {split_of_index(index, n_images)}" for index in range(n_images)]
         header = [str(n_images), " ".join(CELEBA_ATTRIBUTES) + " "]
         with open(os.path.join(work, "list_attr_celeba.txt"), "w", newline="") as handle:
             handle.write("\r\n".join(header + attr_rows) + "\r\n")
