@@ -104,3 +104,18 @@ def test_evaluating_in_channels_last_leaves_the_model_trainable(tiny_synthetic):
     before = {k: v.clone() for k, v in svd.state_dict().items()}
     result = train_model(svd, tiny_synthetic, TrainSettings(epochs=1, batch_size=16))
     assert len(result.history) == 1 and any(not torch.equal(before[k], v) for k, v in svd.state_dict().items())
+
+
+def test_the_best_epochs_validation_logits_are_the_returned_models(tiny_synthetic, tmp_path):
+    # the study evaluates the returned model with them instead of predicting the validation split again
+    from bench.training.train import predict_logits
+
+    config = TrainSettings(epochs=4, batch_size=16, lr=1e-2, seed=1, lr_step_epochs=1, lr_gamma=30.0)  # a best epoch, then worse
+    model = models.create_model("slimnet", **TINY)
+    result = train_model(model, tiny_synthetic, config, checkpoint_dir=str(tmp_path))
+    assert result.best_epoch < 4  # the model went back to an earlier epoch's weights
+    again = predict_logits(model, tiny_synthetic, "val", config.eval_batch_size, "cpu", config.channels_last)
+    np.testing.assert_array_equal(result.best_val_logits, again)
+    # after a resume that trains no epoch they are unknown
+    resumed = train_model(models.create_model("slimnet", **TINY), tiny_synthetic, config, checkpoint_dir=str(tmp_path))
+    assert resumed.best_val_logits is None

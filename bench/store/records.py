@@ -101,6 +101,15 @@ TEXT_COLUMNS = {
     "members": str,
     "checkpoint": str,
     "data": str,
+    # config hashes: 12 hex digits, which pandas reads as a number when they happen to be all digits, or as inf when they
+    # look like '8e2713051191' (a cell's label then became inf and the LaTeX writer failed)
+    "base_hash": str,
+    "member": str,
+    "zoo": str,
+    "member_runtime": str,
+    "zoo_runtime": str,
+    "zoo_int8_runtime": str,
+    "why_not": str,
 }
 
 

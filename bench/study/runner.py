@@ -213,7 +213,9 @@ def compute_record(
             cell, data, config, checkpoint_dir, base_checkpoint_dir, progress, layer_timing
         )
         int8 = _int8_deployed(model, data)  # a quantized model's accuracy and size are its int8 form's, whatever is timed
-        evaluation = evaluate_cell_model(cell, model, data, deployed=int8)
+        # the validation logits training computed last for the model it returns (its best epoch's), not computed again
+        trained_logits = compressed.val_logits if compressed else result.best_val_logits
+        evaluation = evaluate_cell_model(cell, model, data, deployed=int8, val_logits=trained_logits)
         if checkpoint_dir:  # the final (trained, or compressed and fine-tuned) model, rebuildable by models.load_model
             checkpoint = models.model_checkpoint(model, config_hash=config_hash(cell))
             write_atomically(os.path.join(checkpoint_dir, "model.pt"), lambda partial: torch.save(checkpoint, partial))

@@ -171,7 +171,8 @@ class CompressionResult:
     ``layer_rows`` is the per-layer speed-up table, each step against the model before it;
     ``acc_mean_nofinetune`` the test mean accuracy right after compression; ``history`` and
     ``finetune_seconds`` cover every fine-tune of the pipeline; ``factor_groups`` names the factor
-    layers of every factorized layer.
+    layers of every factorized layer; ``val_logits`` are the final model's validation logits when its last fine-tune
+    computed them (None when a step changed the model after it, or nothing was fine-tuned).
     """
 
     model: nn.Module
@@ -181,6 +182,7 @@ class CompressionResult:
     history: list[dict] = field(default_factory=list)
     finetune_seconds: float = 0.0
     factor_groups: list[list[str]] = field(default_factory=list)
+    val_logits: np.ndarray | None = None
 
 
 def _step_layer_rows(step_reports: list) -> list[dict]:
@@ -293,11 +295,13 @@ def compress_and_finetune(
             else _finetune(current, data, finetune, train_config, result.factor_groups, progress, teacher)
         )
         _record_finetune(result, tuned)
+        result.val_logits = None if qat else tuned.best_val_logits  # the fake-quantized model's are not the model's
     current = current.cpu().to(memory_format=torch.contiguous_format).eval()
     if last:
         current, report = compress.apply(
             current, last["method"], torch.zeros(1, *current.data_config["input_size"]), **step_options(current, data, last)
         )
         result.reports.append(report)
+        result.val_logits = None
     result.model = current
     return result

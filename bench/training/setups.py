@@ -197,7 +197,7 @@ def measured_setup(
     if key not in known:
         fp32, bf16 = TrainingSetup(channels_last, False), TrainingSetup(channels_last, True, False, slow_bf16_layers(model))
         seconds = {"fp32": [], "bf16": []}
-        for _ in range(3):  # alternating rounds: a slow spell of the machine falls on both
+        for _ in range(2):  # alternating rounds: a slow spell of the machine falls on both
             seconds["fp32"].append(_step_seconds(model, fp32, batch, device))
             seconds["bf16"].append(_step_seconds(model, bf16, batch, device))
         known[key] = "bf16" if min(seconds["fp32"]) >= BF16_MARGIN * min(seconds["bf16"]) else "fp32"

@@ -43,6 +43,9 @@ class TrainResult:
     best_val_acc: float = float("nan")
     train_seconds: float = 0.0
     setup: str = ""
+    # the best epoch's validation logits, which the model holds at the end: its evaluation need not compute them again
+    # (None after a resume that trained no epoch)
+    best_val_logits: np.ndarray | None = None
 
 
 def resolve_device(device: str) -> torch.device:
@@ -272,10 +275,11 @@ class _Training:
             "step_seconds": step_seconds,
         }
 
-    def validate(self) -> tuple[float, float]:
-        """Return ``(val_loss, val_acc)`` on the validation split (a NaN loss, not a crash, for NaN outputs)."""
+    def validate(self) -> tuple[float, float, np.ndarray]:
+        """Return ``(val_loss, val_acc, val_logits)`` on the validation split (a NaN loss, not a crash, for NaN outputs)."""
         config, data = self.config, self.data
-        val_probs = predict_probs(self.model, data, "val", config.eval_batch_size, str(self.device), self.setup.channels_last)
+        val_logits = predict_logits(self.model, data, "val", config.eval_batch_size, str(self.device), self.setup.channels_last)
+        val_probs = expit(val_logits)
         val_labels = data.labels[data.splits["val"]]
         finite = np.isfinite(val_probs).all()
         val_loss = (
@@ -283,7 +287,7 @@ class _Training:
             if finite
             else float("nan")
         )  # NaN outputs with a finite loss: reported as divergence, not a crash
-        return val_loss, float(per_attribute_accuracy(val_labels, val_probs).mean())
+        return val_loss, float(per_attribute_accuracy(val_labels, val_probs).mean()), val_logits
 
     def save(self, epoch: int, improved: bool, header: dict, seconds: float) -> None:
         """Write ``best.pt`` (when ``improved``) and ``last.pt`` atomically (nothing without a checkpoint folder)."""
@@ -397,7 +401,7 @@ def train_model(
         if run.scheduler is not None:
             run.scheduler.step()
         validated = time.perf_counter()
-        val_loss, val_acc = run.validate()
+        val_loss, val_acc, val_logits = run.validate()
         start_loss = steps.pop("start_loss")
         entry = {
             "epoch": epoch + 1,
@@ -416,6 +420,7 @@ def train_model(
         improved = not (val_acc <= run.result.best_val_acc)  # NaN-safe: the first epoch always counts
         if improved:
             run.result.best_epoch, run.result.best_val_acc = epoch + 1, val_acc
+            run.result.best_val_logits = None if run.setup.compiled else val_logits  # a compiled model's logits may differ
             run.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         saving = time.perf_counter()
         run.save(epoch, improved, header, elapsed_before + saving - started)
