@@ -89,3 +89,19 @@ def test_dominance_needs_both_intervals_past_the_tie():
     assert "accuracy +0.50 pt [-0.10, +1.10] is not surely higher" == dominance((0.5, -0.1, 1.1), (0.8, 0.7, 0.9))["why_not"]
     assert "latency 1.20x [1.10, 1.30] is slower" == dominance((0.5, 0.1, 0.9), (1.2, 1.1, 1.3))["why_not"]
     assert not dominance(None, (0.5, 0.4, 0.6))["dominates"]
+
+
+def test_the_verdict_reads_its_numbers_as_the_table_prints_them_from_the_csv(tmp_path):
+    # -0.5650000000000003 prints -0.57, but dominance.csv keeps -0.565, which the table prints -0.56
+    from bench.report.tables import _signed_text
+    from bench.store.records import read_csv_table, write_csv_atomic
+    from bench.store.schema import DOMINANCE_COLUMNS
+
+    difference, ratio = (-0.5650000000000003, -0.7975, -0.3225), (0.6, 0.59, 0.61)
+    row = {"member": "a", "zoo": "b", "batch": 1, "d_acc": difference[0], "d_acc_lo": difference[1]}
+    row.update({"d_acc_hi": difference[2], **dominance(difference, ratio)})
+    write_csv_atomic(str(tmp_path / "d.csv"), DOMINANCE_COLUMNS, [row])
+    stored = read_csv_table(str(tmp_path / "d.csv")).iloc[0]
+    shown = _signed_text(stored["d_acc"], stored["d_acc_lo"], stored["d_acc_hi"])
+    assert shown == "-0.56 [-0.80, -0.32]"
+    assert stored["why_not"] == "accuracy -0.56 pt [-0.80, -0.32] is lower"

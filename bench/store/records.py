@@ -34,11 +34,16 @@ TIMING_FILE = "timing.json"  # the study's timing phase (bench.study.timing_phas
 TIMING_VERSION = 3  # 2: every latency row holds the accuracy measured in its runtime; 3: per-layer roofline profiles (layers)
 
 
+# the decimals a float keeps in every CSV written here: text made from a number (a verdict) rounds it so first, so that
+# it reads as the tables print the stored number
+CSV_DECIMALS = 6
+
+
 def _format(value) -> str:
     if value is None:
         return ""
     if isinstance(value, float):
-        return "" if value != value else repr(round(value, 6))
+        return "" if value != value else repr(round(value, CSV_DECIMALS))
     if isinstance(value, (list, tuple)):
         return "x".join(str(v) for v in value)
     return str(value)
