@@ -94,8 +94,8 @@ def model_key(model: nn.Module, example: np.ndarray, extra: bytes = b"") -> str:
 
 
 # A timing phase exports each model for ONNX Runtime, OpenVINO and the per-layer profiles: 1.2 s each of Slim-Net's on
-# machine D. The int8 sources (an equalized copy, exported) are kept apart: accuracy control and each int8 runtime of a
-# model start from the same one (1.4 s of Slim-Net's).
+# machine D. The equalized int8 sources are kept by the key of the model they come from: accuracy control and each int8
+# runtime of a model start from the same one (1.4 s of Slim-Net's).
 _EXPORTS = BytesMemo(256 * 2**20)
 _SOURCES = BytesMemo(256 * 2**20)
 
@@ -250,9 +250,11 @@ def int8_source(model: nn.Module, example: np.ndarray, calibration: np.ndarray, 
         ValueError: no calibration images, or fewer than ``settings.calibration_images``.
     """
     images = calibration_subset(calibration, settings)
+    if not settings.equalize:
+        return export_onnx(model, example)  # the model's own export, kept by export_onnx
     return _SOURCES.get(
-        model_key(model, example, b"equalized" + np.ascontiguousarray(images).tobytes() if settings.equalize else b""),
-        lambda: export_onnx(equalize_chains(model, images)[0] if settings.equalize else model, example),
+        model_key(model, example, b"equalized" + np.ascontiguousarray(images).tobytes()),
+        lambda: export_onnx(equalize_chains(model, images)[0], example),
     )
 
 

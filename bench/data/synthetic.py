@@ -395,7 +395,7 @@ def write_synthetic_celeba(root: str | os.PathLike, n_images: int, seed: int = 0
     try:
         image_dir = os.path.join(work, "img_align_celeba")
         os.makedirs(image_dir)
-        attr_rows, partition_rows = [], []
+        attr_rows = []
         for rows in _write_images(image_dir, seed, n_images):
             attr_rows += rows
             bar.update(len(rows))
