@@ -139,3 +139,14 @@ def test_plots_drawn_by_forked_workers_come_back_in_order():
     assert [list(r) for r in results] == [[f"plot{i}"] for i in range(5)]
     if (os.cpu_count() or 1) > 1:
         assert all(r[f"plot{i}"] != str(os.getpid()) for i, r in enumerate(results))  # drawn in other processes
+
+
+def test_the_search_report_says_what_the_screen_did():
+    from bench.report.render import screen_text
+    from bench.settings import FinetuneSettings
+
+    recalibrated = FinetuneSettings(epochs=0, bn_recalibration=256).to_dict()
+    assert screen_text(recalibrated) == "re-estimating its BatchNorm statistics on 256 training images, without a fine-tune"
+    tuned = FinetuneSettings(epochs=1, limit_train=1000, distill=0.5).to_dict()
+    assert screen_text(tuned) == "a 1-epoch fine-tune on 1000 training images (distillation 0.5)"
+    assert screen_text(FinetuneSettings(epochs=0).to_dict()) == "its compressed model as is, without a fine-tune"

@@ -270,3 +270,15 @@ def test_the_searched_model_is_a_point_of_the_screening_front(tmp_path):
     assert [r["screening_front"] for r in rows] == [True, True]
     rows = trial_rows(study, searched=(1.0, 85.0))
     assert [r["screening_front"] for r in rows] == [False, True]
+
+
+def test_the_majority_floor_holds_for_a_fine_tuning_screen_only():
+    """A screen that fine-tunes is held to the majority predictor's accuracy; a BatchNorm-only screen (which underestimates
+    what the fine-tune recovers) and promote_below_majority are not."""
+    from bench.analysis.pipeline_search import promotion_floor
+    from bench.settings import FinetuneSettings
+
+    tuned, recalibrated = FinetuneSettings(epochs=1, limit_train=1000), FinetuneSettings(epochs=0, bn_recalibration=256)
+    assert promotion_floor(SearchSettings(), tuned, 80.7) == 80.7
+    assert promotion_floor(SearchSettings(), recalibrated, 80.7) == float("-inf")
+    assert promotion_floor(SearchSettings(promote_below_majority=True), tuned, 80.7) == float("-inf")

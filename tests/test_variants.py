@@ -162,3 +162,47 @@ def test_a_single_exclude_pattern_is_one_pattern_not_its_characters(tiny_synthet
     reasons = {r["layer"]: r["reason"] for r in svd.layers}
     assert all(reason == "excluded" for layer, reason in reasons.items() if layer.startswith("slim1."))
     assert {r["layer"] for r in svd.compressed()} and all(not r["layer"].startswith("slim1.") for r in svd.compressed())
+
+
+def test_batchnorm_recalibration_averages_the_first_training_images_and_restores_momentum(tiny_synthetic):
+    """The running mean must become the mean of the BN input over exactly the first N training images (momentum None:
+    every batch alike), the running variance their unbiased batch variances' average, and momentum be restored."""
+    from bench.data.loading import iterate_batches, to_model_input
+    from bench.training.train import recalibrate_batchnorm
+
+    torch.manual_seed(0)
+    conv, norm = torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4)
+    model = torch.nn.Sequential(conv, norm).eval()
+    model.data_config = {"input_size": (3, 24, 20), "mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5)}
+    norm.running_mean.fill_(7.0)
+    images = next(iterate_batches(tiny_synthetic, "train", 64))[0][:6]
+    with torch.no_grad():
+        features = conv(to_model_input(images, model.data_config, torch.device("cpu"), False))
+    halves = features[:3], features[3:]
+    seen = recalibrate_batchnorm(model, tiny_synthetic, 6, batch_size=3, device="cpu")
+    assert seen == 6 and not model.training and norm.momentum == 0.1
+    torch.testing.assert_close(norm.running_mean, features.mean(dim=(0, 2, 3)), rtol=1e-5, atol=1e-6)
+    variances = torch.stack([h.var(dim=(0, 2, 3), unbiased=True) for h in halves]).mean(0)
+    torch.testing.assert_close(norm.running_var, variances, rtol=1e-4, atol=1e-6)
+    assert recalibrate_batchnorm(torch.nn.Sequential(conv), tiny_synthetic, 6) == 0  # no BatchNorm: nothing to do
+
+
+def test_a_screen_without_finetune_reuses_its_test_logits_and_recalibrates_batchnorm(tiny_synthetic):
+    """With no fine-tune and no last step the test logits measured before the fine-tune are the final model's (reused by
+    the evaluation); bn_recalibration must change the compressed model's BatchNorm statistics, and only then."""
+    from bench.training.train import predict_logits
+
+    seed_everything(0)
+    model = models.create_model("slimnet", filter_count_values=[8, 8, 8, 8], initial_conv=[16, 7, 2])
+    config = TrainSettings(epochs=1, batch_size=16, lr=1e-3)
+    train_model(model, tiny_synthetic, config)
+    steps = parse_variant("prune:pruning_ratio=0.5")
+    plain = compress_and_finetune(model, tiny_synthetic, steps, {"epochs": 0}, config)
+    recalibrated = compress_and_finetune(model, tiny_synthetic, steps, {"epochs": 0, "bn_recalibration": 8}, config)
+    own = predict_logits(recalibrated.model, tiny_synthetic, "test", config.eval_batch_size, "cpu", config.channels_last)
+    assert recalibrated.test_logits is not None
+    assert torch.equal(torch.from_numpy(recalibrated.test_logits), torch.from_numpy(own))
+    mean = "conv1.1.running_mean"
+    assert not torch.equal(plain.model.state_dict()[mean], recalibrated.model.state_dict()[mean])
+    tuned = compress_and_finetune(model, tiny_synthetic, steps, {"epochs": 1, "limit_train": 16}, config)
+    assert tuned.test_logits is None  # the fine-tune changed the model after its test logits were taken

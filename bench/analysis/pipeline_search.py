@@ -6,7 +6,8 @@ accuracy on the **validation** split (the test split stays unseen until the fron
 latency in ``search.runtime`` at ``search.batch`` as a ratio to the uncompressed model, the two timed
 interleaved in the same blocks right after the trial (a quantized candidate in the runtime's int8 form).
 
-Multi-fidelity: a trial is a cell screened with a short fine-tune (``search.screen``); its record lives in
+Multi-fidelity: a trial is a cell screened cheaply (``search.screen``: by default its BatchNorm statistics re-estimated,
+no fine-tune); its record lives in
 the search's own study folder (``results/<study>/search/``: ``cells/``, ``results.csv``), so the study's
 tables hold only what was promoted. When the trials are done, up to ``search.promote`` members of the
 screening front become variants of the study with the study's own fine-tune (distillation included); the
@@ -281,7 +282,7 @@ def search_plan(config: dict) -> str:
 @dataclass
 class SearchRun:
     """One run of a search: the study's config and settings, its loaded data, the searched model and its record, the
-    screening fine-tune, the timer and the Optuna study (its journal under ``search_folder``)."""
+    screening settings, the timer and the Optuna study (its journal under ``search_folder``)."""
 
     config: dict
     settings: SearchSettings
@@ -560,13 +561,20 @@ def promotion_choice(rows: list[dict], base_hash: str, promote: int, floor: floa
     return spread(front, [float(r["latency_ratio"]) if r["latency_ratio"] != "" else 0.0 for r in rows], promote)
 
 
+def promotion_floor(settings: SearchSettings, screen: FinetuneSettings, majority_val: float) -> float:
+    """Return the screened validation accuracy a trial needs to be promoted: the majority predictor's (``majority_val``)
+    when the screen fine-tunes, else -inf (also with ``settings.promote_below_majority``). A screen without a fine-tune
+    ranks what the fine-tune recovers but sits 4.5-13 pt below it (README, "The screen"): its values are no floor's measure."""
+    return float("-inf") if settings.promote_below_majority or screen.epochs == 0 else majority_val
+
+
 def _promoted_cells(run: SearchRun) -> list[dict]:
     """Return the cells of the trials promoted to the study's own fine-tune (:func:`promotion_choice`), and mark them in
     trials.csv."""
     import optuna
 
     rows = trial_rows(run.study, run.searched_point)
-    floor = float("-inf") if run.settings.promote_below_majority else run.majority_val
+    floor = promotion_floor(run.settings, run.screen, run.majority_val)
     chosen = promotion_choice(rows, run.base_hash, run.settings.promote, floor, run.settings.max_latency_ratio)
     full = FinetuneSettings.from_mapping(run.config["finetune"])
     promoted, trials = [], run.study.get_trials(deepcopy=False)
@@ -664,6 +672,7 @@ __all__ = [
     "CandidateTimer",
     "SearchBusyError",
     "SearchRun",
+    "promotion_floor",
     "run_search",
     "search_plan",
     "searched_base_cell",

@@ -482,7 +482,7 @@ def search_figure(
     runtime: str,
     batch: int,
 ):
-    """Return the search's figure: left, every screened trial (validation accuracy after the short fine-tune against its
+    """Return the search's figure: left, every screened trial (validation accuracy after screening against its
     latency over the searched model's, timed beside it) with the screening front; right, the promoted members, the
     searched model and the zoo models (test accuracy against latency over the searched model's, all from the study's
     timing phase), each with its 95 % intervals."""

@@ -165,6 +165,19 @@ def render_report(results_dir: str, study: str, reports_dir: str = "reports", pl
     return written
 
 
+def screen_text(screen: dict) -> str:
+    """Return what a search's screening (``FinetuneSettings.to_dict()`` of ``search.screen``) does to each trial, in words."""
+    recalibrate = screen.get("bn_recalibration") or 0
+    batchnorm = f"re-estimating its BatchNorm statistics on {recalibrate} training images" if recalibrate else ""
+    if not screen["epochs"]:
+        return f"{batchnorm}, without a fine-tune" if batchnorm else "its compressed model as is, without a fine-tune"
+    return (
+        (f"{batchnorm}, then " if batchnorm else "")
+        + f"a {screen['epochs']}-epoch fine-tune on {screen['limit_train'] or 'all'} training images "
+        f"(distillation {screen['distill']:g})"
+    )
+
+
 def render_search(
     results_dir: str, study: str, records: list[dict], labels: dict[str, str], out: str, plots: bool = True
 ) -> dict[str, str]:
@@ -194,12 +207,11 @@ def render_search(
     text = (
         f"# {study}: search over compression pipelines of {search['model']}\n\n"
         f"{search['finished']} trials ({settings['sampler']}, population {settings['population']}, seed {settings['seed']}; "
-        f"knobs {', '.join(settings['knobs'])}), each screened with a {screen['epochs']}-epoch fine-tune on "
-        f"{screen['limit_train'] or 'all'} training images (distillation {screen['distill']:g}) and ranked by validation "
+        f"knobs {', '.join(settings['knobs'])}), each screened by {screen_text(screen)}, and ranked by validation "
         f"accuracy against latency in {search['runtime']} at batch {search['batch']} (a quantized one in "
         f"{search['int8_runtime']}), timed beside the searched model. Up to {settings['promote']} members of the screening "
         f"front were fine-tuned like the study's variants and timed with every model in the study's one timing phase; "
-        f"the trials took {search['trial_seconds']:.0f} s (screening fine-tunes and their timing; the last run of the search "
+        f"the trials took {search['trial_seconds']:.0f} s (screening and timing each; the last run of the search "
         f"{search['search_seconds']:.0f} s, training, promotion and the timing phase included, cached cells not recomputed).\n\n"
         f"A member **dominates** a zoo model when its test accuracy is higher with the 95 % paired bootstrap interval above 0 "
         f"and its latency lower with the 95 % interval of the ratio (same timing phase, paired over blocks when both run in "
@@ -216,7 +228,7 @@ def render_search(
             for k in search["promoted"]
             if k in by_key
         )
-        + "\n## Trials (validation split, screening fine-tune)\n\nLatency / searched: median of block medians over "
+        + "\n## Trials (validation split, after screening)\n\nLatency / searched: median of block medians over "
         f"{settings['timing_blocks']} interleaved blocks with the searched model, [95 % interval].\n\n"
         + to_markdown(t_headers, t_rows)
     )

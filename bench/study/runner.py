@@ -94,7 +94,7 @@ def _teacher_targets(cell: dict, data, model, base_dir: str | None, config: Trai
     or those of ``finetune.teacher``'s cell (``teacher_hash``), computed once per training image and flip and cached
     beside that cell's checkpoint, so every variant of the study shares them."""
     finetune = FinetuneSettings.from_mapping(cell["finetune"])
-    if finetune.distill <= 0:
+    if finetune.distill <= 0 or finetune.epochs == 0:
         return None
     teacher, teacher_dir = model, base_dir
     if cell.get("teacher_hash"):
@@ -215,7 +215,14 @@ def compute_record(
         int8 = _int8_deployed(model, data)  # a quantized model's accuracy and size are its int8 form's, whatever is timed
         # the validation logits training computed last for the model it returns (its best epoch's), not computed again
         trained_logits = compressed.val_logits if compressed else result.best_val_logits
-        evaluation = evaluate_cell_model(cell, model, data, deployed=int8, val_logits=trained_logits)
+        evaluation = evaluate_cell_model(
+            cell,
+            model,
+            data,
+            deployed=int8,
+            val_logits=trained_logits,
+            test_logits=compressed.test_logits if compressed else None,
+        )
         if checkpoint_dir:  # the final (trained, or compressed and fine-tuned) model, rebuildable by models.load_model
             checkpoint = models.model_checkpoint(model, config_hash=config_hash(cell))
             write_atomically(os.path.join(checkpoint_dir, "model.pt"), lambda partial: torch.save(checkpoint, partial))

@@ -67,13 +67,16 @@ def with_intervals(values: dict, labels: np.ndarray, predictions: np.ndarray) ->
     }
 
 
-def evaluate_cell_model(cell: dict, model, data: FaceAttributeData, deployed=None, val_logits=None) -> Evaluation:
+def evaluate_cell_model(
+    cell: dict, model, data: FaceAttributeData, deployed=None, val_logits=None, test_logits=None
+) -> Evaluation:
     """Return the :class:`Evaluation` of a trained model on the test split of ``data``.
 
     Temperature and per-attribute F1 thresholds are fitted on the validation split only. With
     ``deployed`` (a ``deploy.Deployed`` of the model, e.g. its int8 form) the logits are that runtime's. ``val_logits``:
     the eager model's validation logits when training already computed them with this model (its best epoch's,
-    ``TrainResult.best_val_logits``: the same weights, batch size and memory format), else None.
+    ``TrainResult.best_val_logits``: the same weights, batch size and memory format), else None; ``test_logits`` likewise
+    on the test split (``CompressionResult.test_logits``), else None.
     """
     train_cfg = cell["train"]
     # The training's memory format: channels_last evaluates Slim-Net 2.4x faster on the CPU (same logits to 1e-6).
@@ -86,7 +89,8 @@ def evaluate_cell_model(cell: dict, model, data: FaceAttributeData, deployed=Non
         test_logits = runtime_logits(deployed, data, model.data_config, "test", batch)
         val_logits = runtime_logits(deployed, data, model.data_config, "val", batch)
     else:
-        test_logits = predict_logits(model, data, "test", batch, device, channels_last)
+        if test_logits is None:
+            test_logits = predict_logits(model, data, "test", batch, device, channels_last)
         if val_logits is None:
             val_logits = predict_logits(model, data, "val", batch, device, channels_last)
     test_labels, val_labels = data.labels[data.splits["test"]], data.labels[data.splits["val"]]

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from scipy.special import expit
 from torch import nn
 
 import compress
@@ -21,7 +22,7 @@ from bench.metrics import per_attribute_accuracy
 from bench.settings import FinetuneSettings, TrainSettings
 from bench.training.evaluate import model_inputs
 from bench.training.teacher import SoftTargets, soft_targets
-from bench.training.train import TrainResult, predict_probs, train_model
+from bench.training.train import TrainResult, predict_logits, recalibrate_batchnorm, train_model
 from compress.layers import as_patterns
 from compress.options import DATA_DRIVEN_SELECTORS, SEARCH_OPTIONS, resolve_options
 
@@ -172,7 +173,8 @@ class CompressionResult:
     ``acc_mean_nofinetune`` the test mean accuracy right after compression; ``history`` and
     ``finetune_seconds`` cover every fine-tune of the pipeline; ``factor_groups`` names the factor
     layers of every factorized layer; ``val_logits`` are the final model's validation logits when its last fine-tune
-    computed them (None when a step changed the model after it, or nothing was fine-tuned).
+    computed them (None when a step changed the model after it, or nothing was fine-tuned); ``test_logits`` the final
+    model's test logits when nothing changed it after ``acc_mean_nofinetune`` was measured (else None).
     """
 
     model: nn.Module
@@ -183,6 +185,7 @@ class CompressionResult:
     finetune_seconds: float = 0.0
     factor_groups: list[list[str]] = field(default_factory=list)
     val_logits: np.ndarray | None = None
+    test_logits: np.ndarray | None = None
 
 
 def _step_layer_rows(step_reports: list) -> list[dict]:
@@ -276,7 +279,7 @@ def compress_and_finetune(
         ValueError: an invalid step option or fine-tune field (named in the message).
     """
     finetune = finetune if isinstance(finetune, FinetuneSettings) else FinetuneSettings.from_mapping(finetune)
-    if finetune.distill > 0 and teacher is None:
+    if finetune.distill > 0 and finetune.epochs > 0 and teacher is None:
         teacher = soft_targets(model, data, train_config.eval_batch_size)
     current = model.cpu().to(memory_format=torch.contiguous_format).eval()
     result = CompressionResult(current)
@@ -284,11 +287,25 @@ def compress_and_finetune(
     shaping = steps[:-1] if last else steps
     for step in shaping:
         current = _apply_step(current, data, step, finetune, train_config, teacher, result, progress, layer_timing)
-    probs = predict_probs(current, data, "test", train_config.eval_batch_size, train_config.device, train_config.channels_last)
-    result.acc_mean_nofinetune = float(per_attribute_accuracy(data.labels[data.splits["test"]], probs).mean())
+    if shaping and finetune.bn_recalibration:
+        recalibrate_batchnorm(
+            current,
+            data,
+            finetune.bn_recalibration,
+            train_config.eval_batch_size,
+            train_config.device,
+            train_config.channels_last,
+        )
+    test_logits = predict_logits(
+        current, data, "test", train_config.eval_batch_size, train_config.device, train_config.channels_last
+    )
+    result.acc_mean_nofinetune = float(per_attribute_accuracy(data.labels[data.splits["test"]], expit(test_logits)).mean())
     qat = bool(last and last.get("qat"))
     # Post-training quantization of an unchanged model has nothing to recover: the fine-tune would only retrain it.
-    if finetune.epochs > 0 and (shaping or qat):
+    tunes = finetune.epochs > 0 and (shaping or qat)
+    if not tunes and not last:  # the model evaluated before a fine-tune is the final one: its test logits are its own
+        result.test_logits = test_logits
+    if tunes:
         tuned = (
             _qat_finetune(current, data, finetune, train_config, result.factor_groups, progress, teacher, last)
             if qat
