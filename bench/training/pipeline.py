@@ -170,7 +170,7 @@ class CompressionResult:
     """What a compress -> fine-tune pipeline returns.
 
     ``layer_rows`` is the per-layer speed-up table, each step against the model before it;
-    ``acc_mean_nofinetune`` the test mean accuracy right after compression; ``history`` and
+    ``acc_mean_nofinetune`` the test mean accuracy right after compression (and ``bn_recalibration``); ``history`` and
     ``finetune_seconds`` cover every fine-tune of the pipeline; ``factor_groups`` names the factor
     layers of every factorized layer; ``val_logits`` are the final model's validation logits when its last fine-tune
     computed them (None when a step changed the model after it, or nothing was fine-tuned); ``test_logits`` the final
