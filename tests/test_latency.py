@@ -68,3 +68,49 @@ def test_a_costly_block_that_no_longer_fits_leaves_the_time_to_a_cheap_one():
     cheap, costly = FakeTimer(clock, 1.0, sure=False), FakeTimer(clock, 8.0, sure=False)
     # after the first blocks (18 s) 5 s are left: too little for an 8 s block, enough for five 1 s blocks
     assert add_blocks_until_sure([cheap, costly], [PAIR, PAIR], 2, 100, 0.03, 23.0, clock=clock) == [7, 2]
+
+
+def test_a_group_whose_own_ratios_are_sure_gets_blocks_while_a_ratio_to_another_group_is_not():
+    clock = FakeClock()
+    steady = FakeTimer(clock, 1.0, sure=True)
+    assert add_blocks_until_sure([steady], [PAIR], 3, 7, 0.03, 1e9, clock=clock, unsure_elsewhere=lambda: {0}) == [7]
+    again = FakeTimer(clock, 1.0, sure=True)
+    assert add_blocks_until_sure([again], [PAIR], 3, 7, 0.03, 1e9, clock=clock, unsure_elsewhere=lambda: set()) == [3]
+
+
+class FixedTimer:
+    """A timer whose block medians are given: ``{key: [ms, ...]}``."""
+
+    def __init__(self, medians: dict):
+        self.medians = medians
+
+    def timings(self):
+        return {
+            key: SimpleNamespace(block_medians=values, median_ms=sorted(values)[len(values) // 2])
+            for key, values in self.medians.items()
+        }
+
+
+def _group(runtime: str, medians: dict, batch: int = 1):
+    members = [SimpleNamespace(key=key, label=f"model {key}") for key in medians]
+    return SimpleNamespace(runtime=runtime, batch=batch, device="cpu", members=members, timer=FixedTimer(medians))
+
+
+def test_summary_ratios_between_runtimes_name_both_groups_until_they_are_known():
+    """A model's fastest runtime (OpenVINO) over the reference's fastest (ONNX Runtime) spans two groups: noisy blocks
+    leave it unsure in both, steady ones do not; a quantized model's ratio is its int8 group's."""
+    from bench.study.timing_phase import unsure_between_groups
+
+    noisy = [1.0, 1.4] * 4
+    groups = [
+        _group("onnxruntime", {"ref": [2.0] * 8, "m": [3.0] * 8}),
+        _group("openvino", {"ref": [2.5] * 8, "m": noisy}),
+        _group("onnxruntime", {"ref": [16.0] * 8, "m": [12.0] * 8}, batch=8),
+    ]
+    unsure = unsure_between_groups(groups, "ref", set(), 0.03)
+    assert set(unsure) == {0, 1}
+    assert unsure[1].startswith("openvino / onnxruntime, batch 1: model m / model ref +-")
+    groups[1] = _group("openvino", {"ref": [2.5] * 8, "m": [1.2] * 8})
+    assert unsure_between_groups(groups, "ref", set(), 0.03) == {}
+    int8 = _group("onnxruntime_int8", {"q": noisy})
+    assert set(unsure_between_groups([groups[0], int8], "ref", {"q"}, 0.03)) == {0, 1}

@@ -17,6 +17,7 @@ import logging
 import os
 import time
 from dataclasses import asdict, dataclass, field
+from typing import Callable
 
 import numpy as np
 
@@ -44,6 +45,12 @@ class Candidate:
     acc_mean: float | None
     eval_batch_size: int
     cuda: bool
+
+    @property
+    def label(self) -> str:
+        """Return the model's name with its variant in brackets, as warnings name it."""
+        variant = self.identity["variant"]
+        return self.identity["model"] + (f" [{variant}]" if variant else "")
 
 
 def timing_candidates(records: list[dict], checkpoints: str) -> list[Candidate]:
@@ -97,8 +104,8 @@ def _ratio_columns(prefix: str, ratio: tuple[float, float, float] | None) -> dic
     return {prefix: value, f"{prefix}_lo": low, f"{prefix}_hi": high}
 
 
-def _within(numerator, denominator, tolerance: float) -> tuple[bool, float]:
-    value, low, high = deploy.bootstrap_ratio(numerator, denominator)
+def _within(numerator, denominator, tolerance: float, paired: bool = True) -> tuple[bool, float]:
+    value, low, high = deploy.bootstrap_ratio(numerator, denominator, paired=paired)
     half = (high - low) / 2 / value
     return half <= tolerance, half
 
@@ -262,6 +269,39 @@ def _sure(timer, pairs: list[tuple[str, str]], tolerance: float) -> bool:
     return all(_within(medians[a].block_medians, medians[b].block_medians, tolerance)[0] for a, b in pairs)
 
 
+def _fastest_group(groups: list, medians: list[dict], indices: list[int], key: str, exact: bool) -> int | None:
+    found = [i for i in indices if key in medians[i] and deploy.RUNTIMES[groups[i].runtime].exact == exact]
+    return min(found, key=lambda i: medians[i][key].median_ms) if found else None
+
+
+def unsure_between_groups(groups: list, reference: str | None, quantized: set[str], tolerance: float) -> dict[int, str]:
+    """Return ``{group index: why}`` for the groups in which a summary ratio spanning two groups is not yet known to
+    ``tolerance``: each model's fastest exact group (a quantized model's fastest int8 one) and its fastest int8 group against
+    the reference's fastest exact group, per batch size and device, "fastest" by the block medians so far. Those ratios are
+    resampled apart (``row_ratio``), so only more blocks in both groups narrow them."""
+    medians = [g.timer.timings() for g in groups]
+    names = {c.key: c.label for g in groups for c in g.members}
+    unsure = {}
+    for batch, device in sorted({(g.batch, g.device) for g in groups}):
+        here = [i for i, g in enumerate(groups) if (g.batch, g.device) == (batch, device)]
+        base = _fastest_group(groups, medians, here, reference, True) if reference else None
+        if base is None:
+            continue
+        for key in sorted({key for i in here for key in medians[i] if key != reference}):
+            mine_exact = _fastest_group(groups, medians, here, key, key not in quantized)
+            for mine in sorted({mine_exact, _fastest_group(groups, medians, here, key, False)} - {None, base}):
+                ours, theirs = medians[mine][key].block_medians, medians[base][reference].block_medians
+                ok, half = _within(ours, theirs, tolerance, paired=False)
+                if not ok:
+                    why = (
+                        f"{groups[mine].runtime} / {groups[base].runtime}, batch {batch}: "
+                        f"{names[key]} / {names[reference]} +-{100 * half:.1f} %"
+                    )
+                    unsure.setdefault(mine, why)
+                    unsure.setdefault(base, why)
+    return unsure
+
+
 def add_blocks_until_sure(
     timers: list,
     pairs_of: list[list[tuple[str, str]]],
@@ -270,6 +310,7 @@ def add_blocks_until_sure(
     tolerance: float,
     deadline: float,
     clock=time.perf_counter,
+    unsure_elsewhere: Callable[[], set[int]] | None = None,
 ) -> list[int]:
     """Add interleaved blocks to the timers of a timing phase (one ``deploy.Interleaved`` per runtime, batch size and
     device) and return the number of blocks each ended with.
@@ -281,7 +322,8 @@ def add_blocks_until_sure(
     budget is in proportion to what its block costs: splitting the time equally left the batch-8 groups, whose blocks
     cost several times a batch-1 block, with a third of the blocks and ratios twice as wide. The rounds also spread each
     group's blocks over the whole phase, so a slow spell of the machine lands in a few blocks of every group rather
-    than in all the blocks of one.
+    than in all the blocks of one. ``unsure_elsewhere()`` (called once a round) names more timers that need a block
+    although their own ratios are sure: those of a ratio between two timers (:func:`unsure_between_groups`).
     """
     spent = [0.0] * len(timers)
 
@@ -295,9 +337,11 @@ def add_blocks_until_sure(
             add(index)
     while True:
         added = False
+        elsewhere = unsure_elsewhere() if unsure_elsewhere else set()
         for index, timer in enumerate(timers):
             count = len(timer.block_busy)
-            if count >= max_blocks or not pairs_of[index] or _sure(timer, pairs_of[index], tolerance):
+            sure = not pairs_of[index] or _sure(timer, pairs_of[index], tolerance)
+            if count >= max_blocks or (sure and index not in elsewhere):
                 continue
             if clock() + spent[index] / max(count, 1) > deadline:
                 continue
@@ -466,13 +510,15 @@ class TimingPhase:
 
     def run_blocks(self, deadline: float) -> None:
         """Add blocks to every group until its ratios are sure, ``max_blocks`` or ``deadline`` (:func:`add_blocks_until_sure`)."""
+        tolerance = self.settings.ratio_tolerance_pct / 100.0
         add_blocks_until_sure(
             [g.timer for g in self.groups],
             [g.pairs for g in self.groups],
             self.settings.blocks,
             self.settings.max_blocks,
-            self.settings.ratio_tolerance_pct / 100.0,
+            tolerance,
             deadline,
+            unsure_elsewhere=lambda: set(unsure_between_groups(self.groups, self.reference, self.quantized, tolerance)),
         )
 
     def _unresolved(self, group: Group, timings: dict) -> str | None:
@@ -481,12 +527,7 @@ class TimingPhase:
         for a, b in group.pairs:
             ok, half = _within(timings[a].block_medians, timings[b].block_medians, self.settings.ratio_tolerance_pct / 100.0)
             if not ok:
-                names = " / ".join(
-                    f"{by_key[k].identity['model']}"
-                    + (f" [{by_key[k].identity['variant']}]" if by_key[k].identity["variant"] else "")
-                    for k in (a, b)
-                )
-                wide.append((half, names))
+                wide.append((half, " / ".join(by_key[k].label for k in (a, b))))
         if not wide:
             return None
         return (
@@ -556,6 +597,8 @@ class TimingPhase:
             if line:
                 self.unresolved.append(line)
             self.rows += [self._row(group, c, timings) for c in group.members]
+        between = unsure_between_groups(self.groups, self.reference, self.quantized, self.settings.ratio_tolerance_pct / 100.0)
+        self.unresolved += [f"between runtimes, {why}" for why in dict.fromkeys(between.values())]
 
     def profiled_runtimes(self) -> list[str]:
         """Return the timed runtimes whose profiler times every layer (``timing.profile_runtimes``)."""
