@@ -308,6 +308,11 @@ class FinetuneSettings(Settings):
         check=_text,
     )
 
+    @property
+    def distils(self) -> bool:
+        """Return whether a fine-tune learns from a teacher's outputs (a distillation weight and at least one epoch)."""
+        return self.distill > 0 and self.epochs > 0
+
     def train_config(self, train: TrainSettings) -> TrainSettings:
         """Return the training settings a fine-tune runs with: ``train`` with this section's values over it."""
         return dataclasses.replace(

@@ -94,7 +94,7 @@ def _teacher_targets(cell: dict, data, model, base_dir: str | None, config: Trai
     or those of ``finetune.teacher``'s cell (``teacher_hash``), computed once per training image and flip and cached
     beside that cell's checkpoint, so every variant of the study shares them."""
     finetune = FinetuneSettings.from_mapping(cell["finetune"])
-    if finetune.distill <= 0 or finetune.epochs == 0:
+    if not finetune.distils:
         return None
     teacher, teacher_dir = model, base_dir
     if cell.get("teacher_hash"):

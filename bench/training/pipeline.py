@@ -279,7 +279,7 @@ def compress_and_finetune(
         ValueError: an invalid step option or fine-tune field (named in the message).
     """
     finetune = finetune if isinstance(finetune, FinetuneSettings) else FinetuneSettings.from_mapping(finetune)
-    if finetune.distill > 0 and finetune.epochs > 0 and teacher is None:
+    if finetune.distils and teacher is None:
         teacher = soft_targets(model, data, train_config.eval_batch_size)
     current = model.cpu().to(memory_format=torch.contiguous_format).eval()
     result = CompressionResult(current)
