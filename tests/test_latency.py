@@ -114,3 +114,7 @@ def test_summary_ratios_between_runtimes_name_both_groups_until_they_are_known()
     assert unsure_between_groups(groups, "ref", set(), 0.03) == {}
     int8 = _group("onnxruntime_int8", {"q": noisy})
     assert set(unsure_between_groups([groups[0], int8], "ref", {"q"}, 0.03)) == {0, 1}
+    # the summary's int8 column of the reference itself: its int8 group over its fastest exact one
+    own_int8 = _group("onnxruntime_int8", {"ref": noisy})
+    unsure = unsure_between_groups([_group("onnxruntime", {"ref": [2.0] * 8}), own_int8], "ref", set(), 0.03)
+    assert set(unsure) == {0, 1} and "model ref / model ref" in unsure[1]

@@ -276,9 +276,10 @@ def _fastest_group(groups: list, medians: list[dict], indices: list[int], key: s
 
 def unsure_between_groups(groups: list, reference: str | None, quantized: set[str], tolerance: float) -> dict[int, str]:
     """Return ``{group index: why}`` for the groups in which a summary ratio spanning two groups is not yet known to
-    ``tolerance``: each model's fastest exact group (a quantized model's fastest int8 one) and its fastest int8 group against
-    the reference's fastest exact group, per batch size and device, "fastest" by the block medians so far. Those ratios are
-    resampled apart (``row_ratio``), so only more blocks in both groups narrow them."""
+    ``tolerance``: each model's fastest exact group (a quantized model's fastest int8 one) and its fastest int8 group
+    against the reference's fastest exact group (the reference's own int8 group included), per batch size and device,
+    "fastest" by the block medians so far. Those ratios are resampled apart (``row_ratio``), so only more blocks in both
+    groups narrow them."""
     medians = [g.timer.timings() for g in groups]
     names = {c.key: c.label for g in groups for c in g.members}
     unsure = {}
@@ -287,7 +288,7 @@ def unsure_between_groups(groups: list, reference: str | None, quantized: set[st
         base = _fastest_group(groups, medians, here, reference, True) if reference else None
         if base is None:
             continue
-        for key in sorted({key for i in here for key in medians[i] if key != reference}):
+        for key in sorted({key for i in here for key in medians[i]}):  # the reference too: its int8 over its fp32
             mine_exact = _fastest_group(groups, medians, here, key, key not in quantized)
             for mine in sorted({mine_exact, _fastest_group(groups, medians, here, key, False)} - {None, base}):
                 ours, theirs = medians[mine][key].block_medians, medians[base][reference].block_medians
