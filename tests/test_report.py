@@ -150,3 +150,33 @@ def test_the_search_report_says_what_the_screen_did():
     tuned = FinetuneSettings(epochs=1, limit_train=1000, distill=0.5).to_dict()
     assert screen_text(tuned) == "a 1-epoch fine-tune on 1000 training images (distillation 0.5)"
     assert screen_text(FinetuneSettings(epochs=0).to_dict()) == "its compressed model as is, without a fine-tune"
+
+
+def test_the_front_table_prints_a_latency_as_the_summary_does():
+    from bench.report.tables import front_table
+
+    record = {
+        "row": {
+            "config_hash": "k",
+            "params": 30538,
+            "macs": 31497292,
+            "acc_mean": 81.25,
+            "acc_mean_lo": 80.9,
+            "acc_mean_hi": 81.6,
+        }
+    }
+    row = {
+        "key": "k",
+        "latency_ms": 1.0,
+        "latency_ms_lo": 0.949,
+        "latency_ms_hi": 1.051,
+        "d_base": -7.18,
+        "d_base_lo": -7.47,
+        "d_base_hi": -6.87,
+        "runtime": "onnxruntime_int8",
+        "base_ratio": 0.28,
+        "base_ratio_lo": 0.25,
+        "base_ratio_hi": 0.30,
+    }
+    headers, table = front_table([row], [record], {"k": "pruned"})
+    assert table[0][headers.index("Latency (ms)")] == "1.00 +- 0.05"  # was "1 +- 0.051"

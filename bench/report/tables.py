@@ -559,10 +559,9 @@ def front_table(rows: list[dict], records: list[dict], labels: dict[str, str]) -
         record = by_key[row["key"]]["row"]
         acc = float(record["acc_mean"])
         acc_text = f"{acc:.2f} +- {(float(record['acc_mean_hi']) - float(record['acc_mean_lo'])) / 2:.2f}"
+        # as the summary prints a latency: 2 decimals for value and interval alike (":.3g" printed 1.00 ms as "1")
         latency = (
-            ""
-            if row["latency_ms"] is None
-            else f"{row['latency_ms']:.3g} +- {(row['latency_ms_hi'] - row['latency_ms_lo']) / 2:.2g}"
+            "" if row["latency_ms"] is None else _interval_text(row["latency_ms"], row["latency_ms_lo"], row["latency_ms_hi"], 2)
         )
         zoo = labels.get(row["zoo"], "") if row.get("zoo") else "-"
         verdict = "" if not row.get("zoo") else ("yes" if row["dominates"] else f"no: {row['why_not']}")
