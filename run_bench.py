@@ -396,6 +396,10 @@ def _trial_text(trial: dict) -> str:
 
 EVENT_TEXT = {
     "skip": lambda cell: f"= {_cell_label(cell)}: cached result, skipped (use --force to recompute)",
+    "reused": lambda cell: (
+        f"= {_cell_label(cell)}: the same cell (data, model, training, seed) finished in study {cell['reused_from']!r}: "
+        "its record and checkpoints reused (use --force to recompute)"
+    ),
     "start": lambda cell: f"> {_cell_label(cell)}",
     "wait": lambda cell: f"~ {_cell_label(cell)}: another run of this study is computing it; waiting for its result",
     "done": _done_text,

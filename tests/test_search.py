@@ -10,7 +10,7 @@ from helpers import TINY_SLIMNET, tiny_study
 from bench.analysis.front import front_rows
 from bench.analysis.pipeline_search import run_search, space_key, spread, suggest_pipeline
 from bench.settings import SearchSettings, StudyConfigError
-from bench.store.records import load_records, read_search, read_timing, read_trials
+from bench.store.records import load_records, read_search, read_timing, read_trials, search_study_name
 from bench.study.config import validate_config
 
 # the tiny models stay below the majority predictor: the promotion floor is lifted so the fixture promotes one
@@ -161,6 +161,21 @@ def test_the_promoted_front_is_timed_and_compared_with_the_zoo(finished_search):
     promoted = next(r for r in records if r["row"]["config_hash"] == summary["promoted"][0])
     assert promoted["cell"]["finetune"]["limit_train"] is None  # the study's fine-tune, not the screening one
     assert read_search(results, config["study"])["promoted"] == summary["promoted"]
+
+
+def test_screened_trials_leave_the_test_split_unseen_and_promoted_members_do_not(finished_search):
+    config, results, summary, _ = finished_search
+    trials = load_records(results, search_study_name(config["study"]))
+    assert trials and all(r["cell"]["validation_only"] for r in trials)
+    for record in trials:
+        row = record["row"]
+        assert float(row["acc_mean_val"]) > 0
+        # nothing measured on the test split: no test accuracy (before or after the fine-tune), no predictions
+        assert row["acc_mean"] == "" and row["acc_mean_nofinetune"] in ("", None) and row["mA"] == ""
+        assert "test_predictions" not in record and record["per_attribute"] == []
+    promoted = next(r for r in load_records(results, config["study"]) if r["row"]["config_hash"] == summary["promoted"][0])
+    assert "validation_only" not in promoted["cell"] and float(promoted["row"]["acc_mean"]) > 0
+    assert "test_predictions" in promoted
 
 
 def test_a_longer_search_reuses_every_finished_trial(finished_search):

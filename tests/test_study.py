@@ -126,3 +126,31 @@ def test_the_summary_averages_seeds_of_one_experiment_only(tmp_path, cache_dir):
         own = frame[(frame["model"] == "slimnet") & (frame["epochs"] == epochs)]["acc_mean"]
         assert len(own) == 2
         assert row[acc].startswith(f"{own.mean():.2f} +- {own.std():.2f}")  # mean +- sd over its own two seeds
+
+
+def test_a_study_reuses_the_same_cell_finished_in_another_study_and_force_trains_it_again(tmp_path, cache_dir):
+    import torch
+
+    from bench.store.records import load_records
+
+    results = str(tmp_path / "results")
+    first = run_study(tiny_study(timing={"latency": False}), results)
+    events = []
+    other = tiny_study("other", compressions=["svd:rank_ratio=0.5"], finetune={"epochs": 0}, timing={"latency": False})
+    rows = run_study(other, results, on_event=_log(events))
+    # the majority and Slim-Net cells are the unit study's in all but the study: reused, not trained; the variant is new
+    # and starts from the copied checkpoints
+    assert events[1:] == [("reused", MAJORITY), ("reused", "slimnet"), ("start", "slimnet"), ("done", "slimnet")]
+    records = {r["row"]["config_hash"]: r for r in load_records(results, "other")}
+    base = next(r for r in records.values() if r["cell"]["model"] == "slimnet" and not r["cell"].get("compression"))
+    trained = next(r for r in first if r["model"] == "slimnet")
+    assert base["reused_from"] == "unit" and base["row"]["study"] == "other" and base["cell"]["study"] == "other"
+    assert base["row"]["config_hash"] == config_hash(base["cell"]) != trained["config_hash"]
+    assert float(base["row"]["acc_mean"]) == float(trained["acc_mean"])
+    assert {p["study"] for p in base["per_attribute"] + base["history"]} == {"other"}
+    model_file = os.path.join(results, "other", "checkpoints", base["row"]["config_hash"], "model.pt")
+    assert torch.load(model_file, weights_only=True)["config_hash"] == base["row"]["config_hash"]
+    assert len(rows) == 3
+    events.clear()
+    run_study(other, results, force=True, on_event=_log(events))
+    assert ("start", "slimnet") in events and ("reused", "slimnet") not in events

@@ -2,7 +2,8 @@
 
 Each trial is a pipeline (prune -> Tucker-2 of the stem -> SVD -> int8, each step optional) that Optuna's
 multi-objective sampler (NSGA-II or TPE) proposes from the trials so far, for two objectives: the mean
-accuracy on the **validation** split (the test split stays unseen until the front is reported) and the
+accuracy on the **validation** split (a trial's cell is ``validation_only``: the test split stays unseen until the promoted
+front is reported) and the
 latency in ``search.runtime`` at ``search.batch`` as a ratio to the uncompressed model, the two timed
 interleaved in the same blocks right after the trial (a quantized candidate in the runtime's int8 form).
 
@@ -111,14 +112,18 @@ def suggest_pipeline(trial, settings: SearchSettings, stem: str | None, int8: di
     return [validate_step(step) for step in steps]
 
 
-def trial_cell(base_cell: dict, steps: list[dict], finetune: FinetuneSettings, study: str, name: str) -> dict:
+def trial_cell(
+    base_cell: dict, steps: list[dict], finetune: FinetuneSettings, study: str, name: str, validation_only: bool = False
+) -> dict:
     """Return the cell of a pipeline of ``base_cell``'s trained model: in the study ``study`` (the search's, or the
-    searched one for a promoted member), named ``name``, fine-tuned with ``finetune``."""
+    searched one for a promoted member), named ``name``, fine-tuned with ``finetune``; ``validation_only`` (a screened
+    trial) evaluates it on the validation split alone, so the test split stays unseen until the front is reported."""
     elsewhere = {"base_study": base_cell["study"]} if study != base_cell["study"] else {}
     return {
         **base_cell,
         "study": study,
         **elsewhere,
+        **({"validation_only": True} if validation_only else {}),
         "variant": name,
         "compression": steps,
         "finetune": finetune.to_dict(),
@@ -443,20 +448,20 @@ def _ask(run: SearchRun, width: int) -> list[tuple[object, dict]]:
     for trial in [run.study.ask() for _ in range(width)]:
         steps = suggest_pipeline(trial, run.settings, run.stem, run.config["timing"]["int8"])
         if not steps:  # every knob off: the searched model itself, its ratio 1 by definition
-            for key in ("params", "macs", "acc_mean"):
+            for key in ("params", "macs"):
                 trial.set_user_attr(key, run.base_record["row"][key])
             for key, value in (("variant", "(uncompressed)"), ("config_hash", run.base_hash), ("repeat_of", "searched model")):
                 trial.set_user_attr(key, value)
             _answer(run, trial, run.base_val, 1.0)
             continue
         name = variant_name(steps)
-        cell = trial_cell(run.base_cell, steps, run.screen, run.search_name, name)
+        cell = trial_cell(run.base_cell, steps, run.screen, run.search_name, name, validation_only=True)
         key = config_hash(cell)
         for attr, value in (("variant", name), ("compression", variant_label(steps)), ("config_hash", key)):
             trial.set_user_attr(attr, value)
         if key in evaluated:  # a pipeline already run: its cell answers, and the budget keeps its trial
             earlier = evaluated[key]
-            for attr in ("params", "macs", "acc_mean", "runtime", "latency_ratio_lo", "latency_ratio_hi"):
+            for attr in ("params", "macs", "runtime", "latency_ratio_lo", "latency_ratio_hi"):
                 trial.set_user_attr(attr, earlier.user_attrs.get(attr, ""))
             trial.set_user_attr("repeat_of", earlier.number)
             _answer(run, trial, earlier.values[0], float(earlier.user_attrs["latency_ratio"]))
@@ -477,7 +482,7 @@ def _tell(run: SearchRun, trial, key: str, status: str, result) -> None:
         run.study.tell(trial, state=optuna.trial.TrialState.FAIL)
         return
     row = result["row"]
-    for column in ("params", "macs", "acc_mean"):
+    for column in ("params", "macs"):
         trial.set_user_attr(column, row[column])
     model = models.load_model(os.path.join(run.search_folder, "checkpoints", key, "model.pt")).eval()
     try:

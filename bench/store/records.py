@@ -177,6 +177,19 @@ def record_path(results_dir: str, cell: dict, cell_hash: str | None = None) -> s
     return os.path.join(study_dir(results_dir, cell["study"]), "cells", f"{cell['model']}-{cell_hash or config_hash(cell)}.json")
 
 
+def twin_record_path(results_dir: str, cell: dict) -> str | None:
+    """Return the path of the record of ``cell``'s twin: the same cell (data, model, training, compression, seed: all but
+    ``study``) finished in another study of ``results_dir``; None when no other study has one."""
+    if not os.path.isdir(results_dir):
+        return None
+    for study in sorted(os.listdir(results_dir)):
+        if study != cell["study"] and os.path.isdir(os.path.join(results_dir, study, "cells")):
+            path = record_path(results_dir, {**cell, "study": study})
+            if os.path.isfile(path):
+                return path
+    return None
+
+
 def _record_problem(name: str, record) -> str:
     if not isinstance(record, dict) or not isinstance(record.get("row"), dict) or not isinstance(record.get("cell"), dict):
         return "not a cell record (no 'row' and 'cell' mappings)"

@@ -445,7 +445,6 @@ TRIAL_COLUMNS = (
     "params",
     "macs",
     "acc_mean_val",
-    "acc_mean",
     "runtime",
     "latency_ratio",
     "latency_ratio_lo",

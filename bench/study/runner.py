@@ -25,6 +25,7 @@ import functools
 import json
 import math
 import os
+import shutil
 import time
 from typing import Callable
 
@@ -48,6 +49,7 @@ from bench.store.records import (
     read_timing,
     record_path,
     study_dir,
+    twin_record_path,
     write_csv_atomic,
     write_tables,
 )
@@ -68,7 +70,13 @@ from bench.study.executors import ExecutorError, RayExecutor, SequentialExecutor
 from bench.study.preflight import preflight
 from bench.study.timing_phase import run_timing_phase
 from bench.study.variants import variant_label
-from bench.training.evaluate import evaluate_cell_model, evaluate_majority, model_inputs, pse_mask_record
+from bench.training.evaluate import (
+    evaluate_cell_model,
+    evaluate_majority,
+    evaluate_validation,
+    model_inputs,
+    pse_mask_record,
+)
 from bench.training.pipeline import compress_and_finetune
 from bench.training.setups import training_setup
 from bench.training.teacher import SoftTargets, soft_targets
@@ -127,7 +135,15 @@ def _trained_model(cell: dict, data, config: TrainSettings, checkpoint_dir, base
         timed = layer_timing and layer_timing["runtimes"]
         per_layer = {**layer_timing, "probe": deploy.LoadProbe(layer_timing["threads"])} if timed else None
         compressed = compress_and_finetune(
-            model, data, cell["compression"], cell["finetune"], config, progress, per_layer, teacher
+            model,
+            data,
+            cell["compression"],
+            cell["finetune"],
+            config,
+            progress,
+            per_layer,
+            teacher,
+            test_split=not cell.get("validation_only"),
         )
         model = compressed.model
     return model.cpu().to(memory_format=torch.contiguous_format).eval(), result, compressed
@@ -160,7 +176,7 @@ def _result_row(
             "epochs": config.epochs,
             "batch_size": config.batch_size,
             "lr": config.lr,
-            "ppp": evaluation.values["mA"] / params_m if params_m > 0 else None,
+            "ppp": evaluation.values["mA"] / params_m if params_m > 0 and "mA" in evaluation.values else None,
             "train_setup": result.setup,
             "train_seconds": result.train_seconds,
             "best_epoch": result.best_epoch,
@@ -215,14 +231,17 @@ def compute_record(
         int8 = _int8_deployed(model, data)  # a quantized model's accuracy and size are its int8 form's, whatever is timed
         # the validation logits training computed last for the model it returns (its best epoch's), not computed again
         trained_logits = compressed.val_logits if compressed else result.best_val_logits
-        evaluation = evaluate_cell_model(
-            cell,
-            model,
-            data,
-            deployed=int8,
-            val_logits=trained_logits,
-            test_logits=compressed.test_logits if compressed else None,
-        )
+        if cell.get("validation_only"):  # a search's screened trial: the test split stays unseen
+            evaluation = evaluate_validation(cell, model, data, deployed=int8, val_logits=trained_logits)
+        else:
+            evaluation = evaluate_cell_model(
+                cell,
+                model,
+                data,
+                deployed=int8,
+                val_logits=trained_logits,
+                test_logits=compressed.test_logits if compressed else None,
+            )
         if checkpoint_dir:  # the final (trained, or compressed and fine-tuned) model, rebuildable by models.load_model
             checkpoint = models.model_checkpoint(model, config_hash=config_hash(cell))
             write_atomically(os.path.join(checkpoint_dir, "model.pt"), lambda partial: torch.save(checkpoint, partial))
@@ -240,7 +259,7 @@ def compute_record(
         "reliability": evaluation.reliability,
         "layers": layers,
         "pse_masks": masks,
-        **_test_bits(data, evaluation),
+        **(_test_bits(data, evaluation) if evaluation.predictions is not None else {}),
     }
 
 
@@ -266,8 +285,10 @@ class CellResultError(RuntimeError):
     """A cell finished with metrics that are not numbers; it is not cached (the message names the cell)."""
 
 
-# Row columns that must be finite numbers before a record is cached.
+# Row columns that must be finite numbers before a record is cached (a search's screened trial, ``validation_only``: the
+# validation accuracy it is ranked by).
 REQUIRED_METRICS = ("acc_mean", "mA", "f1", "hamming_loss")
+REQUIRED_VALIDATION_METRICS = ("acc_mean_val",)
 
 
 def _finite(value) -> bool:
@@ -283,7 +304,8 @@ def check_row(cell: dict, row: dict) -> None:
     Raises:
         CellResultError: a metric is NaN, infinite or missing (named, with the cell).
     """
-    bad = [k for k in REQUIRED_METRICS if not _finite(row.get(k))]
+    required = REQUIRED_VALIDATION_METRICS if cell.get("validation_only") else REQUIRED_METRICS
+    bad = [k for k in required if not _finite(row.get(k))]
     if bad:
         raise CellResultError(
             f"cell {cell['model']} {cell.get('variant', '')} seed {cell['seed']}: metrics {bad} are "
@@ -297,6 +319,43 @@ def base_cell_of(cell: dict) -> dict:
     return {"study": cell.get("base_study") or cell["study"], "model": cell["model"]}
 
 
+def _copy_checkpoints(source: str, target: str, cell: dict) -> None:
+    """Copy a cell's checkpoint folder ``source`` (training state, final model, teacher outputs) to ``target``, each file
+    atomically; the final model's file names ``cell``'s hash as a checkpoint written here would."""
+    for name in sorted(os.listdir(source)) if os.path.isdir(source) else []:
+        path = os.path.join(source, name)
+        if not os.path.isfile(path) or name.endswith(".partial"):
+            continue
+        if name == "model.pt":
+            checkpoint = {**torch.load(path, map_location="cpu", weights_only=True), "config_hash": config_hash(cell)}
+            write_atomically(os.path.join(target, name), lambda partial, c=checkpoint: torch.save(c, partial))
+        else:
+            write_atomically(os.path.join(target, name), lambda partial, p=path: shutil.copyfile(p, partial))
+
+
+def adopt_twin(results_dir: str, cell: dict) -> dict | None:
+    """Return ``cell``'s record taken from its twin in another study (``bench.store.records.twin_record_path``: the same
+    cell in all but its study, e.g. the default study's Slim-Net in the search's config), with the twin's checkpoints copied
+    to this study; its rows name this study and cell, ``reused_from`` the study that computed it. None when there is no
+    valid twin (or its final model is missing)."""
+    path = twin_record_path(results_dir, cell)
+    twin = read_record(path) if path else None
+    if twin is None:
+        return None
+    source = os.path.join(study_dir(results_dir, twin["cell"]["study"]), "checkpoints", twin["row"]["config_hash"])
+    if cell["model"] != MAJORITY and not os.path.isfile(os.path.join(source, "model.pt")):
+        return None
+    _copy_checkpoints(source, os.path.join(study_dir(results_dir, cell["study"]), "checkpoints", config_hash(cell)), cell)
+    ours = identity(cell)
+    return {
+        **twin,
+        "cell": cell,
+        "row": {**twin["row"], **ours, "group_hash": group_hash(cell)},
+        **{key: [{**row, **ours} for row in twin.get(key, [])] for key in ("per_attribute", "history", "layers")},
+        "reused_from": twin.get("reused_from") or twin["cell"]["study"],
+    }
+
+
 def compute_and_store(
     cell: dict,
     results_dir: str,
@@ -308,8 +367,9 @@ def compute_and_store(
     on_event: Callable[[str, dict], None] | None = None,
 ) -> tuple[str, dict, dict | None]:
     """Take a cell's lock, compute it (:func:`compute_record`) and write its record; return ``('done', cell, record)``,
-    or ``('skip', cell, None)`` when a valid record exists (written by another run while this one waited for the lock;
-    with ``force``, one written after ``started``).
+    ``('reused', cell, record)`` when another study of ``results_dir`` had finished the same cell (:func:`adopt_twin`; not
+    with ``force``), or ``('skip', cell, None)`` when a valid record exists (written by another run while this one waited
+    for the lock; with ``force``, one written after ``started``).
 
     The function executors run (in this process, or as a Ray task on any machine that sees
     ``results_dir``): the record is written atomically by whoever computes the cell, so a lost driver
@@ -331,34 +391,48 @@ def compute_and_store(
     try:
         if read_record(path) is not None and (not force or os.path.getmtime(path) >= started):
             return "skip", cell, None
-        if cell.get("base_hash"):
-            # the base cell may be training in another run: its weights are this cell's start
-            with file_lock(record_path(results_dir, base_cell_of(cell), cell["base_hash"])):
-                pass
-        if cell.get("teacher_hash"):  # so may the cell of the model its fine-tune distils from
-            with file_lock(
-                record_path(results_dir, {"study": cell["study"], "model": cell["finetune"]["teacher"]}, cell["teacher_hash"])
-            ):
-                pass
-        on_event("start", cell)
-        checkpoint_dir = os.path.join(study_dir(results_dir, cell["study"]), "checkpoints", config_hash(cell))
-        if force and os.path.isdir(checkpoint_dir):
-            for name in ("last.pt", "best.pt"):
-                if os.path.isfile(os.path.join(checkpoint_dir, name)):
-                    os.unlink(os.path.join(checkpoint_dir, name))
-        data = data if data is not None else load_data(cell["data"], progress)
-        base_checkpoint_dir = (
-            os.path.join(study_dir(results_dir, base_cell_of(cell)["study"]), "checkpoints", cell["base_hash"])
-            if cell.get("base_hash")
-            else None
-        )
-        record = compute_record(cell, data, checkpoint_dir, progress, layer_timing, base_checkpoint_dir)
-        check_row(cell, record["row"])
-        _write_record(path, record)
+        record = None if force else adopt_twin(results_dir, cell)
+        if record is not None:
+            kind = "reused"
+            _write_record(path, record)
+        else:
+            kind = "done"
+            record = _compute_locked(cell, results_dir, data, force, layer_timing, progress, on_event)
     finally:
         lock.release()
     write_tables(results_dir, cell["study"])
-    return "done", cell, record
+    return kind, cell, record
+
+
+def _compute_locked(cell: dict, results_dir: str, data, force: bool, layer_timing, progress, on_event) -> dict:
+    """Compute a cell whose lock this run holds (its base and teacher cells finished first) and write its record; return
+    the record."""
+    path = record_path(results_dir, cell)
+    if cell.get("base_hash"):
+        # the base cell may be training in another run: its weights are this cell's start
+        with file_lock(record_path(results_dir, base_cell_of(cell), cell["base_hash"])):
+            pass
+    if cell.get("teacher_hash"):  # so may the cell of the model its fine-tune distils from
+        with file_lock(
+            record_path(results_dir, {"study": cell["study"], "model": cell["finetune"]["teacher"]}, cell["teacher_hash"])
+        ):
+            pass
+    on_event("start", cell)
+    checkpoint_dir = os.path.join(study_dir(results_dir, cell["study"]), "checkpoints", config_hash(cell))
+    if force and os.path.isdir(checkpoint_dir):
+        for name in ("last.pt", "best.pt"):
+            if os.path.isfile(os.path.join(checkpoint_dir, name)):
+                os.unlink(os.path.join(checkpoint_dir, name))
+    data = data if data is not None else load_data(cell["data"], progress)
+    base_checkpoint_dir = (
+        os.path.join(study_dir(results_dir, base_cell_of(cell)["study"]), "checkpoints", cell["base_hash"])
+        if cell.get("base_hash")
+        else None
+    )
+    record = compute_record(cell, data, checkpoint_dir, progress, layer_timing, base_checkpoint_dir)
+    check_row(cell, record["row"])
+    _write_record(path, record)
+    return record
 
 
 def run_study(
@@ -455,6 +529,8 @@ def compute_cells(
         if kind == "done":
             computed += 1
             on_event("done", {**cell, "row": record["row"]})
+        elif kind == "reused":
+            on_event("reused", {**cell, "reused_from": record["reused_from"]})
         else:
             on_event("skip", cell)
     return cells, data, computed

@@ -126,6 +126,23 @@ def evaluate_cell_model(
     return Evaluation(with_intervals(values, test_labels, predictions), per_attribute, reliability, predictions)
 
 
+def evaluate_validation(cell: dict, model, data: FaceAttributeData, deployed=None, val_logits=None) -> Evaluation:
+    """Return the :class:`Evaluation` of a model on the validation split only, for a search's screened trial (its cell
+    ``validation_only``): ``values`` holds ``acc_mean_val`` (percent), what the search ranks by; no per-attribute rows, no
+    reliability data, no predictions, and the test split stays unseen. ``deployed`` and ``val_logits`` as in
+    :func:`evaluate_cell_model`."""
+    train_cfg = cell["train"]
+    batch = train_cfg.get("eval_batch_size", 64)
+    if deployed is not None:
+        val_logits = runtime_logits(deployed, data, model.data_config, "val", batch)
+    elif val_logits is None:
+        val_logits = predict_logits(
+            model, data, "val", batch, train_cfg.get("device", "auto"), train_cfg.get("channels_last", True)
+        )
+    probs = _sigmoid(np.nan_to_num(val_logits, nan=0.0))
+    return Evaluation({"acc_mean_val": float(metrics.per_attribute_accuracy(data.labels[data.splits["val"]], probs).mean())})
+
+
 def validation_accuracy(cell: dict, model, data: FaceAttributeData) -> float:
     """Return a float model's mean accuracy (percent) on the validation split, evaluated as :func:`evaluate_cell_model`
     does (the ``acc_mean_val`` of records written before that column existed)."""

@@ -170,7 +170,8 @@ class CompressionResult:
     """What a compress -> fine-tune pipeline returns.
 
     ``layer_rows`` is the per-layer speed-up table, each step against the model before it;
-    ``acc_mean_nofinetune`` the test mean accuracy right after compression (and ``bn_recalibration``); ``history`` and
+    ``acc_mean_nofinetune`` the test mean accuracy right after compression (and ``bn_recalibration``; None when the pipeline
+    ran without the test split); ``history`` and
     ``finetune_seconds`` cover every fine-tune of the pipeline; ``factor_groups`` names the factor
     layers of every factorized layer; ``val_logits`` are the final model's validation logits when its last fine-tune
     computed them (None when a step changed the model after it, or nothing was fine-tuned); ``test_logits`` the final
@@ -180,7 +181,7 @@ class CompressionResult:
     model: nn.Module
     reports: list[compress.CompressionReport] = field(default_factory=list)
     layer_rows: list[dict] = field(default_factory=list)
-    acc_mean_nofinetune: float = float("nan")
+    acc_mean_nofinetune: float | None = None
     history: list[dict] = field(default_factory=list)
     finetune_seconds: float = 0.0
     factor_groups: list[list[str]] = field(default_factory=list)
@@ -261,6 +262,7 @@ def compress_and_finetune(
     progress=None,
     layer_timing: dict | None = None,
     teacher: SoftTargets | None = None,
+    test_split: bool = True,
 ) -> CompressionResult:
     """Apply the pipeline ``steps`` to a trained ``model`` and fine-tune the result.
 
@@ -273,7 +275,8 @@ def compress_and_finetune(
     image: ``bench.training.teacher.soft_targets``; None: the uncompressed ``model``'s, computed here without a cache;
     temperature ``finetune.temperature``).
     ``layer_timing`` holds the per-layer timer's settings
-    (``bench.study.layer_speedup.layer_speedup_table``; None: theoretical speed-ups only).
+    (``bench.study.layer_speedup.layer_speedup_table``; None: theoretical speed-ups only). ``test_split`` False leaves the
+    test split unseen (a search's screened trial): no accuracy before the fine-tune.
 
     Raises:
         ValueError: an invalid step option or fine-tune field (named in the message).
@@ -296,15 +299,16 @@ def compress_and_finetune(
             train_config.device,
             train_config.channels_last,
         )
-    test_logits = predict_logits(
-        current, data, "test", train_config.eval_batch_size, train_config.device, train_config.channels_last
-    )
-    result.acc_mean_nofinetune = float(per_attribute_accuracy(data.labels[data.splits["test"]], expit(test_logits)).mean())
     qat = bool(last and last.get("qat"))
     # Post-training quantization of an unchanged model has nothing to recover: the fine-tune would only retrain it.
     tunes = finetune.epochs > 0 and (shaping or qat)
-    if not tunes and not last:  # the model evaluated before a fine-tune is the final one: its test logits are its own
-        result.test_logits = test_logits
+    if test_split:
+        test_logits = predict_logits(
+            current, data, "test", train_config.eval_batch_size, train_config.device, train_config.channels_last
+        )
+        result.acc_mean_nofinetune = float(per_attribute_accuracy(data.labels[data.splits["test"]], expit(test_logits)).mean())
+        if not tunes and not last:  # the model evaluated before a fine-tune is the final one: its test logits are its own
+            result.test_logits = test_logits
     if tunes:
         tuned = (
             _qat_finetune(current, data, finetune, train_config, result.factor_groups, progress, teacher, last)
