@@ -337,7 +337,11 @@ def adopt_twin(results_dir: str, cell: dict) -> dict | None:
     """Return ``cell``'s record taken from its twin in another study (``bench.store.records.twin_record_path``: the same
     cell in all but its study, e.g. the default study's Slim-Net in the search's config), with the twin's checkpoints copied
     to this study; its rows name this study and cell, ``reused_from`` the study that computed it. None when there is no
-    valid twin (or its final model is missing)."""
+    valid twin (or its final model is missing).
+
+    Raises:
+        OSError: a checkpoint file cannot be read or written.
+    """
     path = twin_record_path(results_dir, cell)
     twin = read_record(path) if path else None
     if twin is None:
