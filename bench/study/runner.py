@@ -245,7 +245,7 @@ def compute_record(
         if checkpoint_dir:  # the final (trained, or compressed and fine-tuned) model, rebuildable by models.load_model
             checkpoint = models.model_checkpoint(model, config_hash=config_hash(cell))
             write_atomically(os.path.join(checkpoint_dir, "model.pt"), lambda partial: torch.save(checkpoint, partial))
-        masks = pse_mask_record(model, data)
+        masks = {} if cell.get("validation_only") else pse_mask_record(model, data)  # drawn on test images
         costs = cost_columns(model, model.data_config["input_size"], shipped=int8.artifact[1] if int8 else None)
     row = _result_row(cell, data, config, model, result, compressed, evaluation, costs, shared_columns)
     history = [{**identity(cell), **h} for h in (compressed.history if compressed else result.history)]
