@@ -78,13 +78,7 @@ def evaluate_cell_model(
     ``TrainResult.best_val_logits``: the same weights, batch size and memory format), else None; ``test_logits`` likewise
     on the test split (``CompressionResult.test_logits``), else None.
     """
-    train_cfg = cell["train"]
-    # The training's memory format: channels_last evaluates Slim-Net 2.4x faster on the CPU (same logits to 1e-6).
-    batch, device, channels_last = (
-        train_cfg.get("eval_batch_size", 64),
-        train_cfg.get("device", "auto"),
-        train_cfg.get("channels_last", True),
-    )
+    batch, device, channels_last = _eval_options(cell)
     if deployed is not None:
         test_logits = runtime_logits(deployed, data, model.data_config, "test", batch)
         val_logits = runtime_logits(deployed, data, model.data_config, "val", batch)
@@ -114,7 +108,7 @@ def evaluate_cell_model(
             "acc_mean_tuned": float(tuned_acc.mean()),
             "f1_tuned": float(tuned_f1.mean()),
             # what a search ranks candidates by, so that the test split stays unseen until the front is reported
-            "acc_mean_val": float(metrics.per_attribute_accuracy(val_labels, _sigmoid(val_logits)).mean()),
+            "acc_mean_val": _val_accuracy(data, val_logits),
         }
     )
     reliability = {}
@@ -126,36 +120,36 @@ def evaluate_cell_model(
     return Evaluation(with_intervals(values, test_labels, predictions), per_attribute, reliability, predictions)
 
 
+def _eval_options(cell: dict) -> tuple[int, str, bool]:
+    """Return the batch size, device and memory format a cell's model is evaluated with: its training's (channels_last
+    evaluates Slim-Net 2.4x faster on the CPU, same logits to 1e-6)."""
+    train_cfg = cell["train"]
+    return train_cfg.get("eval_batch_size", 64), train_cfg.get("device", "auto"), train_cfg.get("channels_last", True)
+
+
+def _val_accuracy(data: FaceAttributeData, val_logits: np.ndarray) -> float:
+    """Return the mean accuracy (percent) of validation logits (a diverged model's NaN counts as 'negative')."""
+    probs = _sigmoid(np.nan_to_num(val_logits, nan=0.0))
+    return float(metrics.per_attribute_accuracy(data.labels[data.splits["val"]], probs).mean())
+
+
 def evaluate_validation(cell: dict, model, data: FaceAttributeData, deployed=None, val_logits=None) -> Evaluation:
     """Return the :class:`Evaluation` of a model on the validation split only, for a search's screened trial (its cell
     ``validation_only``): ``values`` holds ``acc_mean_val`` (percent), what the search ranks by; no per-attribute rows, no
     reliability data, no predictions, and the test split stays unseen. ``deployed`` and ``val_logits`` as in
     :func:`evaluate_cell_model`."""
-    train_cfg = cell["train"]
-    batch = train_cfg.get("eval_batch_size", 64)
+    batch, device, channels_last = _eval_options(cell)
     if deployed is not None:
         val_logits = runtime_logits(deployed, data, model.data_config, "val", batch)
     elif val_logits is None:
-        val_logits = predict_logits(
-            model, data, "val", batch, train_cfg.get("device", "auto"), train_cfg.get("channels_last", True)
-        )
-    probs = _sigmoid(np.nan_to_num(val_logits, nan=0.0))
-    return Evaluation({"acc_mean_val": float(metrics.per_attribute_accuracy(data.labels[data.splits["val"]], probs).mean())})
+        val_logits = predict_logits(model, data, "val", batch, device, channels_last)
+    return Evaluation({"acc_mean_val": _val_accuracy(data, val_logits)})
 
 
 def validation_accuracy(cell: dict, model, data: FaceAttributeData) -> float:
     """Return a float model's mean accuracy (percent) on the validation split, evaluated as :func:`evaluate_cell_model`
     does (the ``acc_mean_val`` of records written before that column existed)."""
-    train_cfg = cell["train"]
-    logits = predict_logits(
-        model,
-        data,
-        "val",
-        train_cfg.get("eval_batch_size", 64),
-        train_cfg.get("device", "auto"),
-        train_cfg.get("channels_last", True),
-    )
-    return float(metrics.per_attribute_accuracy(data.labels[data.splits["val"]], _sigmoid(np.nan_to_num(logits, nan=0.0))).mean())
+    return evaluate_validation(cell, model, data).values["acc_mean_val"]
 
 
 def evaluate_majority(cell: dict, data: FaceAttributeData) -> Evaluation:
