@@ -204,3 +204,73 @@ def test_bf16_keeps_large_kernel_depthwise_convs_in_fp32_and_only_while_training
     with setup.autocast(torch.device("cpu")):
         model(torch.randn(2, 3, 16, 16))
     assert seen["1"][1] == torch.bfloat16  # hooks removed: the layer is autocast again
+
+
+def _chained_model():
+    from collections import OrderedDict
+
+    from torch import nn
+
+    return nn.Sequential(
+        OrderedDict(
+            stem=nn.Sequential(  # a CP stem: 1x1 expansion, 7x7 stride-2 depthwise, 1x1
+                nn.Conv2d(3, 12, 1, bias=False), nn.Conv2d(12, 12, 7, 2, 3, groups=12, bias=False), nn.Conv2d(12, 16, 1)
+            ),
+            mid=nn.Sequential(nn.Conv2d(16, 24, 1, bias=False), nn.Conv2d(24, 8, 3, 2, 1, bias=False)),  # Tucker-2 like
+            reducing=nn.Sequential(nn.Conv2d(8, 4, 1, bias=False), nn.Conv2d(4, 4, 3, padding=1, groups=4)),
+            biased=nn.Sequential(nn.Conv2d(4, 6, 1), nn.Conv2d(6, 6, 3, padding=1, groups=6)),  # padding a bias is not zero
+            pool=nn.AdaptiveAvgPool2d(1),
+        )
+    )
+
+
+def test_expanding_chains_train_merged_with_the_same_outputs_and_gradients_and_are_restored():
+    from bench.training.setups import expanding_chains
+
+    torch.manual_seed(0)
+    model = _chained_model().double()
+    assert expanding_chains(model) == ("stem", "mid")
+    x = torch.randn(3, 3, 23, 19, dtype=torch.float64)
+    factored = model(x)
+    factored.square().sum().backward()
+    expected = {name: p.grad.clone() for name, p in model.named_parameters()}
+    model.zero_grad()
+    setup = TrainingSetup.for_model(model, channels_last=False, bf16=False)
+    assert setup.merged_chains == ("stem", "mid")
+    assert setup.describe() == "NCHW, fp32, 2 expanding 1x1 convs merged into the next"
+    handles = setup.apply(model)
+    assert "forward" in model.stem.__dict__
+    merged = model(x)
+    merged.square().sum().backward()
+    torch.testing.assert_close(merged, factored, rtol=1e-10, atol=1e-10)
+    for name, p in model.named_parameters():
+        torch.testing.assert_close(p.grad, expected[name], rtol=1e-9, atol=1e-10, msg=name)
+    for handle in handles:
+        handle.remove()
+    assert "forward" not in model.stem.__dict__ and "forward" not in model.mid.__dict__
+
+
+def test_a_cp_stem_slimnet_trains_its_stem_merged_and_nothing_of_it_in_fp32():
+    import compress
+    import models
+
+    model = models.create_model("slimnet")
+    model, _ = compress.apply(model, "cp", torch.zeros(1, *model.data_config["input_size"]), rank_ratio=0.25, layers="conv1.*")
+    setup = TrainingSetup.for_model(model, channels_last=True, bf16=True)
+    assert setup.merged_chains == ("conv1.0",)
+    assert not any(name.startswith("conv1.") for name in setup.fp32_layers)  # its 7x7 depthwise factor runs merged
+
+
+def test_a_model_with_nncf_fake_quantization_merges_nothing():
+    import nncf
+
+    from bench.training.pipeline import _QuantizationWrapper
+    from bench.training.setups import expanding_chains
+
+    model = _chained_model()
+    model.data_config = {"input_size": (3, 23, 19)}
+    assert expanding_chains(model) == ("stem", "mid")
+    wrapped = nncf.quantize(
+        _QuantizationWrapper(model.eval()), nncf.Dataset([torch.randn(1, 3, 23, 19) for _ in range(2)]), subset_size=2
+    )
+    assert expanding_chains(wrapped) == ()  # its quantizers hook each convolution as traced

@@ -206,3 +206,21 @@ def test_a_screen_without_finetune_reuses_its_test_logits_and_recalibrates_batch
     assert not torch.equal(plain.model.state_dict()[mean], recalibrated.model.state_dict()[mean])
     tuned = compress_and_finetune(model, tiny_synthetic, steps, {"epochs": 1, "limit_train": 16}, config)
     assert tuned.test_logits is None  # the fine-tune changed the model after its test logits were taken
+
+
+def test_a_cp_stem_fine_tunes_merged_and_its_row_says_so(tiny_synthetic):
+    from bench.study.runner import _setups_text
+
+    seed_everything(0)
+    model = models.create_model("slimnet", filter_count_values=[8, 8, 8, 8], initial_conv=[16, 7, 2])
+    config = TrainSettings(epochs=1, batch_size=16, lr=1e-3, precision="fp32")
+    trained = train_model(model, tiny_synthetic, config)
+    steps = parse_variant("cp:rank_ratio=0.5,layers=conv1.*,als_iters=5")
+    out = compress_and_finetune(model, tiny_synthetic, steps, {"epochs": 1, "limit_train": 16}, config)
+    assert out.model.conv1[0][0].out_channels > out.model.conv1[0][0].in_channels  # an expanding first factor
+    assert out.finetune_setup == "channels_last, fp32, 1 expanding 1x1 conv merged into the next"
+    assert "forward" not in out.model.conv1[0].__dict__  # the saved model computes its factors
+    assert _setups_text(trained.setup, out.finetune_setup) == (
+        "channels_last, fp32; fine-tune: channels_last, fp32, 1 expanding 1x1 conv merged into the next"
+    )
+    assert _setups_text(trained.setup, trained.setup) == trained.setup

@@ -4,7 +4,6 @@ in every training set-up the machine supports (``bench.training.setups``) agains
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from dataclasses import dataclass
 
@@ -14,7 +13,7 @@ import deploy
 import models
 from bench.study.costs import count_macs
 from bench.study.timing_phase import latency_row
-from bench.training.setups import TrainingSetup, native_bf16, slow_bf16_layers
+from bench.training.setups import TrainingSetup, native_bf16
 
 
 @dataclass(frozen=True)
@@ -151,9 +150,8 @@ def _training_step(model_name: str, setup: TrainingSetup, input_size, batch: int
     size = model.data_config["input_size"]
     if setup.channels_last:
         model.to(memory_format=torch.channels_last)
-    if setup.bf16:
-        setup = dataclasses.replace(setup, fp32_layers=slow_bf16_layers(model))
-        setup.apply(model)
+    setup = TrainingSetup.for_model(model, setup.channels_last, setup.bf16, setup.compiled)
+    setup.apply(model)
     if setup.compiled:
         model.compile()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)

@@ -133,7 +133,8 @@ RESULT_COLUMNS = (
     "acc_int8_delta",
     "int8_settings",
     "int8_note",
-    # training; train_setup: how its steps ran (bench.training.setups: memory format, precision, compilation); diverged: why
+    # training; train_setup: how its steps ran (bench.training.setups: memory format, precision, compilation, merged
+    # chains; a variant's fine-tune after '; fine-tune: ' where it ran otherwise); diverged: why
     # the training looks diverged ('' when it does not, see bench.training.train.divergence_reason)
     "train_setup",
     "train_seconds",

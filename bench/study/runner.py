@@ -149,6 +149,11 @@ def _trained_model(cell: dict, data, config: TrainSettings, checkpoint_dir, base
     return model.cpu().to(memory_format=torch.contiguous_format).eval(), result, compressed
 
 
+def _setups_text(train_setup: str, finetune_setup: str) -> str:
+    """Return the ``train_setup`` cell: the base's training set-up, and the fine-tune's where it differed."""
+    return f"{train_setup}; fine-tune: {finetune_setup}" if finetune_setup and finetune_setup != train_setup else train_setup
+
+
 def _result_row(
     cell: dict, data, config: TrainSettings, model, result, compressed, evaluation, costs: dict, shared_columns: dict
 ) -> dict:
@@ -177,7 +182,7 @@ def _result_row(
             "batch_size": config.batch_size,
             "lr": config.lr,
             "ppp": evaluation.values["mA"] / params_m if params_m > 0 and "mA" in evaluation.values else None,
-            "train_setup": result.setup,
+            "train_setup": _setups_text(result.setup, compressed.finetune_setup if compressed else ""),
             "train_seconds": result.train_seconds,
             "best_epoch": result.best_epoch,
             "diverged": "; ".join(r for r in diverged if r),

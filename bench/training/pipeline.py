@@ -172,7 +172,8 @@ class CompressionResult:
     ``layer_rows`` is the per-layer speed-up table, each step against the model before it;
     ``acc_mean_nofinetune`` the test mean accuracy right after compression (and ``bn_recalibration``; None when the pipeline
     ran without the test split); ``history`` and
-    ``finetune_seconds`` cover every fine-tune of the pipeline; ``factor_groups`` names the factor
+    ``finetune_seconds`` cover every fine-tune of the pipeline, ``finetune_setup`` is the last one's set-up
+    (``bench.training.setups.TrainingSetup.describe``; empty without a fine-tune); ``factor_groups`` names the factor
     layers of every factorized layer; ``val_logits`` are the final model's validation logits when its last fine-tune
     computed them (None when a step changed the model after it, or nothing was fine-tuned); ``test_logits`` the final
     model's test logits when nothing changed it after ``acc_mean_nofinetune`` was measured (else None).
@@ -184,6 +185,7 @@ class CompressionResult:
     acc_mean_nofinetune: float | None = None
     history: list[dict] = field(default_factory=list)
     finetune_seconds: float = 0.0
+    finetune_setup: str = ""
     factor_groups: list[list[str]] = field(default_factory=list)
     val_logits: np.ndarray | None = None
     test_logits: np.ndarray | None = None
@@ -251,6 +253,7 @@ def _apply_step(
 def _record_finetune(result: CompressionResult, tuned: TrainResult) -> None:
     result.history += tuned.history
     result.finetune_seconds += tuned.train_seconds
+    result.finetune_setup = tuned.setup
 
 
 def compress_and_finetune(
