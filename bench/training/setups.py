@@ -59,11 +59,12 @@ def slow_bf16_layers(model: nn.Module) -> tuple[str, ...]:
 
 def expanding_chains(model: nn.Module) -> tuple[str, ...]:
     """Return the names of ``model``'s ``nn.Sequential`` modules that start with a bias-free 1x1 convolution expanding its
-    channels (stride 1, no padding) and feeding a convolution that is dense or depthwise on those channels: a CP, CPD-EPC
-    or Tucker-2 factorized stem. A training set-up computes the two as one convolution (:func:`merged_forward`): the same
-    function of the same parameters, without the expanded tensor at the input's resolution (for the default's CP stem,
-    3 -> 37 channels at 218x178 before a 7x7 stride-2 depthwise conv). Machine D, ``python run_bench.py`` (the default
-    study): the CP stem fine-tuned in 26 s instead of 43 s, the CPD-EPC stem in 28 s instead of 38 s.
+    channels (stride 1, no padding) and feeding a convolution that is dense or depthwise on those channels: a CP or
+    CPD-EPC factorized stem (a Tucker-2 stem's first factor keeps at most its 3 input channels). A training set-up
+    computes the two as one convolution (:func:`merged_forward`): the same function of the same parameters, without the
+    expanded tensor at the input's resolution (for the default's CP stem, 3 -> 37 channels at 218x178 before a 7x7
+    stride-2 depthwise conv). Machine D, ``python run_bench.py`` (the default study): the CP stem fine-tuned in 26 s
+    instead of 43 s, the CPD-EPC stem in 28 s instead of 38 s.
 
     A model with NNCF's fake quantization has none: its quantizers hook each convolution as traced.
     """
