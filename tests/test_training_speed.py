@@ -261,6 +261,17 @@ def test_a_cp_stem_slimnet_trains_its_stem_merged_and_nothing_of_it_in_fp32():
     assert not any(name.startswith("conv1.") for name in setup.fp32_layers)  # its 7x7 depthwise factor runs merged
 
 
+def test_a_model_with_nncf_hooks_merges_nothing():
+    from nncf.torch.function_hook import wrap_model
+
+    from bench.training.setups import expanding_chains
+
+    model = _chained_model()
+    assert expanding_chains(model) == ("stem", "mid")
+    assert expanding_chains(wrap_model(model)) == ()  # NNCF's quantizers would hook each convolution as traced
+
+
+@pytest.mark.slow  # NNCF's first torch quantization on a machine builds its extension (30 s on machine D)
 def test_a_model_with_nncf_fake_quantization_merges_nothing():
     import nncf
 
