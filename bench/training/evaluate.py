@@ -11,6 +11,7 @@ from scipy.special import expit
 
 from bench import metrics
 from bench.data.loading import FaceAttributeData, iterate_batches, to_model_input
+from bench.settings import TrainSettings
 from bench.store.schema import identity
 from bench.training.train import predict_logits
 
@@ -123,8 +124,8 @@ def evaluate_cell_model(
 def _eval_options(cell: dict) -> tuple[int, str, bool]:
     """Return the batch size, device and memory format a cell's model is evaluated with: its training's (channels_last
     evaluates Slim-Net 2.4x faster on the CPU, same logits to 1e-6)."""
-    train_cfg = cell["train"]
-    return train_cfg.get("eval_batch_size", 64), train_cfg.get("device", "auto"), train_cfg.get("channels_last", True)
+    train = TrainSettings.from_mapping(cell["train"])
+    return train.eval_batch_size, train.device, train.channels_last
 
 
 def _val_accuracy(data: FaceAttributeData, val_logits: np.ndarray) -> float:
