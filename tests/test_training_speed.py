@@ -261,6 +261,17 @@ def test_a_cp_stem_slimnet_trains_its_stem_merged_and_nothing_of_it_in_fp32():
     assert not any(name.startswith("conv1.") for name in setup.fp32_layers)  # its 7x7 depthwise factor runs merged
 
 
+def test_a_slow_layer_after_a_merged_pair_stays_in_fp32():
+    from torch import nn
+
+    chain = nn.Sequential(
+        nn.Conv2d(3, 8, 1, bias=False), nn.Conv2d(8, 8, 7, padding=3, groups=8, bias=False), nn.Conv2d(8, 8, 7, groups=8)
+    )
+    setup = TrainingSetup.for_model(nn.Sequential(chain), channels_last=False, bf16=True)
+    assert setup.merged_chains == ("0",)
+    assert setup.fp32_layers == ("0.2",)  # "0.1" runs inside the merged conv; "0.2" still runs on its own
+
+
 def test_a_model_with_nncf_hooks_merges_nothing():
     from nncf.torch.function_hook import wrap_model
 

@@ -68,8 +68,7 @@ def expanding_chains(model: nn.Module) -> tuple[str, ...]:
 
     A model with NNCF's fake quantization has none: its quantizers hook each convolution as traced.
     """
-    modules = list(model.modules())
-    if any(type(module).__module__.split(".")[0] == "nncf" for module in modules):
+    if any(type(module).__module__.split(".")[0] == "nncf" for module in model.modules()):
         return ()
     return tuple(name for name, module in model.named_modules() if _expanding_chain(module))
 
@@ -140,10 +139,12 @@ class TrainingSetup:
 
     @classmethod
     def for_model(cls, model: nn.Module, channels_last: bool, bf16: bool, compiled: bool = False) -> TrainingSetup:
-        """Return the set-up of ``model``: its expanding chains merged, and in bf16 its other slow layers in fp32."""
+        """Return the set-up of ``model``: its expanding chains merged, and in bf16 its slow layers in fp32 but for the
+        convs a merged chain no longer runs on their own (each chain's second; the layers after it still run)."""
         merged = expanding_chains(model)
-        slow = [name for name in slow_bf16_layers(model) if not any(name.startswith(f"{chain}.") for chain in merged)]
-        return cls(channels_last, bf16, compiled, tuple(slow) if bf16 else (), merged)
+        bypassed = {f"{chain}.1" if chain else "1" for chain in merged}
+        slow = tuple(name for name in slow_bf16_layers(model) if name not in bypassed)
+        return cls(channels_last, bf16, compiled, slow if bf16 else (), merged)
 
     def describe(self) -> str:
         """Return the set-up in a few words, e.g. ``channels_last, bf16 autocast`` (the ``train_setup`` column)."""
