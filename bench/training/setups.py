@@ -221,6 +221,9 @@ def training_setup(
 # bf16 is chosen only when it is at least this much faster than fp32: a closer race could flip between runs on timing noise,
 # and with it a study's numbers (MobileNet-V3-small trains 1.6x slower in bf16 on an AVX512_BF16 CPU; Slim-Net 1.55x faster).
 BF16_MARGIN = 1.1
+# A first round of timings this far apart either way decides; a second round is timed only for a closer race (machine D:
+# Slim-Net 1.5x faster in bf16, MobileNet-V3-small 1.6x slower; 5 s of an empty-cache study's probe steps saved).
+DECISIVE_RATIO = 1.3
 
 
 def _setup_key(model: nn.Module, batch: int, channels_last: bool, device: torch.device) -> str:
@@ -269,7 +272,8 @@ def measured_setup(
     model: nn.Module, batch: int, channels_last: bool, compiled: bool, device, cache_dir: str | None = None
 ) -> TrainingSetup:
     """Return the faster of fp32 and bf16 autocast for training ``model`` at ``batch`` on ``device`` (bf16 only where it is
-    native, and only when :data:`BF16_MARGIN` faster), timed on a copy of the model in alternating steps, the decision
+    native, and only when :data:`BF16_MARGIN` faster), timed on a copy of the model in alternating rounds of steps (a
+    second round only when the first is closer than :data:`DECISIVE_RATIO`), the decision
     kept in ``<cache_dir>/training_setups.json`` for this architecture, batch and machine so a rerun trains alike."""
     device = torch.device(device)
     if not native_bf16(device):
@@ -286,6 +290,8 @@ def measured_setup(
         for _ in range(2):  # alternating rounds: a slow spell of the machine falls on both
             seconds["fp32"].append(_step_seconds(model, fp32, batch, device))
             seconds["bf16"].append(_step_seconds(model, bf16, batch, device))
+            if not 1 / DECISIVE_RATIO < min(seconds["fp32"]) / min(seconds["bf16"]) < DECISIVE_RATIO:
+                break
         known[key] = "bf16" if min(seconds["fp32"]) >= BF16_MARGIN * min(seconds["bf16"]) else "fp32"
         _logger.info("training set-up for %s: %s (step seconds %s)", getattr(model, "arch", {}), known[key], seconds)
         if path:
