@@ -122,7 +122,7 @@ def test_the_int8_source_is_built_once_per_model_weights_and_images(monkeypatch)
     assert runtimes.int8_source(model, example, calibration, settings) != first and len(exports) == 3  # other weights
 
 
-def test_an_export_is_reused_only_for_the_same_structure_weights_and_input_shape(monkeypatch):
+def test_an_export_is_reused_only_for_the_same_structure_weights_and_input_shape_whatever_the_batch(monkeypatch):
     from deploy import runtimes
 
     exports = []
@@ -133,11 +133,22 @@ def test_an_export_is_reused_only_for_the_same_structure_weights_and_input_shape
     x = np.zeros((1, 3, 8, 8), np.float32)
     first = runtimes.export_onnx(model, x)
     assert runtimes.export_onnx(model, x) == first and len(exports) == 1
+    assert runtimes.export_onnx(model, np.zeros((2, 3, 8, 8), np.float32)) == first and len(exports) == 1  # dynamic batch
     runtimes.export_onnx(model, np.zeros((1, 3, 9, 9), np.float32))  # another input shape
     strided = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, stride=2), torch.nn.ReLU())
     strided.load_state_dict(model.state_dict())  # the same weights, another stride: another graph
     runtimes.export_onnx(strided, x)
     assert len(exports) == 3
+
+
+def test_an_export_traced_at_one_batch_size_is_the_graph_of_every_batch_size():
+    from helpers import TINY_SLIMNET
+
+    from deploy.runtimes import _export
+
+    model = models.create_model("slimnet", num_classes=5, **TINY_SLIMNET).eval()
+    graphs = [_export(model, np.zeros((batch, 3, 218, 178), np.float32)) for batch in (1, 3)]
+    assert graphs[0] == graphs[1]
 
 
 def test_bytes_memo_drops_the_oldest_graphs_beyond_its_size():

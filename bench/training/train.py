@@ -26,7 +26,7 @@ from bench.metrics import per_attribute_accuracy
 from bench.progress import null_progress
 from bench.settings import TrainSettings
 from bench.store.files import write_atomically
-from bench.training.setups import TrainingSetup, training_setup
+from bench.training.setups import TrainingSetup, adam, training_setup
 from bench.training.teacher import SoftTargets
 from models import checkpoint_header
 
@@ -383,7 +383,7 @@ def _start(model: nn.Module, data: FaceAttributeData, config: TrainSettings, che
         model.to(memory_format=torch.channels_last)
     if setup.compiled:
         model.compile()  # in place: the state dict keeps its keys
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    optimizer = adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     scheduler = (
         torch.optim.lr_scheduler.StepLR(optimizer, step_size=config.lr_step_epochs, gamma=config.lr_gamma)
         if config.lr_step_epochs > 0
