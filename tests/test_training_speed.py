@@ -12,8 +12,7 @@ import compress
 import deploy
 import models
 from bench.settings import TrainSettings
-from bench.training import train as train_module
-from bench.training.setups import TrainingSetup, adam, native_bf16, training_setup
+from bench.training.setups import TrainingSetup, native_bf16, training_setup
 from bench.training.teacher import SoftTargets, soft_targets
 from bench.training.train import train_model
 
@@ -55,26 +54,6 @@ def test_the_trainer_records_its_set_up_and_where_each_epochs_time_went(tiny_syn
     (epoch,) = result.history
     parts = [epoch[k] for k in ("data_seconds", "step_seconds", "val_seconds", "checkpoint_seconds")]
     assert all(p >= 0 for p in parts) and sum(parts) <= epoch["seconds"] + 1e-6 and epoch["step_seconds"] > 0
-
-
-def test_the_trainer_steps_adam_fused_with_the_per_tensor_loops_result(tiny_synthetic, monkeypatch):
-    torch.manual_seed(0)
-    weights = [torch.randn(5, 3), torch.randn(7)]
-    grads = [[torch.randn_like(w) for w in weights] for _ in range(4)]
-    results = []
-    for make in (adam, lambda p, lr, weight_decay: torch.optim.Adam(p, lr=lr, weight_decay=weight_decay, foreach=False)):
-        params = [torch.nn.Parameter(w.clone()) for w in weights]
-        optimizer = make(params, lr=1e-2, weight_decay=1e-4)
-        for step in grads:
-            for p, g in zip(params, step):
-                p.grad = g.clone()
-            optimizer.step()
-        results.append(params)
-    assert all(torch.allclose(a, b, atol=1e-6) and not torch.equal(a, w) for a, b, w in zip(*results, weights))
-    made = []
-    monkeypatch.setattr(train_module, "adam", lambda *a, **kw: made.append(adam(*a, **kw)) or made[-1])
-    train_model(models.create_model("slimnet", **TINY_SLIMNET), tiny_synthetic, TrainSettings(epochs=1, batch_size=16))
-    assert [o.defaults["fused"] for o in made] == [True]
 
 
 def test_bf16_training_runs_and_learns_in_fp32_master_weights(tiny_synthetic):

@@ -13,7 +13,7 @@ import deploy
 import models
 from bench.study.costs import count_macs
 from bench.study.timing_phase import latency_row
-from bench.training.setups import TrainingSetup, adam, native_bf16
+from bench.training.setups import TrainingSetup, native_bf16
 
 
 @dataclass(frozen=True)
@@ -154,7 +154,7 @@ def _training_step(model_name: str, setup: TrainingSetup, input_size, batch: int
     setup.apply(model)
     if setup.compiled:
         model.compile()
-    optimizer = adam(model.parameters(), lr=1e-4)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
     x = torch.randn(batch, *size)
     x = x.contiguous(memory_format=torch.channels_last) if setup.channels_last else x
     with torch.no_grad():
