@@ -1,3 +1,5 @@
+import dataclasses
+
 import pytest
 import torch
 
@@ -204,6 +206,10 @@ def test_a_screen_without_finetune_reuses_its_test_logits_and_recalibrates_batch
     assert torch.equal(torch.from_numpy(recalibrated.test_logits), torch.from_numpy(own))
     mean = "conv1.1.running_mean"
     assert not torch.equal(plain.model.state_dict()[mean], recalibrated.model.state_dict()[mean])
+    # recalibration averages over batches of its own size: the evaluation batch size changes none of its statistics
+    other_batch = dataclasses.replace(config, eval_batch_size=3)
+    again = compress_and_finetune(model, tiny_synthetic, steps, {"epochs": 0, "bn_recalibration": 8}, other_batch)
+    assert all(torch.equal(v, again.model.state_dict()[k]) for k, v in recalibrated.model.state_dict().items())
     tuned = compress_and_finetune(model, tiny_synthetic, steps, {"epochs": 1, "limit_train": 16}, config)
     assert tuned.test_logits is None  # the fine-tune changed the model after its test logits were taken
 

@@ -295,12 +295,7 @@ def compress_and_finetune(
         current = _apply_step(current, data, step, finetune, train_config, teacher, result, progress, layer_timing)
     if shaping and finetune.bn_recalibration:
         recalibrate_batchnorm(
-            current,
-            data,
-            finetune.bn_recalibration,
-            train_config.eval_batch_size,
-            train_config.device,
-            train_config.channels_last,
+            current, data, finetune.bn_recalibration, device=train_config.device, channels_last=train_config.channels_last
         )
     qat = bool(last and last.get("qat"))
     # Post-training quantization of an unchanged model has nothing to recover: the fine-tune would only retrain it.

@@ -176,6 +176,8 @@ def recalibrate_batchnorm(
 
     Compression leaves BatchNorm's statistics those of the uncompressed model; re-estimating them is the fine-tune-free
     adaptation whose accuracy ranks pruned candidates as their fine-tuned accuracy does (EagleEye's adaptive BatchNorm).
+    The statistics are averaged over batches of ``batch_size``: their own batch, not the evaluation's, whose size changes
+    no logit.
     """
     norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     if not norms or images <= 0:
