@@ -274,10 +274,7 @@ class TrainSettings(Settings):
     )
     seed: int = setting(0, "seed of weights, shuffling and flips", "int", 0, None)
     device: str = setting("auto", "'auto' (CUDA when available), 'cpu', 'cuda' or 'cuda:N'", "any", check=_device_problem)
-    # 8: Slim-Net's activations at 218x178 stay in the CPU's caches (its depthwise layers are memory-bound): eager
-    # evaluation 1.9-2.7x faster than at 64 on machine D (MobileNet-V3-small within 10 %), the logits of the default
-    # study's six trained models bit for bit the same (a tiny Slim-Net at batch 5: within 1e-8).
-    eval_batch_size: int = setting(8, "evaluation batch size (the logits do not depend on it)", "int", 1, None)
+    eval_batch_size: int = setting(64, "evaluation batch size (the logits do not depend on it)", "int", 1, None)
 
 
 @dataclass

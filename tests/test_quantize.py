@@ -96,6 +96,8 @@ def test_equalization_keeps_the_function_and_meets_activation_and_weight_ranges(
         inner[1].abs().amax(dim=(0, 2, 3)), equalized[0][2].weight.abs().amax(dim=(0, 2, 3)), rtol=1e-4, atol=1e-6
     )
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # the input model is untouched
+    plain, count = deploy.equalize_chains(nn.Sequential(nn.Conv2d(3, 2, 1), nn.ReLU()), images.numpy())
+    assert count == 0 and isinstance(plain[0], nn.Conv2d)  # no chain: nothing equalized
 
 
 def test_node_errors_find_the_node_that_int8_breaks():

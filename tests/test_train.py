@@ -123,12 +123,12 @@ def test_the_best_epochs_validation_logits_are_the_returned_models(tiny_syntheti
 
 @pytest.mark.parametrize("name", ["slimnet", "mobilenetv3_small_100"])
 def test_the_evaluation_batch_size_changes_no_logit(tiny_synthetic, name):
-    # eval_batch_size is a speed setting (8 keeps Slim-Net's activations in the CPU's caches): results must not move with it
+    # eval_batch_size is a speed and memory setting: results must not move with it
     from bench.training.train import predict_logits
 
     torch.manual_seed(0)
     kwargs = TINY if name == "slimnet" else {"input_size": [3, 218, 178], "num_classes": 40}
     model = models.create_model(name, **kwargs)
     logits = [predict_logits(model, tiny_synthetic, "test", batch, "cpu", True) for batch in (TrainSettings().eval_batch_size, 5)]
-    # float rounding only (bit for bit for the default study's trained models at 4, 8, 16, 32 and 64 on machine D)
+    # float rounding only (bit for bit for the default study's trained models at 8, 16 and 64 on machine D)
     np.testing.assert_allclose(logits[0], logits[1], rtol=1e-5, atol=1e-6)
