@@ -202,13 +202,13 @@ def equalize_chains(model, images: np.ndarray):
 
     equalized = copy.deepcopy(model).eval()
     pairs = linear_chains(equalized)
+    if not pairs:  # nothing to equalize (Slim-Net, MobileNet-V3-small, a pruned net): no forward pass either
+        return equalized, 0
     ranges: dict[int, torch.Tensor] = {}
 
     def keep_range(module, args, output):
         ranges[id(module)] = output.detach().abs().amax(dim=tuple(i for i in range(output.dim()) if i != 1))
 
-    if not pairs:  # nothing to equalize (Slim-Net, MobileNet-V3-small, a pruned net): no forward pass either
-        return equalized, 0
     hooks = [first.register_forward_hook(keep_range) for first, _ in pairs]
     with torch.no_grad():
         equalized(torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32)))

@@ -222,7 +222,8 @@ def training_setup(
 # and with it a study's numbers (MobileNet-V3-small trains 1.6x slower in bf16 on an AVX512_BF16 CPU; Slim-Net 1.55x faster).
 BF16_MARGIN = 1.1
 # A first round of timings this far apart either way decides; a second round is timed only for a closer race (machine D:
-# Slim-Net 1.5x faster in bf16, MobileNet-V3-small 1.6x slower; 5 s of an empty-cache study's probe steps saved).
+# Slim-Net 1.5x faster in bf16, MobileNet-V3-small 1.6x slower: their second rounds, about 5 s of the 10-14 s the probe
+# took in an empty-cache study under py-spy, are no longer timed).
 DECISIVE_RATIO = 1.3
 
 
