@@ -24,6 +24,19 @@ def test_model_input_is_normalised_and_resized():
     torch.testing.assert_close(x, torch.ones_like(x))
 
 
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("hflip", [False, True])
+def test_model_input_is_bit_for_bit_the_normalisation_formula(channels_last, hflip):
+    images = np.random.default_rng(0).integers(0, 256, (3, 218, 178, 3), dtype=np.uint8)
+    config = {"input_size": (3, 218, 178), "mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225)}
+    x = to_model_input(images, config, channels_last=channels_last, hflip=hflip)
+    expected = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0
+    expected = expected.flip(-1) if hflip else expected
+    expected = (expected - torch.tensor(config["mean"]).view(1, -1, 1, 1)) / torch.tensor(config["std"]).view(1, -1, 1, 1)
+    assert torch.equal(x, expected)
+    assert x.is_contiguous(memory_format=torch.channels_last) or not channels_last
+
+
 def test_train_checkpoints_rebuild_the_model_and_resume(tiny_synthetic, tmp_path):
     config = TrainSettings(epochs=1, batch_size=16, lr=1e-3, seed=3)
     model = models.create_model("slimnet", **TINY)

@@ -340,5 +340,7 @@ def to_model_input(
         x = x.flip(-1)
     mean = torch.tensor(data_config["mean"], device=x.device).view(1, -1, 1, 1)
     std = torch.tensor(data_config["std"], device=x.device).view(1, -1, 1, 1)
-    x = (x - mean) / std
+    # In place: the same values bit for bit as (x - mean) / std without two new batches (machine D, 64 images:
+    # 14.1 -> 10.5 ms in channels_last, 16.0 -> 15.1 ms otherwise; /tmp probe)
+    x = x.sub_(mean).div_(std)
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x
