@@ -180,3 +180,15 @@ def test_the_front_table_prints_a_latency_as_the_summary_does():
     }
     headers, table = front_table([row], [record], {"k": "pruned"})
     assert table[0][headers.index("Latency (ms)")] == "1.00 +- 0.05"  # was "1 +- 0.051"
+
+
+def test_summary_note_names_the_cpus_instruction_sets_without_an_article_to_agree_with():
+    from bench.report.report_tables import StudyResults, _summary_note
+
+    frame = _frame()
+    frame["dataset"], frame["batch_n"] = "synthetic", 8
+    frame["cpu_isa"] = ["", "AVX2", "AVX2"]
+    results = StudyResults(study="s", frame=frame, records=[], labels={}, reference="a", timing=None)
+    assert "the CPU's instruction sets (cpu_isa): AVX2 (int8 speed depends on VNNI)" in _summary_note(results)
+    frame["cpu_isa"] = np.nan
+    assert "(cpu_isa): not recorded (" in _summary_note(results)

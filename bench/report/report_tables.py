@@ -110,11 +110,11 @@ def _summary_note(results: StudyResults) -> str:
         f"runtime (each layer: max(its MACs at the peak, its bytes at the bandwidth of the cache level they fit in); "
         f"layers.csv, kind profiled); speed-up and realization (speed-up / MAC reduction) compare a "
         f"compressed variant with its base in the same runtime and blocks; int8 = the fastest int8 runtime at batch 1, "
-        f"named, its accuracy measured in it on the same test split, on a {' / '.join(isas) or 'not recorded'} CPU "
-        f"(cpu_isa: int8 speed depends on VNNI); a quantized variant (int8 in its name) is timed in its int8 runtimes only, "
-        f"its Acc is its ONNX Runtime int8 accuracy; empty = not measured. Acc, mA and F1: value +- half the "
-        f"95 % bootstrap interval over test images (1,000 resamples) for one seed, +- the standard deviation over "
-        f"seeds for several (seeds column); paired differences between models: comparisons.md."
+        f"named, its accuracy measured in it on the same test split; the CPU's instruction sets (cpu_isa): "
+        f"{' / '.join(isas) or 'not recorded'} (int8 speed depends on VNNI); a quantized variant (int8 in its name) is "
+        f"timed in its int8 runtimes only, its Acc is its ONNX Runtime int8 accuracy; empty = not measured. Acc, mA "
+        f"and F1: value +- half the 95 % bootstrap interval over test images (1,000 resamples) for one seed, +- the "
+        f"standard deviation over seeds for several (seeds column); paired differences between models: comparisons.md."
     )
 
 
