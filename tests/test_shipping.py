@@ -116,9 +116,11 @@ def test_export_ships_files_that_reproduce_the_study_without_torch(shipped_study
         card = json.loads((out / "card.json").read_text())
         latency = read_csv_table(os.path.join(results, "shipping", "latency.csv"))
         row = latency[(latency["variant"] == "prune 0.5") & (latency["runtime"] == runtime) & (latency["batch"] == 1)].iloc[0]
-        assert card["costs"]["latency_ms"]["1"]["median"] == pytest.approx(float(row["median_ms"]))
-        assert card["accuracy"]["acc_mean"] == pytest.approx(float(row["acc_mean"]))
-        assert card["costs"]["latency_ms"]["1"]["peak_mb"] == pytest.approx(float(row["peak_mb"]))
+        # the card's numbers are the table's to the last digit (a 0.4971665 on the card against 0.497167 in the table
+        # failed a relative approx: the card must carry the stored value, not the record's extra digits)
+        assert card["costs"]["latency_ms"]["1"]["median"] == float(row["median_ms"])
+        assert card["accuracy"]["acc_mean"] == float(row["acc_mean"])
+        assert card["costs"]["latency_ms"]["1"]["peak_mb"] == float(row["peak_mb"])
         assert (out / "thresholds.json").is_file() and (out / "card.md").is_file() and (out / "run_model.py").is_file()
         model_file = str(out / ("model.onnx" if runtime.startswith("onnx") else "model.xml"))
         script = (

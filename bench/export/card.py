@@ -1,14 +1,23 @@
 """The model card shipped with an exported model: what it is, how it was made and what it costs, as the study measured it.
 
-Pure functions of the study's record of the model, its latency rows and the timing phase's machine: every number on
-the card is one of the study's tables (results.csv, latency.csv, per_attribute.csv), never measured again here.
+Pure functions of the study's record of the model, its latency rows and the timing phase's machine: every measured
+number on the card is one of the study's tables (results.csv, latency.csv, per_attribute.csv), to their decimals, never
+measured again here.
 """
 
 from __future__ import annotations
 
 import json
 
+from bench.store.records import CSV_DECIMALS
 from bench.store.schema import as_number
+
+
+def _stored(value) -> float | None:
+    """Return ``value`` as the study's tables store it (rounded to their decimals), or None when not measured."""
+    # the records keep full precision; a card whose 0.4971665 reads 0.497167 in latency.csv would contradict the table
+    number = as_number(value)
+    return None if number is None else round(number, CSV_DECIMALS)
 
 
 def _made(record: dict, by_batch: dict[int, dict]) -> dict:
@@ -36,11 +45,11 @@ def _costs(row: dict, by_batch: dict[int, dict]) -> dict:
         "disk_bytes": int(row["disk_bytes"]),
         "latency_ms": {
             str(batch): {
-                "median": as_number(r["median_ms"]),
-                "interval_95": [as_number(r["median_lo"]), as_number(r["median_hi"])],
-                "peak_mb": as_number(r.get("peak_mb")),
-                "peak_mb_spread": as_number(r.get("peak_mb_spread")),
-                "cold_ms": as_number(r.get("cold_ms")),
+                "median": _stored(r["median_ms"]),
+                "interval_95": [_stored(r["median_lo"]), _stored(r["median_hi"])],
+                "peak_mb": _stored(r.get("peak_mb")),
+                "peak_mb_spread": _stored(r.get("peak_mb_spread")),
+                "cold_ms": _stored(r.get("cold_ms")),
                 "memory_settings": r.get("memory_settings") or None,
             }
             for batch, r in sorted(by_batch.items())
@@ -64,7 +73,8 @@ def card(
     (``acc_mean``, ``images``, ``study_acc_mean``)."""
     row = record["row"]
     by_batch = {int(r["batch"]): r for r in rows}
-    per_attribute = {p["attribute"]: p["acc"] for p in record["per_attribute"]}
+    per_attribute = {p["attribute"]: _stored(p["acc"]) for p in record["per_attribute"]}
+    # the thresholds stay at full precision: they are thresholds.json's, the values the shipped model decides with
     thresholds = {p["attribute"]: p["threshold_tuned"] for p in record["per_attribute"]}
     exact = not runtime.endswith("_int8")
     return {
@@ -87,11 +97,11 @@ def card(
             "thresholds_f1": thresholds,
         },
         "accuracy": {
-            "acc_mean": as_number(row["acc_mean"]) if exact else as_number((by_batch.get(1) or {}).get("acc_mean")),
-            "acc_mean_fp32": as_number(row["acc_mean"]),
-            "interval_95": [as_number(row["acc_mean_lo"]), as_number(row["acc_mean_hi"])],
-            "mA": as_number(row["mA"]),
-            "f1": as_number(row["f1"]),
+            "acc_mean": _stored(row["acc_mean"]) if exact else _stored((by_batch.get(1) or {}).get("acc_mean")),
+            "acc_mean_fp32": _stored(row["acc_mean"]),
+            "interval_95": [_stored(row["acc_mean_lo"]), _stored(row["acc_mean_hi"])],
+            "mA": _stored(row["mA"]),
+            "f1": _stored(row["f1"]),
             "per_attribute": per_attribute,
             "split": f"test ({row['n_test']} images)",
             "export_check": checked,
@@ -101,7 +111,7 @@ def card(
             "cpu": row["cpu_name"],
             "isa": machine.get("cpu_isa"),
             "threads": row["threads"],
-            "fp32_peak_gflops": machine.get("peak_gflops"),
+            "fp32_peak_gflops": _stored(machine.get("peak_gflops")),
             "versions": {k: row[k] for k in ("torch_version", "onnxruntime_version", "openvino_version") if row.get(k)},
         },
     }
