@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 
-from bench.store.records import CSV_DECIMALS
+from bench.store.records import as_stored
 from bench.store.schema import as_number
 
 
@@ -17,7 +17,7 @@ def _stored(value) -> float | None:
     """Return ``value`` as the study's tables store it (rounded to their decimals), or None when not measured."""
     # the records keep full precision; a card whose 0.4971665 reads 0.497167 in latency.csv would contradict the table
     number = as_number(value)
-    return None if number is None else round(number, CSV_DECIMALS)
+    return None if number is None else as_stored(number)
 
 
 def _made(record: dict, by_batch: dict[int, dict]) -> dict:

@@ -39,11 +39,16 @@ TIMING_VERSION = 3  # 2: every latency row holds the accuracy measured in its ru
 CSV_DECIMALS = 6
 
 
+def as_stored(value: float) -> float:
+    """Return ``value`` as every CSV written here stores it: rounded to ``CSV_DECIMALS``."""
+    return round(value, CSV_DECIMALS)
+
+
 def _format(value) -> str:
     if value is None:
         return ""
     if isinstance(value, float):
-        return "" if value != value else repr(round(value, CSV_DECIMALS))
+        return "" if value != value else repr(as_stored(value))
     if isinstance(value, (list, tuple)):
         return "x".join(str(v) for v in value)
     return str(value)

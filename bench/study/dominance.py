@@ -12,7 +12,7 @@ records and the timing phase.
 from __future__ import annotations
 
 from bench import metrics
-from bench.store.records import CSV_DECIMALS
+from bench.store.records import as_stored
 from bench.store.schema import DOMINANCE_COLUMNS, MAJORITY, make_row
 from bench.study.timing_phase import best_runtime, row_ratio
 
@@ -50,8 +50,8 @@ def dominance(difference: tuple[float, float, float] | None, ratio: tuple[float,
         return {"dominates": False, "why_not": "not measured (no paired predictions or no latency in the same timing phase)"}
     reasons = []
     # as dominance.csv keeps them: a difference of -0.5650000000000003 read -0.57 here and -0.56 in the table beside it
-    d, d_lo, d_hi = (round(float(v), CSV_DECIMALS) for v in difference)
-    r, r_lo, r_hi = (round(float(v), CSV_DECIMALS) for v in ratio)
+    d, d_lo, d_hi = (as_stored(float(v)) for v in difference)
+    r, r_lo, r_hi = (as_stored(float(v)) for v in ratio)
     if not d_lo > 0:
         reasons.append(f"accuracy {d:+.2f} pt [{d_lo:+.2f}, {d_hi:+.2f}] " + ("is lower" if d_hi < 0 else "is not surely higher"))
     if not r_hi < 1:
