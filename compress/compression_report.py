@@ -13,7 +13,8 @@ class CompressionReport:
     rank, params_before, params_after, macs_before, macs_after, rel_error`` (and method-specific
     keys such as ``norm_sum_als``/``norm_sum_epc``). ``factor_groups`` lists, per factorized
     layer, the names of its new layers (for the norm-constrained fine-tuning); ``notes`` says
-    what was decided beyond the rows (a target met, a bound raised).
+    what was decided beyond the rows (a target met, a bound raised); ``warnings`` what a reader
+    must see in the summary's Warnings (a target the compression did not reach).
     """
 
     method: str
@@ -23,6 +24,7 @@ class CompressionReport:
     params_before: int = 0
     params_after: int = 0
     notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
     def compressed(self) -> list[dict]:
         """Return the rows of the layers that were changed."""

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 import deploy
-from compress.options import FASTEST
+from compress.options import FASTEST, UNREACHABLE_CHOICES
 
 _logger = logging.getLogger(__name__)
 
@@ -62,10 +62,13 @@ def search_for_latency(
     high: float,
     batch: int = 1,
     points: int = 8,
-) -> tuple[float, nn.Module, float, str]:
-    """Return ``(knob, compressed model, measured speed-up, runtime)``: the least compressed model keeping at most
-    ``target_latency`` of the original's latency in ``runtime`` (:data:`FASTEST`: the original's fastest fp32 runtime,
-    named in the result), among ``points`` knobs spread evenly over [``low``, ``high``] (more compression as the knob falls).
+    if_unreachable: str = "error",
+) -> tuple[float, nn.Module, float, str, bool]:
+    """Return ``(knob, compressed model, measured speed-up, runtime, reached)``: the least compressed model keeping at
+    most ``target_latency`` of the original's latency in ``runtime`` (:data:`FASTEST`: the original's fastest fp32
+    runtime, named in the result), among ``points`` knobs spread evenly over [``low``, ``high``] (more compression as the
+    knob falls). When no knob reaches the target, ``if_unreachable='fastest'`` returns the knob measured fastest with
+    ``reached`` False, and ``'error'`` raises.
 
     A grid, not a bisection: measured speed-up is not monotonic in the knob (channel counts cross the
     multiples a runtime's kernels prefer, so keeping fewer channels can run slower), and a bisection
@@ -73,8 +76,11 @@ def search_for_latency(
     and kept only if it still meets the target; otherwise the next knob down is tried.
 
     Raises:
-        ValueError: no knob reaches the target (the best measured speed-up is named).
+        ValueError: no knob reaches the target and ``if_unreachable`` is ``'error'`` (the best measured speed-up is
+            named), or ``if_unreachable`` is not one of :data:`compress.options.UNREACHABLE_CHOICES`.
     """
+    if if_unreachable not in UNREACHABLE_CHOICES:
+        raise ValueError(f"if_unreachable: expected one of {UNREACHABLE_CHOICES}, got {if_unreachable!r}")
     needed = 1.0 / target_latency
     runtime = resolve_runtime(runtime, original, example, batch)
     knobs = sorted(np.linspace(low, high, points), reverse=True)
@@ -88,11 +94,31 @@ def search_for_latency(
         if speedup >= needed:
             confirmed = measured_speedup(original, model, runtime, example, batch)
             if confirmed >= needed:
-                return knob, model, min(speedup, confirmed), runtime
-    best = max(speedup for _, speedup in measured.values())
+                return knob, model, min(speedup, confirmed), runtime, True
+    fastest = max(measured, key=lambda knob: measured[knob][1])
+    if if_unreachable == "fastest":
+        _logger.warning(
+            "target_latency %g in %s out of reach: keeping the level measured fastest (knob %.4f, %.2fx; %.2fx needed)",
+            target_latency,
+            runtime,
+            fastest,
+            measured[fastest][1],
+            needed,
+        )
+        return fastest, measured[fastest][0], measured[fastest][1], runtime, False
     raise ValueError(
         f"target_latency={target_latency:g} in {runtime} is out of reach: the best of {points} compression levels "
-        f"measured {best:.2f}x faster than the original, {needed:.2f}x is needed"
+        f"measured {measured[fastest][1]:.2f}x faster than the original, {needed:.2f}x is needed "
+        f"(if_unreachable=fastest keeps that level instead)"
+    )
+
+
+def missed_target(target_latency: float, where: str, speedup: float, level: str) -> str:
+    """Return the summary's warning for a latency target not reached: ``level`` (e.g. ``'pruning ratio 0.900'``) was
+    kept, measured ``speedup`` times faster than the original in ``where`` (a runtime's description)."""
+    return (
+        f"target_latency {target_latency:g} in {where} not reached: kept the level measured fastest ({level}, "
+        f"{speedup:.2f}x faster than the original, {1.0 / target_latency:.2f}x needed)"
     )
 
 

@@ -127,6 +127,9 @@ def resolve_options(method: str, known: dict[str, Option], options: dict) -> dic
 SELECTORS = ("ratio", "energy", "vbmf", "grad_align", "binary_search")
 LATENCY_RUNTIME = "onnxruntime"  # the runtime a latency target is measured in unless one is named
 FASTEST = "fastest"  # a runtime option's value: the original model's fastest fp32 runtime here, measured first
+# what a latency-target search does when no compression level reaches the target: stop with an error, or keep the level
+# measured fastest (a warning in the summary)
+UNREACHABLE_CHOICES = ("error", "fastest")
 DATA_DRIVEN_SELECTORS = ("grad_align", "binary_search")
 
 FACTORIZATION_OPTIONS = {
@@ -160,6 +163,13 @@ FACTORIZATION_OPTIONS = {
         "runtime",
     ),
     "latency_batch": Option("batch size target_latency is measured at", "int", 1, None, default=1),
+    "if_unreachable": Option(
+        "when no compression level reaches target_latency: stop with an error, or keep the level measured fastest "
+        "(named under the summary's Warnings)",
+        "str",
+        choices=UNREACHABLE_CHOICES,
+        default="error",
+    ),
 }
 # Options a data-driven selector consumes before the factorization runs (bench.training.pipeline hands them to
 # compress.rank_search).
@@ -210,6 +220,13 @@ PRUNE_OPTIONS = {
         default=LATENCY_RUNTIME,
     ),
     "latency_batch": Option("batch size target_latency is measured at", "int", 1, None, default=1),
+    "if_unreachable": Option(
+        "when no compression level reaches target_latency: stop with an error, or keep the level measured fastest "
+        "(named under the summary's Warnings)",
+        "str",
+        choices=UNREACHABLE_CHOICES,
+        default="error",
+    ),
 }
 SPARSITY_OPTIONS = {
     "amount": Option("fraction of the selected weights set to zero (global magnitude)", "float", 0, 1, "()", default=0.5),

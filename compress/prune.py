@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from compress.compression_report import CompressionReport
-from compress.latency_target import search_for_latency
+from compress.latency_target import missed_target, search_for_latency
 from compress.layers import check_patterns, classifier_names, kernel_text, layer_macs, record_output_shapes
 from compress.options import FASTEST, PRUNE_OPTIONS, resolve_options
 from models import count_params
@@ -44,15 +44,26 @@ def _prune_to_latency(model: nn.Module, example_input: torch.Tensor, options: di
         prune_model(candidate, example_input, **{**by_ratio, "pruning_ratio": min(most, 1.0 - kept)})
         return candidate
 
-    kept, _, speedup, runtime = search_for_latency(
-        build, original, runtime, example_input, float(options["target_latency"]), 1.0 - most, 0.98, int(options["latency_batch"])
+    kept, _, speedup, runtime, reached = search_for_latency(
+        build,
+        original,
+        runtime,
+        example_input,
+        float(options["target_latency"]),
+        1.0 - most,
+        0.98,
+        int(options["latency_batch"]),
+        if_unreachable=options["if_unreachable"],
     )
     report = prune_model(model, example_input, **{**by_ratio, "pruning_ratio": min(most, 1.0 - kept)})
     report.options = {k: v for k, v in options.items() if k != "gradient_batch"}
+    where = _where(options["runtime"], runtime)
     report.notes.append(
-        f"target_latency {options['target_latency']:g} in {_where(options['runtime'], runtime)}: pruning ratio {1.0 - kept:.3f}, "
+        f"target_latency {options['target_latency']:g} in {where}: pruning ratio {1.0 - kept:.3f}, "
         f"measured {speedup:.2f}x faster than the original"
     )
+    if not reached:
+        report.warnings.append(missed_target(options["target_latency"], where, speedup, f"pruning ratio {1.0 - kept:.3f}"))
     return report
 
 

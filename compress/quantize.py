@@ -148,10 +148,11 @@ def controlled_settings(
     settings: deploy.Int8Settings,
     validation: tuple,
     max_drop: float,
-) -> tuple[deploy.Int8Settings, str]:
-    """Return ``(settings with the nodes accuracy control leaves in float, a one-line account)`` for ``model``: its int8
-    form's mean accuracy on ``validation`` ((float32 NCHW images, 0/1 labels)) within ``max_drop`` points of float's
-    (see :func:`control_accuracy`).
+) -> tuple[deploy.Int8Settings, str, bool]:
+    """Return ``(settings with the nodes accuracy control leaves in float, a one-line account, within)`` for
+    ``model``: its int8 form's mean accuracy on ``validation`` ((float32 NCHW images, 0/1 labels)) within ``max_drop``
+    points of float's (see :func:`control_accuracy`); ``within`` False when even every quantizable node in float
+    left a larger drop.
 
     Raises:
         ValueError: too few calibration images.
@@ -162,11 +163,13 @@ def controlled_settings(
     prepared = deploy.prepare_onnx(deploy.int8_source(model, example, calibration, settings))
     settings, rows = control_accuracy(prepared, settings, calibration, images, labels, float(max_drop))
     last = rows[-1]
-    verdict = "within" if last["drop"] <= max_drop else "NOT within (every quantizable node is in float)"
-    return settings, (
+    within = last["drop"] <= max_drop
+    verdict = "within" if within else "NOT within (every quantizable node is in float)"
+    account = (
         f"accuracy control: {len(settings.exclude)} of {len(deploy.weighted_nodes(prepared))} nodes in float after "
         f"{len(rows)} rounds; validation drop {last['drop']:.2f} pt, {verdict} max_drop {max_drop:g}"
     )
+    return settings, account, within
 
 
 def quantize_model(model: nn.Module, example_input: torch.Tensor, **options) -> CompressionReport:
@@ -208,16 +211,18 @@ def quantize_model(model: nn.Module, example_input: torch.Tensor, **options) -> 
             raise ValueError(f"quantize: exclude pattern {pattern!r} matches no quantizable node; nodes look like {nodes[:3]}")
         excluded += [name for name in matches if name not in excluded]
     settings = dataclasses.replace(settings, exclude=tuple(excluded))
-    notes = []
+    notes, warnings = [], []
     if options["max_drop"] is not None:
         if options["validation"] is None:
             raise ValueError("quantize: max_drop needs validation data ((images, labels)); the study passes its validation split")
-        settings, account = controlled_settings(
+        settings, account, within = controlled_settings(
             model, example, calibration, settings, options["validation"], float(options["max_drop"])
         )
         notes.append(account)
+        if not within:
+            warnings.append(f"int8 {account}")
     model.quantization = settings.to_dict()
     notes.append(f"int8: {settings.describe()}" + (f"; in float: {', '.join(settings.exclude)}" if settings.exclude else ""))
     params = count_params(model)
-    report = CompressionReport("quantize", {}, params_before=params, params_after=params, notes=notes)
+    report = CompressionReport("quantize", {}, params_before=params, params_after=params, notes=notes, warnings=warnings)
     return report

@@ -516,8 +516,33 @@ def test_latency_targets_search_measured_speedups(slimnet_and_input, monkeypatch
     compressed, report = compress.apply(model, method, x, target_latency=0.8, runtime="onnxruntime")
     kept = sum(p.numel() for p in compressed.parameters()) / 571_304
     assert 0.55 < kept <= 0.8 and report.notes and knob in report.notes[0] and "in onnxruntime" in report.notes[0]
+    assert report.warnings == []
     with pytest.raises(ValueError, match="out of reach"):
         compress.apply(model, method, x, target_latency=0.01, runtime="onnxruntime")
+
+
+def test_an_unreachable_latency_target_keeps_the_fastest_level_when_asked_and_warns(slimnet_and_input, monkeypatch):
+    import compress.latency_target as targets
+
+    model, x = slimnet_and_input
+    # time proportional to parameters, so the most pruned of the grid's levels (max_pruning_ratio) is the fastest
+    monkeypatch.setattr(
+        targets,
+        "measured_speedup",
+        lambda original, compressed, runtime, example, batch=1: (
+            sum(p.numel() for p in original.parameters()) / sum(p.numel() for p in compressed.parameters())
+        ),
+    )
+    most, _ = compress.apply(model, "prune", x, pruning_ratio=0.9)
+    speedup = 571_304 / sum(p.numel() for p in most.parameters())
+    kept, report = compress.apply(model, "prune", x, target_latency=0.01, runtime="onnxruntime", if_unreachable="fastest")
+    assert sum(p.numel() for p in kept.parameters()) == sum(p.numel() for p in most.parameters())
+    assert report.warnings == [
+        f"target_latency 0.01 in onnxruntime not reached: kept the level measured fastest (pruning ratio 0.900, "
+        f"{speedup:.2f}x faster than the original, 100.00x needed)"
+    ]
+    with pytest.raises(ValueError, match=r"prune: if_unreachable 'closest' is not one of \['error', 'fastest'\]"):
+        compress.apply(model, "prune", x, target_latency=0.01, runtime="onnxruntime", if_unreachable="closest")
 
 
 @pytest.mark.slow

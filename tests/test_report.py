@@ -192,3 +192,24 @@ def test_summary_note_names_the_cpus_instruction_sets_without_an_article_to_agre
     assert "the CPU's instruction sets (cpu_isa): AVX2 (int8 speed depends on VNNI)" in _summary_note(results)
     frame["cpu_isa"] = np.nan
     assert "(cpu_isa): not recorded (" in _summary_note(results)
+
+
+def test_what_a_compression_could_not_do_is_listed_under_warnings_one_line_each():
+    from bench.report.tables import warning_lines
+
+    row = make_row(
+        RESULT_COLUMNS,
+        {
+            "model": "slimnet",
+            "seed": 0,
+            "config_hash": "h",
+            "acc_mean": 88.0,
+            "compression_warnings": "target_latency 0.3 in openvino not reached: kept the level measured fastest "
+            "(pruning ratio 0.900, 3.08x faster than the original, 3.33x needed); int8 accuracy control: NOT within",
+        },
+    )
+    assert warning_lines([{"row": row}], {"h": "slimnet [prune + int8]"}) == [
+        "slimnet [prune + int8] (seed 0): target_latency 0.3 in openvino not reached: kept the level measured fastest "
+        "(pruning ratio 0.900, 3.08x faster than the original, 3.33x needed)",
+        "slimnet [prune + int8] (seed 0): int8 accuracy control: NOT within",
+    ]

@@ -423,8 +423,9 @@ def layer_table(layers, bases: dict[str, str] | None = None) -> tuple[list[str],
 
 def warning_lines(records: list[dict], labels: dict[str, str]) -> list[str]:
     """Return one line per thing a reader of the summary must know about a row: a diverged training
-    (``diverged`` column), int8 slower than fp32 and why (``int8_note``) and a compression setting the engine changed
-    (e.g. a CPD-EPC ``delta`` raised to the ALS error, from the layer rows' ``note``)."""
+    (``diverged`` column), int8 slower than fp32 and why (``int8_note``), what a compression step could not do as asked
+    (``compression_warnings``) and a compression setting the engine changed (e.g. a CPD-EPC ``delta`` raised to the ALS
+    error, from the layer rows' ``note``)."""
     lines = []
     for record in records:
         row = record["row"]
@@ -433,6 +434,8 @@ def warning_lines(records: list[dict], labels: dict[str, str]) -> list[str]:
             lines.append(f"{label}: training diverged: {row['diverged']}")
         if row.get("int8_note"):
             lines.append(f"{label}: {row['int8_note']}")
+        if row.get("compression_warnings"):
+            lines.extend(f"{label}: {warning}" for warning in row["compression_warnings"].split("; "))
         notes = sorted({f"{x['layer']}: {x['note']}" for x in record.get("layers", []) if x.get("note")})
         lines.extend(f"{label}: {note}" for note in notes)
     return lines + majority_lines(records)

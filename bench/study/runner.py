@@ -173,6 +173,7 @@ def _result_row(
             **costs,
             "compression": variant_label(cell["compression"]) if cell.get("compression") else "",
             "compression_notes": "; ".join(note for report in compressed.reports for note in report.notes) if compressed else "",
+            "compression_warnings": "; ".join(w for report in compressed.reports for w in report.warnings) if compressed else "",
             "nonzero_params": int(sum(int(torch.count_nonzero(p)) for p in model.parameters())),
             "acc_mean_nofinetune": compressed.acc_mean_nofinetune if compressed else None,
             "int8_settings": deploy.int8_settings(model).describe() if getattr(model, "quantization", None) else "",

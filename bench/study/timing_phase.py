@@ -428,7 +428,7 @@ class TimingPhase:
             )
             if not getattr(model, "quantization", None) and wants_int8 and self.settings.int8_max_drop is not None:
                 validation = (model_inputs(self.data, "val", len(val), model.data_config), self.data.labels[val])
-                self.int8_of[c.key], account = controlled_settings(
+                self.int8_of[c.key], account, _ = controlled_settings(
                     model,
                     self.example_of[c.key],
                     self.calibration_of[c.key],

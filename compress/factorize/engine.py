@@ -16,7 +16,7 @@ from torch import nn
 from compress.compression_report import CompressionReport
 from compress.factorize.budget import global_ranks, least_budget, rank_ladders
 from compress.factorize.factorization import Factorization
-from compress.latency_target import resolve_runtime, search_for_latency, slower_in_runtime
+from compress.latency_target import missed_target, resolve_runtime, search_for_latency, slower_in_runtime
 from compress.layers import kernel_text, layer_macs, record_shapes, select_layers, sequence_macs, set_module
 from compress.options import LATENCY_RUNTIME
 from models import count_params
@@ -168,8 +168,16 @@ def _factorize_to_latency(
 
     ladders = rank_ladders(how, _candidates(original, how, by_budget, input_shapes, shapes), "macs")
     least = least_budget(ladders, _total_macs(original, shapes))
-    fraction, best, speedup, runtime = search_for_latency(
-        build, original, runtime, example_input, float(options["target_latency"]), least, 1.0, int(options["latency_batch"])
+    fraction, best, speedup, runtime, reached = search_for_latency(
+        build,
+        original,
+        runtime,
+        example_input,
+        float(options["target_latency"]),
+        least,
+        1.0,
+        int(options["latency_batch"]),
+        if_unreachable=options["if_unreachable"],
     )
     report = reports[fraction]
     for row in report.layers:
@@ -181,5 +189,7 @@ def _factorize_to_latency(
         f"target_latency {options['target_latency']:g} in {runtime}: MAC budget {fraction:.3f}, "
         f"measured {speedup:.2f}x faster than the original"
     )
+    if not reached:
+        report.warnings.append(missed_target(options["target_latency"], runtime, speedup, f"MAC budget {fraction:.3f}"))
     report.params_after = count_params(model)
     return report
