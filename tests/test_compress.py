@@ -543,6 +543,14 @@ def test_an_unreachable_latency_target_keeps_the_fastest_level_when_asked_and_wa
     ]
     with pytest.raises(ValueError, match=r"prune: if_unreachable 'closest' is not one of \['error', 'fastest'\]"):
         compress.apply(model, "prune", x, target_latency=0.01, runtime="onnxruntime", if_unreachable="closest")
+    # the factorizations take the same option: the least MAC budget of their grid is the fastest level here
+    import compress.factorize.engine as engine
+
+    monkeypatch.setattr(engine, "slower_in_runtime", lambda layer, replacement, shape, runtime: (False, 1.0, 1.0))
+    _, report = compress.apply(model, "svd", x, target_latency=0.01, runtime="onnxruntime", if_unreachable="fastest")
+    assert len(report.warnings) == 1 and report.warnings[0].startswith(
+        "target_latency 0.01 in onnxruntime not reached: kept the level measured fastest (MAC budget "
+    )
 
 
 @pytest.mark.slow
