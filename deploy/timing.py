@@ -2,10 +2,12 @@
 
 * :func:`compare` times candidates interleaved: several blocks, each running every candidate
   once (in a rotating order), so a burst of load hits all of them alike; each candidate's figure
-  is the median of its block medians.
+  is the mean of its block medians (each block's median call), so that the ratio of two figures from the same blocks
+  is a weighted mean of their per-block ratios: a machine phase that slows both models of a block cancels in it,
+  where a ratio of two medians over blocks let it through whenever the two medians fell in different blocks.
 * :class:`LoadProbe` times a short fixed kernel before and after each block; a block timed while
   the kernel ran well above its best time is retimed once and, if still slow, flagged busy.
-* :func:`bootstrap_median` and :func:`bootstrap_ratio` give a figure's and a ratio's 95 % interval over blocks.
+* :func:`bootstrap_mean` and :func:`bootstrap_ratio` give a figure's and a ratio's 95 % interval over blocks.
 
 What the machine itself offers (its peak, the compute floor, thread and allocator pins) is ``deploy.machine``.
 """
@@ -156,11 +158,11 @@ def memory_probe_module() -> "torch.nn.Module":
 class Timing:
     """One candidate's latency from interleaved blocks, in ms per call.
 
-    ``median_ms`` is the median of the block medians (blocks flagged busy left out while enough
-    others remain); ``p10_ms``/``p90_ms``/``iqr_ms`` describe all timed calls; ``spread_pct`` is
-    (max - min) / median of the block medians; ``load_ratio`` the worst probe ratio around the
-    blocks; ``busy`` is set when a block stayed above the busy ratio after its retime; ``retimed``
-    counts retimed blocks (shared by all candidates of a comparison).
+    ``median_ms`` is the mean over blocks of each block's median call (blocks flagged busy left out while enough
+    others remain; see the module's docstring for why the mean); ``p10_ms``/``p90_ms``/``iqr_ms`` describe all
+    timed calls; ``spread_pct`` is (max - min) of the block medians over ``median_ms``; ``load_ratio`` the worst
+    probe ratio around the blocks; ``busy`` is set when a block stayed above the busy ratio after its retime;
+    ``retimed`` counts retimed blocks (shared by all candidates of a comparison).
     """
 
     median_ms: float
@@ -283,7 +285,7 @@ class Interleaved:
         result = {}
         for name in self.names:
             values, medians = np.asarray(self.samples[name]), np.asarray(self.block_medians[name])[kept]
-            middle = float(np.median(medians))
+            middle = float(np.mean(medians))
             q10, q25, q75, q90 = np.percentile(values, [10, 25, 75, 90])
             result[name] = Timing(
                 middle,
@@ -324,21 +326,22 @@ def compare(
     return timer.timings()
 
 
-def bootstrap_median(block_medians, resamples: int = 1000, seed: int = 0) -> tuple[float, float]:
-    """Return the 95 % bootstrap interval (2.5th, 97.5th percentiles) of the median of ``block_medians``,
-    resampling whole blocks."""
+def bootstrap_mean(block_medians, resamples: int = 1000, seed: int = 0) -> tuple[float, float]:
+    """Return the 95 % bootstrap interval (2.5th, 97.5th percentiles) of the mean of ``block_medians`` (a
+    :class:`Timing`'s ``median_ms``), resampling whole blocks."""
     values = np.asarray(block_medians, dtype=float)
     index = np.random.default_rng(seed).integers(0, len(values), (resamples, len(values)))
-    medians = np.median(values[index], axis=1)
-    return float(np.percentile(medians, 2.5)), float(np.percentile(medians, 97.5))
+    means = np.mean(values[index], axis=1)
+    return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
 
 
 def bootstrap_ratio(
     numerator, denominator, resamples: int = 1000, seed: int = 0, paired: bool = True
 ) -> tuple[float, float, float]:
-    """Return ``(ratio, low, high)``: median(numerator) / median(denominator) of block medians, with its 95 % bootstrap
-    interval from resampling whole blocks: paired (the default: both timed in the same blocks, a block's two medians
-    stay together) or, for figures from different comparisons, each resampled on its own.
+    """Return ``(ratio, low, high)``: mean(numerator) / mean(denominator) of block medians (the quotient of the two
+    :class:`Timing` figures), with its 95 % bootstrap interval from resampling whole blocks: paired (the default: both
+    timed in the same blocks, a block's two medians stay together, so what a block's machine phase does to both
+    cancels) or, for figures from different comparisons, each resampled on its own.
 
     Raises:
         ValueError: paired sequences that differ in length (they were not timed in the same blocks), or an empty one.
@@ -349,5 +352,5 @@ def bootstrap_ratio(
     generator = np.random.default_rng(seed)
     index_a = generator.integers(0, len(a), (resamples, len(a)))
     index_b = index_a if paired else generator.integers(0, len(b), (resamples, len(b)))
-    ratios = np.median(a[index_a], axis=1) / np.median(b[index_b], axis=1)
-    return float(np.median(a) / np.median(b)), float(np.percentile(ratios, 2.5)), float(np.percentile(ratios, 97.5))
+    ratios = np.mean(a[index_a], axis=1) / np.mean(b[index_b], axis=1)
+    return float(np.mean(a) / np.mean(b)), float(np.percentile(ratios, 2.5)), float(np.percentile(ratios, 97.5))

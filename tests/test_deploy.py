@@ -254,19 +254,33 @@ def test_interleaved_adds_blocks_and_leaves_out_busy_ones():
     assert len(timing.block_medians) == 2 and timing.busy is False and timing.load_ratio == 1.5  # the retime's
 
 
-def test_bootstrap_ratio_is_the_ratio_of_medians_with_an_interval_around_it():
+def test_bootstrap_ratio_is_the_quotient_of_the_two_figures_with_an_interval_around_it():
     base = [10.0, 10.5, 9.8, 10.2, 10.1, 9.9]
     variant = [5.0, 5.4, 4.9, 5.1, 5.0, 5.2]
     value, low, high = deploy.bootstrap_ratio(base, variant)
-    assert value == np.median(base) / np.median(variant)
+    assert value == np.mean(base) / np.mean(variant)  # a Timing's median_ms is the mean of its block medians
     assert low <= value <= high and high - low < 0.2
     assert deploy.bootstrap_ratio([2.0] * 4, [1.0] * 4) == (2.0, 2.0, 2.0)
     with pytest.raises(ValueError, match="same blocks"):
         deploy.bootstrap_ratio([1.0, 2.0], [1.0])
-    assert deploy.bootstrap_median([3.0, 3.0, 3.0]) == (3.0, 3.0)
+    assert deploy.bootstrap_mean([3.0, 3.0, 3.0]) == (3.0, 3.0)
     # figures from two comparisons (different runtimes) are resampled apart: any lengths, a wider interval
     value, low, high = deploy.bootstrap_ratio(base, variant[:4], paired=False)
-    assert value == np.median(base) / np.median(variant[:4]) and low <= value <= high
+    assert value == np.mean(base) / np.mean(variant[:4]) and low <= value <= high
+
+
+def test_a_machine_phase_that_slows_both_models_of_a_block_cancels_in_their_ratio():
+    # blocks on a loud host: a phase slows both models of a block alike (1.0x-2.0x), plus +-2 % of their own
+    phase = np.array([1.0, 1.6, 1.1, 2.0, 1.3, 1.8, 1.05, 1.5, 1.2, 1.7])
+    own = np.array([1.02, 0.98, 1.01, 0.99, 1.02, 0.98, 1.0, 1.01, 0.99, 1.0])
+    base, variant = 2.0 * phase, 1.0 * phase * own
+    value, low, high = deploy.bootstrap_ratio(variant, base)
+    assert value == pytest.approx(np.sum(variant) / np.sum(base)) and abs(value - 0.5) < 0.005
+    assert (high - low) / 2 / value < 0.01
+    # the ratio of the two block medians, resampled alike, lets the phase through: +-2 % or more on these blocks
+    index = np.random.default_rng(0).integers(0, len(base), (1000, len(base)))
+    medians = np.median(variant[index], axis=1) / np.median(base[index], axis=1)
+    assert (np.percentile(medians, 97.5) - np.percentile(medians, 2.5)) / 2 / 0.5 > 0.02
 
 
 def test_summary_columns_take_the_fastest_exact_and_the_fastest_int8_runtime_apart():

@@ -194,7 +194,7 @@ class CandidateTimer:
 
     def ratio(self, model, data) -> dict:
         """Return ``{runtime, latency_ratio, latency_ratio_lo, latency_ratio_hi}``: ``model``'s latency over the searched
-        model's, median of block medians with its 95 % bootstrap interval over blocks (paired). A quantized model runs in
+        model's, mean of block medians over mean, with its 95 % bootstrap interval over blocks (paired). A quantized model runs in
         the int8 twin of the runtime, calibrated as the study's timing phase calibrates it.
 
         Raises:

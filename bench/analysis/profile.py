@@ -106,8 +106,8 @@ def inference_profile(
 @dataclass(frozen=True)
 class TrainingProfile:
     """What :func:`training_profile` measured: the machine's fp32 and bf16 GEMM peaks in torch (GFLOP/s), and one row per
-    model and set-up: ``model``, ``setup``, ``batch``, ``ms_per_image`` (median step over its interleaved blocks, per
-    image), its ``lo``/``hi`` interval, ``floor_ms_per_image`` (fwd+bwd: 3 x 2 x MACs at the set-up's peak),
+    model and set-up: ``model``, ``setup``, ``batch``, ``ms_per_image`` (each interleaved block's median step, averaged
+    over the blocks, per image), its ``lo``/``hi`` interval, ``floor_ms_per_image`` (fwd+bwd: 3 x 2 x MACs at the set-up's peak),
     ``over_floor``, ``data_ms_per_image`` (a batch read and converted as the trainer does) and ``compile_seconds``."""
 
     machine: dict
@@ -227,7 +227,7 @@ def training_profile(
             data_ms = _data_ms_per_image(size, batch)
             for setup in setups:
                 label, t = setup.describe(), timings[setup.describe()]
-                low, high = deploy.bootstrap_median(t.block_medians)
+                low, high = deploy.bootstrap_mean(t.block_medians)
                 peak = machine["bf16_gflops"] if setup.bf16 else machine["fp32_gflops"]
                 floor = 3 * 2 * macs / (peak * 1e9) * 1e3
                 rows.append(

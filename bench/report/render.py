@@ -228,9 +228,9 @@ def render_search(
             for k in search["promoted"]
             if k in by_key
         )
-        + "\n## Trials (validation split, after screening)\n\nLatency / searched: median of block medians over "
-        f"{settings['timing_blocks']} interleaved blocks with the searched model, [95 % interval].\n\n"
-        + to_markdown(t_headers, t_rows)
+        + "\n## Trials (validation split, after screening)\n\nLatency / searched: mean of block medians (each block's median "
+        "call) over the searched model's, "
+        f"in {settings['timing_blocks']} interleaved blocks with it, [95 % interval].\n\n" + to_markdown(t_headers, t_rows)
     )
     written = {
         "search.md": _write(out, "search.md", text),

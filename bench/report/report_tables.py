@@ -101,7 +101,8 @@ def _summary_note(results: StudyResults) -> str:
     isas = sorted({str(v) for v in frame.get("cpu_isa", pd.Series(dtype=object)).dropna() if str(v)})
     return (
         f"Study '{results.study}' on {dataset}, test split. Rates in percent; PPP = mA / params in millions; "
-        f"MACs are multiply-accumulates (ptflops aten) at each model's input size. Latency: median ms per batch "
+        f"MACs are multiply-accumulates (ptflops aten) at each model's input size. Latency: ms per batch (each "
+        f"interleaved block's median call, averaged over the blocks) "
         f"(bN = batch {'/'.join(map(str, batch_n)) or '-'}) in the fastest exact (fp32) runtime, named in 'Runtime' "
         f"(every runtime: latency.md), all models timed together in one timing phase (interleaved blocks), "
         f"+- half the 95 % bootstrap interval over blocks; '/ ref' = latency over {results.reference}'s in the same runtime "
@@ -217,7 +218,7 @@ def build_latency(results: StudyResults) -> Built | None:
     seconds = f", {results.timing['seconds']:.0f} s" if results.timing else ""
     intro = (
         f"Every model of the study timed together in one timing phase{seconds}: per runtime and batch, interleaved blocks in "
-        f"which every model runs once, in rotating order. Median ms per batch of the block medians +- half its 95 % bootstrap "
+        f"which every model runs once, in rotating order. Ms per batch: the mean of the block medians +- half its 95 % bootstrap "
         f"interval over blocks; in round brackets measured / compute floor and, marked r, measured / roofline floor (the "
         f"sum of its layers' floors, layers.csv); in square brackets latency / {results.reference}'s "
         f"in the same blocks, with its interval; * = taken while a load probe flagged the machine busy (see busy in latency.csv)."

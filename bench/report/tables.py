@@ -280,9 +280,10 @@ def _latency_cell(hit) -> str:
 
 def latency_table(latency) -> tuple[list[str], list[list[str]]]:
     """Return (headers, rows) of latency per runtime: one row per model variant, device and batch, one column per
-    runtime, each cell ``median ms +- half its 95 % interval (measured / compute floor, measured / roofline floor 'r')
-    [latency / the reference model's +- interval]``; ``*`` marks a measurement taken while a load probe flagged the
-    machine busy."""
+    runtime, each cell ``ms (mean of block medians) +- half its 95 % interval (measured / compute floor, measured
+    / roofline floor 'r') [latency / the reference model's +- interval]``; ``*`` marks a measurement taken while a
+    load probe flagged the machine busy.
+    """
     frame = latency.assign(label=[row_label(r) for _, r in latency.iterrows()])
     runtimes, groups = pivot_by_runtime(frame, ["label", "device", "batch"], _latency_cell)
     return (

@@ -182,8 +182,10 @@ PER_ATTRIBUTE_COLUMNS = (
 
 # One row per model variant, runtime, device and batch size, all from the study's one timing phase; `exact`
 # runtimes keep fp32 arithmetic (int8 does not). Every model of the study ran in the same interleaved blocks of a
-# runtime and batch: median_ms is the median of its block medians (blocks: those used, blocks_total: those timed),
-# median_lo/hi its 95 % bootstrap interval over blocks; ref_ratio = median / the reference model's median,
+# runtime and batch: median_ms is the mean of its block medians, each block's median call (blocks: those used,
+# blocks_total: those timed; the mean, so a ratio of two rows' figures over the same blocks cancels what a machine phase
+# did to both: deploy.timing), median_lo/hi its 95 % bootstrap interval over blocks; ref_ratio = median_ms / the
+# reference model's median_ms,
 # speedup = base_median_ms / median_ms, realization = speedup / mac_reduction, each with its interval (paired
 # bootstrap over blocks); acc_mean: the model's test accuracy as it runs in this runtime (exact runtimes: its fp32
 # accuracy; int8 runtimes: measured in them), acc_delta: an int8 row's change from fp32; int8_settings: how an int8 row's

@@ -115,7 +115,7 @@ def _blocks(row: dict) -> list[float]:
 
 
 def row_ratio(numerator: dict | None, denominator: dict | None) -> tuple[float, float, float] | None:
-    """Return ``(ratio, low, high)`` of two latency rows of one timing phase: median over median of their block medians
+    """Return ``(ratio, low, high)`` of two latency rows of one timing phase: mean over mean of their block medians
     with the 95 % bootstrap interval, paired over blocks when both come from one runtime's comparison (same runtime and
     device), resampled apart when they do not; None when either row is missing."""
     if numerator is None or denominator is None:
@@ -543,7 +543,7 @@ class TimingPhase:
         row = latency_row(
             t, group.runtime, group.batch, built, c.macs, self.threads, self.machine["peak_gflops"], len(t.block_medians)
         )
-        low, high = deploy.bootstrap_median(t.block_medians)
+        low, high = deploy.bootstrap_mean(t.block_medians)
         row.update(
             {
                 "median_lo": low,
