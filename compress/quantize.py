@@ -148,10 +148,10 @@ def controlled_settings(
     settings: deploy.Int8Settings,
     validation: tuple,
     max_drop: float,
-) -> tuple[deploy.Int8Settings, str, bool]:
-    """Return ``(settings with the nodes accuracy control leaves in float, a one-line account, within)`` for
+) -> tuple[deploy.Int8Settings, str, str]:
+    """Return ``(settings with the nodes accuracy control leaves in float, a one-line account, a warning)`` for
     ``model``: its int8 form's mean accuracy on ``validation`` ((float32 NCHW images, 0/1 labels)) within ``max_drop``
-    points of float's (see :func:`control_accuracy`); ``within`` False when even every quantizable node in float
+    points of float's (see :func:`control_accuracy`); the warning is empty unless even every quantizable node in float
     left a larger drop.
 
     Raises:
@@ -169,7 +169,13 @@ def controlled_settings(
         f"accuracy control: {len(settings.exclude)} of {len(deploy.weighted_nodes(prepared))} nodes in float after "
         f"{len(rows)} rounds; validation drop {last['drop']:.2f} pt, {verdict} max_drop {max_drop:g}"
     )
-    return settings, account, within
+    warning = ""
+    if not within:
+        warning = (
+            f"int8 accuracy control: validation drop {last['drop']:.2f} pt, above max_drop {max_drop:g} even with every "
+            "quantizable node in float"
+        )
+    return settings, account, warning
 
 
 def quantize_model(model: nn.Module, example_input: torch.Tensor, **options) -> CompressionReport:
@@ -215,12 +221,11 @@ def quantize_model(model: nn.Module, example_input: torch.Tensor, **options) -> 
     if options["max_drop"] is not None:
         if options["validation"] is None:
             raise ValueError("quantize: max_drop needs validation data ((images, labels)); the study passes its validation split")
-        settings, account, within = controlled_settings(
+        settings, account, warning = controlled_settings(
             model, example, calibration, settings, options["validation"], float(options["max_drop"])
         )
         notes.append(account)
-        if not within:
-            warnings.append(f"int8 {account}")
+        warnings += [warning] if warning else []
     model.quantization = settings.to_dict()
     notes.append(f"int8: {settings.describe()}" + (f"; in float: {', '.join(settings.exclude)}" if settings.exclude else ""))
     params = count_params(model)

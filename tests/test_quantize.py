@@ -152,6 +152,37 @@ def test_accuracy_control_keeps_the_drop_within_max_drop_and_the_model_carries_i
     assert not hasattr(model, "quantization")  # the input model is untouched
 
 
+def test_int8_above_max_drop_even_all_in_float_is_one_warning_line(monkeypatch):
+    import compress.quantize as quantize
+
+    model = _outlier_model()
+    images, labels = _outlier_data(16)
+    calibration, _ = _outlier_data(32, seed=1)
+    # a drop accuracy control cannot bring under max_drop (it cannot happen with real graphs: all in float is float)
+    monkeypatch.setattr(
+        quantize,
+        "control_accuracy",
+        lambda prepared, settings, *_: (
+            settings,
+            [{"round": 0, "float_nodes": 2, "acc_float": 90.0, "acc_int8": 88.5, "drop": 1.5}],
+        ),
+    )
+    _, report = compress.apply(
+        model,
+        "quantize",
+        torch.from_numpy(images[:1]),
+        calibration=calibration,
+        calibration_images=32,
+        max_drop=0.5,
+        validation=(images, labels),
+    )
+    assert "NOT within" in report.notes[0]
+    # compression_warnings is '; '-separated: a warning must not contain '; ' or the summary splits it in two
+    assert report.warnings == [
+        "int8 accuracy control: validation drop 1.50 pt, above max_drop 0.5 even with every quantizable node in float"
+    ]
+
+
 def test_a_quantized_model_saves_and_reloads_its_settings(tmp_path):
     model = models.create_model("slimnet", filter_count_values=[4, 4, 4, 4], initial_conv=[8, 7, 2]).eval()
     x = torch.randn(8, *model.data_config["input_size"])

@@ -22,7 +22,8 @@ RESULT_COLUMNS = (
     # identity and config
     # compression: the variant's full pipeline; compression_notes: what its steps decided beyond their options (a target met,
     # the nodes int8 accuracy control left in float); compression_warnings: what they could not do as asked (a latency
-    # target out of reach, an int8 drop above max_drop), also under the summary's Warnings
+    # target out of reach, an int8 drop above max_drop), '; '-separated (none contains '; '), each a line under the
+    # summary's Warnings
     "study",
     "model",
     "variant",
