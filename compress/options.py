@@ -219,14 +219,8 @@ PRUNE_OPTIONS = {
         "runtime",
         default=LATENCY_RUNTIME,
     ),
-    "latency_batch": Option("batch size target_latency is measured at", "int", 1, None, default=1),
-    "if_unreachable": Option(
-        "when no compression level reaches target_latency: stop with an error, or keep the level measured fastest "
-        "(named under the summary's Warnings)",
-        "str",
-        choices=UNREACHABLE_CHOICES,
-        default="error",
-    ),
+    "latency_batch": FACTORIZATION_OPTIONS["latency_batch"],
+    "if_unreachable": FACTORIZATION_OPTIONS["if_unreachable"],
 }
 SPARSITY_OPTIONS = {
     "amount": Option("fraction of the selected weights set to zero (global magnitude)", "float", 0, 1, "()", default=0.5),

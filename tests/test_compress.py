@@ -498,6 +498,11 @@ def test_layers_slower_in_the_runtime_stay_whole(slimnet_and_input, monkeypatch)
     assert reasons["slim1.sse1.expand1.0"] == ""
 
 
+def _speedup_by_parameters(original, compressed, runtime, example, batch=1) -> float:
+    """A stand-in for ``compress.latency_target.measured_speedup`` where time is proportional to parameters."""
+    return sum(p.numel() for p in original.parameters()) / sum(p.numel() for p in compressed.parameters())
+
+
 @pytest.mark.parametrize("method, knob", [("prune", "pruning ratio"), ("svd", "MAC budget")])
 def test_latency_targets_search_measured_speedups(slimnet_and_input, monkeypatch, method, knob):
     import compress.factorize.engine as engine
@@ -508,9 +513,7 @@ def test_latency_targets_search_measured_speedups(slimnet_and_input, monkeypatch
     monkeypatch.setattr(
         targets,
         "measured_speedup",
-        lambda original, compressed, runtime, example, batch=1: (
-            sum(p.numel() for p in original.parameters()) / sum(p.numel() for p in compressed.parameters())
-        ),
+        _speedup_by_parameters,
     )
     monkeypatch.setattr(engine, "slower_in_runtime", lambda layer, replacement, shape, runtime: (False, 1.0, 1.0))
     compressed, report = compress.apply(model, method, x, target_latency=0.8, runtime="onnxruntime")
@@ -529,9 +532,7 @@ def test_an_unreachable_latency_target_keeps_the_fastest_level_when_asked_and_wa
     monkeypatch.setattr(
         targets,
         "measured_speedup",
-        lambda original, compressed, runtime, example, batch=1: (
-            sum(p.numel() for p in original.parameters()) / sum(p.numel() for p in compressed.parameters())
-        ),
+        _speedup_by_parameters,
     )
     most, _ = compress.apply(model, "prune", x, pruning_ratio=0.9)
     speedup = 571_304 / sum(p.numel() for p in most.parameters())
