@@ -101,9 +101,9 @@ def _summary_note(results: StudyResults) -> str:
     isas = sorted({str(v) for v in frame.get("cpu_isa", pd.Series(dtype=object)).dropna() if str(v)})
     return (
         f"Study '{results.study}' on {dataset}, test split. Rates in percent; PPP = mA / params in millions; "
-        f"MACs are multiply-accumulates (ptflops aten) at each model's input size. Latency: ms per batch (each "
-        f"interleaved block's median call, averaged over the blocks) "
-        f"(bN = batch {'/'.join(map(str, batch_n)) or '-'}) in the fastest exact (fp32) runtime, named in 'Runtime' "
+        f"MACs are multiply-accumulates (ptflops aten) at each model's input size. Latency: ms per batch "
+        f"(bN = batch {'/'.join(map(str, batch_n)) or '-'}; each interleaved block's median call, averaged over the "
+        f"blocks) in the fastest exact (fp32) runtime, named in 'Runtime' "
         f"(every runtime: latency.md), all models timed together in one timing phase (interleaved blocks), "
         f"+- half the 95 % bootstrap interval over blocks; '/ ref' = latency over {results.reference}'s in the same runtime "
         f"and blocks; floor = 2 x MACs x batch / the machine's fp32 peak "
